@@ -1,0 +1,115 @@
+"""Exceptions raised by commandbus.
+
+Every error a caller can trigger says what was wrong and, where it helps, what to do.
+Driver errors are translated into these at the adapter edge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+
+class CommandBusError(Exception):
+    """Base class of every commandbus error."""
+
+
+class ValidationError(CommandBusError, ValueError):
+    """An argument was rejected before anything was written (bad name, payload or id)."""
+
+
+class PayloadTooLargeError(ValidationError):
+    """A payload exceeds the configured size limit."""
+
+
+class DuplicateCommandError(CommandBusError):
+    """A command with this (domain, command_id) already exists; nothing was written."""
+
+    def __init__(self, domain: str, command_ids: Sequence[UUID]) -> None:
+        self.domain = domain
+        self.command_ids = list(command_ids)
+        shown = ", ".join(str(c) for c in self.command_ids[:5])
+        more = f" (+{len(self.command_ids) - 5} more)" if len(self.command_ids) > 5 else ""
+        super().__init__(
+            f"command id already used in domain {domain!r}: {shown}{more}; "
+            "command ids must be unique per domain (the send was not applied)"
+        )
+
+
+class CommandNotFoundError(CommandBusError):
+    def __init__(self, domain: str, command_id: UUID) -> None:
+        self.domain = domain
+        self.command_id = command_id
+        super().__init__(f"no command {command_id} in domain {domain!r}")
+
+
+class InvalidOperationError(CommandBusError):
+    """The operation is not allowed in the command's (or process's) current state."""
+
+
+class HandlerNotFoundError(CommandBusError):
+    def __init__(self, domain: str, command_type: str) -> None:
+        self.domain = domain
+        self.command_type = command_type
+        super().__init__(
+            f"no handler registered for command type {command_type!r} in domain {domain!r}"
+        )
+
+
+class HandlerAlreadyRegisteredError(CommandBusError):
+    def __init__(self, domain: str, command_type: str) -> None:
+        self.domain = domain
+        self.command_type = command_type
+        super().__init__(
+            f"a handler for {command_type!r} in domain {domain!r} is already registered"
+        )
+
+
+class TransientCommandError(CommandBusError):
+    """Raised by a handler for a failure worth retrying (timeouts, unavailable services)."""
+
+    def __init__(
+        self, code: str = "TRANSIENT", message: str = "", details: dict[str, Any] | None = None
+    ) -> None:
+        self.code = code
+        self.error_message = message or code
+        self.details = details or {}
+        super().__init__(f"[{code}] {self.error_message}")
+
+
+class PermanentCommandError(CommandBusError):
+    """Raised by a handler for a failure no retry can fix: the command goes to the TSQ."""
+
+    def __init__(
+        self, code: str = "PERMANENT", message: str = "", details: dict[str, Any] | None = None
+    ) -> None:
+        self.code = code
+        self.error_message = message or code
+        self.details = details or {}
+        super().__init__(f"[{code}] {self.error_message}")
+
+
+class BusinessRuleException(CommandBusError):
+    """Raised by a handler when a business rule refuses the command.
+
+    The command ends FAILED (no retry, no TSQ) and a FAILED reply carrying ``code`` and
+    ``message`` goes to ``reply_to``; a process manager compensates on it.
+    """
+
+    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
+        self.code = code
+        self.error_message = message
+        self.details = details or {}
+        super().__init__(f"[{code}] {message}")
+
+
+class ProcessNotFoundError(CommandBusError):
+    def __init__(self, domain: str, process_id: UUID) -> None:
+        self.domain = domain
+        self.process_id = process_id
+        super().__init__(f"no process {process_id} in domain {domain!r}")
+
+
+class SchemaError(CommandBusError):
+    """The database schema is missing or not at the version this library needs."""

@@ -1,0 +1,285 @@
+"""Value objects of the command bus: commands, replies, metadata, audit events.
+
+Everything here is plain data with no I/O, so it can be shared by every layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+JsonObject = dict[str, Any]
+
+
+class CommandStatus(StrEnum):
+    """Lifecycle status of a command (stored as its string value)."""
+
+    PENDING = "PENDING"
+    IN_PROGRESS = "IN_PROGRESS"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELED = "CANCELED"
+    IN_TROUBLESHOOTING_QUEUE = "IN_TROUBLESHOOTING_QUEUE"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (CommandStatus.COMPLETED, CommandStatus.FAILED, CommandStatus.CANCELED)
+
+
+class ReplyOutcome(StrEnum):
+    """Outcome carried by a reply message.
+
+    ``IN_TROUBLESHOOTING_QUEUE`` is a notice, not a final answer: the command waits for an
+    operator, who later retries it (a new reply follows), cancels it (``CANCELED``) or
+    completes it (``SUCCESS``).
+    """
+
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+    CANCELED = "CANCELED"
+    IN_TROUBLESHOOTING_QUEUE = "IN_TROUBLESHOOTING_QUEUE"
+
+
+class AuditEventType(StrEnum):
+    SENT = "SENT"
+    RECEIVED = "RECEIVED"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    RETRY_SCHEDULED = "RETRY_SCHEDULED"
+    RETRY_EXHAUSTED = "RETRY_EXHAUSTED"
+    MOVED_TO_TSQ = "MOVED_TO_TSQ"
+    BUSINESS_RULE_FAILED = "BUSINESS_RULE_FAILED"
+    OPERATOR_RETRY = "OPERATOR_RETRY"
+    OPERATOR_CANCEL = "OPERATOR_CANCEL"
+    OPERATOR_COMPLETE = "OPERATOR_COMPLETE"
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command as a handler receives it."""
+
+    domain: str
+    command_type: str
+    command_id: UUID
+    data: JsonObject
+    correlation_id: UUID | None = None
+    reply_to: str | None = None
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A reply to a command, as sent to the command's ``reply_to`` queue.
+
+    Wire format (JSON object; see ``docs/reply.schema.json``)::
+
+        {"command_id": "...", "correlation_id": "...", "domain": "...",
+         "command_type": "...", "outcome": "SUCCESS", "result": {...},
+         "error_code": null, "error_message": null}
+    """
+
+    command_id: UUID
+    correlation_id: UUID | None
+    outcome: ReplyOutcome
+    data: JsonObject | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    domain: str | None = None
+    command_type: str | None = None
+
+    def to_message(self) -> JsonObject:
+        return {
+            "command_id": str(self.command_id),
+            "correlation_id": str(self.correlation_id) if self.correlation_id else None,
+            "domain": self.domain,
+            "command_type": self.command_type,
+            "outcome": self.outcome.value,
+            "result": self.data,
+            "error_code": self.error_code,
+            "error_message": self.error_message,
+        }
+
+    @classmethod
+    def from_message(cls, message: JsonObject) -> Reply:
+        """Parse a reply message; raises ``ValueError`` with the reason if malformed."""
+        try:
+            command_id = UUID(str(message["command_id"]))
+            raw_corr = message.get("correlation_id")
+            correlation_id = UUID(str(raw_corr)) if raw_corr else None
+            outcome = ReplyOutcome(message["outcome"])
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ValueError(f"malformed reply message: {exc!r}") from exc
+        result = message.get("result")
+        if result is not None and not isinstance(result, dict):
+            raise ValueError("malformed reply message: 'result' must be a JSON object or null")
+        return cls(
+            command_id=command_id,
+            correlation_id=correlation_id,
+            outcome=outcome,
+            data=result,
+            error_code=message.get("error_code"),
+            error_message=message.get("error_message"),
+            domain=message.get("domain"),
+            command_type=message.get("command_type"),
+        )
+
+
+@dataclass(frozen=True)
+class ReceivedReply:
+    """A reply read from a reply queue; acknowledge it with ``CommandBus.ack_reply``."""
+
+    msg_id: int
+    reply: Reply
+    read_count: int = 1
+
+
+@dataclass(frozen=True)
+class CommandMetadata:
+    domain: str
+    command_id: UUID
+    command_type: str
+    status: CommandStatus
+    attempts: int
+    max_attempts: int
+    correlation_id: UUID | None
+    reply_to: str | None
+    created_at: datetime
+    updated_at: datetime
+    last_error_type: str | None = None
+    last_error_code: str | None = None
+    last_error_msg: str | None = None
+    msg_id: int | None = None
+    batch_id: UUID | None = None
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    domain: str
+    command_id: UUID
+    event_type: AuditEventType
+    timestamp: datetime
+    details: JsonObject | None = None
+
+
+@dataclass(frozen=True)
+class TroubleshootingItem:
+    domain: str
+    command_id: UUID
+    command_type: str
+    data: JsonObject
+    attempts: int
+    max_attempts: int
+    last_error_type: str | None
+    last_error_code: str | None
+    last_error_msg: str | None
+    correlation_id: UUID | None
+    reply_to: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    """One command to send; the fields mirror ``CommandBus.send``."""
+
+    domain: str
+    command_type: str
+    command_id: UUID
+    data: JsonObject
+    correlation_id: UUID | None = None
+    reply_to: str | None = None
+    max_attempts: int | None = None
+    delay: float | None = None
+
+
+@dataclass(frozen=True)
+class SendResult:
+    command_id: UUID
+    msg_id: int
+
+
+@dataclass(frozen=True)
+class QueueMessage:
+    """A raw message claimed from a queue."""
+
+    msg_id: int
+    queue_name: str
+    message: JsonObject
+    read_count: int
+    enqueued_at: datetime
+    visible_at: datetime
+
+
+@dataclass(frozen=True)
+class ClaimedCommand:
+    """A command claimed by a worker, with the attempt number this delivery is."""
+
+    msg_id: int
+    command: Command
+    attempt: int
+    max_attempts: int
+
+
+@dataclass(frozen=True)
+class QueuedReply:
+    """A reply to enqueue on ``queue`` as part of a settlement."""
+
+    queue: str
+    reply: Reply
+
+
+class SettleAction(StrEnum):
+    """What happens to the queue message of a settled command."""
+
+    DELETE = "DELETE"  # done: remove the message
+    RETRY = "RETRY"  # keep the message, make it visible again after a delay
+    ARCHIVE = "ARCHIVE"  # move the message to the archive (TSQ or business failure)
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """Everything one settled delivery writes, decided by the worker core.
+
+    Adapters apply a list of settlements in one transaction, mechanically: they make no
+    decisions of their own.
+    """
+
+    domain: str
+    command_id: UUID
+    msg_id: int
+    action: SettleAction
+    status: CommandStatus
+    attempts: int
+    audit: tuple[tuple[AuditEventType, JsonObject | None], ...]
+    retry_delay: float = 0.0
+    error_type: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    reply: QueuedReply | None = None
+
+
+@dataclass(frozen=True)
+class CommandQuery:
+    status: CommandStatus | None = None
+    domain: str | None = None
+    command_type: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    limit: int = 100
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class OperatorAction:
+    """An operator's decision on a TSQ item, applied by the adapter under a row lock."""
+
+    domain: str
+    command_id: UUID
+    operator: str | None
+    kind: AuditEventType  # OPERATOR_RETRY, OPERATOR_CANCEL or OPERATOR_COMPLETE
+    reason: str | None = None
+    result_data: JsonObject | None = None
+    extra: JsonObject = field(default_factory=dict)

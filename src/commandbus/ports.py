@@ -1,0 +1,257 @@
+"""Ports: the storage and transport the core needs, as ``typing.Protocol``.
+
+The core (bus, worker, troubleshooting, process engine) decides; adapters apply. Two
+adapters implement these ports: ``commandbus.postgres`` (production) and
+``commandbus.memory`` (tests and simulation). ``commandbus.testing.contracts`` holds the
+behaviour tests both must pass.
+
+Transactions
+------------
+Every method takes a keyword ``conn``: an open transaction handle obtained from
+``Backend.transaction()`` (for PostgreSQL it *is* a ``psycopg.AsyncConnection`` in a
+transaction, so a caller's own connection can be passed to join its transaction). With
+``conn=None`` the method runs in a transaction of its own. One state change = one
+transaction: the core opens one and passes it to every write that change implies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from uuid import UUID
+
+if TYPE_CHECKING:
+    from commandbus.process.repository import ProcessRepository
+
+from commandbus.models import (
+    AuditEvent,
+    AuditEventType,
+    ClaimedCommand,
+    CommandMetadata,
+    CommandQuery,
+    CommandStatus,
+    JsonObject,
+    QueueMessage,
+    SendRequest,
+    SendResult,
+    Settlement,
+    TroubleshootingItem,
+)
+
+#: An open transaction of a backend (a ``psycopg.AsyncConnection`` for PostgreSQL).
+Conn = Any
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """Time source. Inject a virtual clock (``commandbus.testing.VirtualClock``) in tests."""
+
+    def now(self) -> datetime:
+        """The current time, timezone-aware (UTC)."""
+        ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    """Wall-clock time."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+class MessageQueue(Protocol):
+    """Named queues of JSON messages with visibility timeouts (PGMQ-like semantics).
+
+    A read makes a message invisible for ``visibility_timeout`` seconds and increments its
+    read count; a message not deleted in time becomes visible again (at-least-once).
+    Enqueueing wakes ``Backend.wait_for_notify`` waiters of that queue at commit.
+    """
+
+    async def enqueue(
+        self,
+        queue: str,
+        messages: Sequence[JsonObject],
+        delay: float = 0.0,
+        *,
+        conn: Conn | None = None,
+    ) -> list[int]:
+        """Append messages, visible after ``delay`` seconds; returns their ``msg_id`` s."""
+        ...
+
+    async def read(
+        self,
+        queue: str,
+        limit: int,
+        visibility_timeout: float,
+        *,
+        conn: Conn | None = None,
+    ) -> list[QueueMessage]:
+        """Claim up to ``limit`` visible messages, oldest first, skipping locked ones."""
+        ...
+
+    async def delete(self, queue: str, msg_ids: Sequence[int], *, conn: Conn | None = None) -> int:
+        """Delete messages; returns how many existed."""
+        ...
+
+    async def set_visibility(
+        self, queue: str, msg_id: int, seconds: float, *, conn: Conn | None = None
+    ) -> bool:
+        """Make a message invisible until ``now + seconds``; False if it no longer exists."""
+        ...
+
+    async def depth(self, queue: str, *, conn: Conn | None = None) -> int:
+        """Number of messages in the queue (visible or not)."""
+        ...
+
+
+class CommandStore(Protocol):
+    """Commands: their queue messages, metadata rows, audit trail and archive."""
+
+    async def insert(
+        self,
+        requests: Sequence[SendRequest],
+        default_max_attempts: int,
+        *,
+        conn: Conn | None = None,
+    ) -> list[SendResult]:
+        """Send commands: for each, a message on ``{domain}__commands`` (visible after its
+        ``delay``), a PENDING metadata row and a SENT audit event, all or nothing.
+
+        Requests are already validated. ``correlation_id`` is already filled in.
+        Raises ``DuplicateCommandError`` (naming the ids) when a ``(domain, command_id)``
+        exists or repeats within ``requests``, also when a concurrent sender races: then
+        nothing of the call is written.
+        """
+        ...
+
+    async def claim(
+        self,
+        domain: str,
+        limit: int,
+        visibility_timeout: float,
+        *,
+        conn: Conn | None = None,
+    ) -> list[ClaimedCommand]:
+        """Claim up to ``limit`` visible command messages of ``domain``.
+
+        For each: the message becomes invisible for ``visibility_timeout`` seconds, the
+        row's ``attempts`` goes up by one and its status to IN_PROGRESS, and a RECEIVED
+        audit event is written (details ``{"attempt": n, "msg_id": m}``). ``attempt`` of the
+        result is the new ``attempts``. A message whose row is already terminal (a stale
+        redelivery) is deleted and not returned. Claimed messages may have
+        ``attempt > max_attempts`` (a worker crashed on them): the core settles those.
+        """
+        ...
+
+    async def settle(self, settlements: Sequence[Settlement], *, conn: Conn | None = None) -> None:
+        """Apply settlements mechanically, all in one transaction:
+
+        - ``DELETE``: delete the message; ``ARCHIVE``: move it to the archive;
+          ``RETRY``: keep it, visible again after ``retry_delay`` seconds.
+        - update the row: ``status``, ``attempts``, last error fields (left unchanged when
+          ``error_type`` is None), ``updated_at``;
+        - append the ``audit`` events in order;
+        - enqueue ``reply`` (if any) on its queue.
+        """
+        ...
+
+    async def get(
+        self, domain: str, command_id: UUID, *, conn: Conn | None = None
+    ) -> CommandMetadata | None: ...
+
+    async def lock(self, domain: str, command_id: UUID, *, conn: Conn) -> CommandMetadata | None:
+        """Read the row and lock it until ``conn`` ends (``SELECT … FOR UPDATE``)."""
+        ...
+
+    async def query(
+        self, query: CommandQuery, *, conn: Conn | None = None
+    ) -> list[CommandMetadata]:
+        """Filter rows; newest first (``created_at`` descending, then ``command_id``)."""
+        ...
+
+    async def audit_trail(
+        self, command_id: UUID, domain: str | None = None, *, conn: Conn | None = None
+    ) -> list[AuditEvent]:
+        """Audit events of a command in the order they were written."""
+        ...
+
+    async def append_audit(
+        self,
+        domain: str,
+        command_id: UUID,
+        events: Sequence[tuple[AuditEventType, JsonObject | None]],
+        *,
+        conn: Conn | None = None,
+    ) -> None: ...
+
+    async def set_status(
+        self,
+        domain: str,
+        command_id: UUID,
+        status: CommandStatus,
+        *,
+        attempts: int | None = None,
+        msg_id: int | None = None,
+        conn: Conn | None = None,
+    ) -> None:
+        """Update status (and ``attempts`` / ``msg_id`` when given) and ``updated_at``."""
+        ...
+
+    async def archived_message(
+        self, domain: str, command_id: UUID, *, conn: Conn | None = None
+    ) -> JsonObject | None:
+        """The most recently archived message of the command (its original payload)."""
+        ...
+
+    async def list_troubleshooting(
+        self,
+        domain: str,
+        command_type: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        *,
+        conn: Conn | None = None,
+    ) -> list[TroubleshootingItem]:
+        """Commands IN_TROUBLESHOOTING_QUEUE, oldest first, with their original payload."""
+        ...
+
+    async def count_troubleshooting(
+        self, domain: str, command_type: str | None = None, *, conn: Conn | None = None
+    ) -> int: ...
+
+
+class Waiter(Protocol):
+    """Wakes a consumer when a message was enqueued to a queue it listens to."""
+
+    async def wait(self, timeout: float) -> bool:
+        """Return True as soon as a notification arrived since the previous ``wait`` (or
+        since subscribing), False after ``timeout`` seconds without one. Notifications
+        are hints: consumers still poll, so a lost one only delays work."""
+        ...
+
+
+class Backend(Protocol):
+    """A storage backend: the ports above plus transactions and wake-ups."""
+
+    clock: Clock
+    queue: MessageQueue
+    commands: CommandStore
+    processes: ProcessRepository
+
+    def transaction(self, conn: Conn | None = None) -> AbstractAsyncContextManager[Conn]:
+        """Open a transaction (commit on success, roll back on error). With ``conn`` given,
+        join that open transaction instead (a savepoint; the caller commits)."""
+        ...
+
+    def listen(self, queues: Sequence[str]) -> AbstractAsyncContextManager[Waiter]:
+        """Subscribe to enqueue notifications of ``queues`` (LISTEN/NOTIFY on PostgreSQL)."""
+        ...
+
+    async def close(self) -> None: ...
