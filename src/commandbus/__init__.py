@@ -1,0 +1,77 @@
+"""commandbus: reliable commands and long-running business processes on PostgreSQL."""
+
+from commandbus.bus import CommandBus
+from commandbus.errors import (
+    BusinessRuleException,
+    CommandBusError,
+    CommandNotFoundError,
+    DuplicateCommandError,
+    HandlerAlreadyRegisteredError,
+    HandlerNotFoundError,
+    InvalidOperationError,
+    PayloadTooLargeError,
+    PermanentCommandError,
+    ProcessNotFoundError,
+    SchemaError,
+    TransientCommandError,
+    ValidationError,
+)
+from commandbus.handler import HandlerContext, HandlerRegistry, handler
+from commandbus.models import (
+    AuditEvent,
+    AuditEventType,
+    Command,
+    CommandMetadata,
+    CommandStatus,
+    ReceivedReply,
+    Reply,
+    ReplyOutcome,
+    SendRequest,
+    SendResult,
+    TroubleshootingItem,
+)
+from commandbus.ops.troubleshooting import TroubleshootingQueue
+from commandbus.policies import RetryPolicy
+from commandbus.ports import Backend, Clock, SystemClock
+from commandbus.worker import Worker, WorkerStats
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AuditEvent",
+    "AuditEventType",
+    "Backend",
+    "BusinessRuleException",
+    "Clock",
+    "Command",
+    "CommandBus",
+    "CommandBusError",
+    "CommandMetadata",
+    "CommandNotFoundError",
+    "CommandStatus",
+    "DuplicateCommandError",
+    "HandlerAlreadyRegisteredError",
+    "HandlerContext",
+    "HandlerNotFoundError",
+    "HandlerRegistry",
+    "InvalidOperationError",
+    "PayloadTooLargeError",
+    "PermanentCommandError",
+    "ProcessNotFoundError",
+    "ReceivedReply",
+    "Reply",
+    "ReplyOutcome",
+    "RetryPolicy",
+    "SchemaError",
+    "SendRequest",
+    "SendResult",
+    "SystemClock",
+    "TransientCommandError",
+    "TroubleshootingItem",
+    "TroubleshootingQueue",
+    "ValidationError",
+    "Worker",
+    "WorkerStats",
+    "__version__",
+    "handler",
+]

@@ -1,0 +1,5 @@
+"""Operator tools."""
+
+from commandbus.ops.troubleshooting import TroubleshootingQueue
+
+__all__ = ["TroubleshootingQueue"]

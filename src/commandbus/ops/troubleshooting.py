@@ -1,0 +1,169 @@
+"""The troubleshooting queue (TSQ): commands that need an operator.
+
+Each operator action runs in one transaction that first locks the command row, so two
+operators acting on the same command at once produce exactly one effect; the second gets
+``InvalidOperationError`` because the command is no longer in the TSQ.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from commandbus.errors import CommandNotFoundError, InvalidOperationError, ValidationError
+from commandbus.models import (
+    AuditEventType,
+    CommandMetadata,
+    CommandStatus,
+    JsonObject,
+    Reply,
+    ReplyOutcome,
+    TroubleshootingItem,
+)
+from commandbus.ports import Backend, Conn
+from commandbus.validation import (
+    MAX_PAYLOAD_BYTES,
+    command_queue,
+    encode_payload,
+    validate_name,
+    validate_uuid,
+)
+from commandbus.wiring import backend_from
+
+
+class TroubleshootingQueue:
+    def __init__(self, pool: Any, *, max_payload_bytes: int = MAX_PAYLOAD_BYTES) -> None:
+        self._backend: Backend = backend_from(pool)
+        self.max_payload_bytes = max_payload_bytes
+
+    @property
+    def backend(self) -> Backend:
+        return self._backend
+
+    async def list_troubleshooting(
+        self, domain: str, command_type: str | None = None, limit: int = 50, offset: int = 0
+    ) -> list[TroubleshootingItem]:
+        if not 1 <= limit <= 10_000 or offset < 0:
+            raise ValidationError("limit must be 1..10000 and offset >= 0")
+        return await self._backend.commands.list_troubleshooting(
+            validate_name(domain), command_type, limit, offset
+        )
+
+    async def count_troubleshooting(self, domain: str, command_type: str | None = None) -> int:
+        return await self._backend.commands.count_troubleshooting(
+            validate_name(domain), command_type
+        )
+
+    async def operator_retry(
+        self, domain: str, command_id: UUID | str, operator: str | None = None
+    ) -> None:
+        """Put the command back on its queue with its original payload and a fresh
+        attempt budget. Its eventual outcome is replied as usual."""
+        async with self._backend.transaction() as conn:
+            meta = await self._locked_in_tsq(domain, command_id, conn)
+            message = await self._backend.commands.archived_message(
+                meta.domain, meta.command_id, conn=conn
+            )
+            if message is None:
+                raise InvalidOperationError(
+                    f"command {meta.command_id} has no archived payload to retry"
+                )
+            [msg_id] = await self._backend.queue.enqueue(
+                command_queue(meta.domain), [message], conn=conn
+            )
+            await self._backend.commands.set_status(
+                meta.domain,
+                meta.command_id,
+                CommandStatus.PENDING,
+                attempts=0,
+                msg_id=msg_id,
+                conn=conn,
+            )
+            await self._backend.commands.append_audit(
+                meta.domain,
+                meta.command_id,
+                [(AuditEventType.OPERATOR_RETRY, {"operator": operator})],
+                conn=conn,
+            )
+
+    async def operator_cancel(
+        self,
+        domain: str,
+        command_id: UUID | str,
+        reason: str,
+        operator: str | None = None,
+    ) -> None:
+        """End the command as CANCELED and reply CANCELED to its ``reply_to``."""
+        async with self._backend.transaction() as conn:
+            meta = await self._locked_in_tsq(domain, command_id, conn)
+            await self._backend.commands.set_status(
+                meta.domain, meta.command_id, CommandStatus.CANCELED, conn=conn
+            )
+            await self._backend.commands.append_audit(
+                meta.domain,
+                meta.command_id,
+                [(AuditEventType.OPERATOR_CANCEL, {"operator": operator, "reason": reason})],
+                conn=conn,
+            )
+            await self._reply(meta, ReplyOutcome.CANCELED, None, "CANCELED", reason, conn)
+
+    async def operator_complete(
+        self,
+        domain: str,
+        command_id: UUID | str,
+        result_data: JsonObject | None = None,
+        operator: str | None = None,
+    ) -> None:
+        """End the command as COMPLETED and reply SUCCESS with ``result_data``."""
+        if result_data is not None:
+            encode_payload(result_data, "result_data", self.max_payload_bytes)
+        async with self._backend.transaction() as conn:
+            meta = await self._locked_in_tsq(domain, command_id, conn)
+            await self._backend.commands.set_status(
+                meta.domain, meta.command_id, CommandStatus.COMPLETED, conn=conn
+            )
+            await self._backend.commands.append_audit(
+                meta.domain,
+                meta.command_id,
+                [(AuditEventType.OPERATOR_COMPLETE, {"operator": operator})],
+                conn=conn,
+            )
+            await self._reply(meta, ReplyOutcome.SUCCESS, result_data, None, None, conn)
+
+    async def _locked_in_tsq(
+        self, domain: str, command_id: UUID | str, conn: Conn
+    ) -> CommandMetadata:
+        domain = validate_name(domain)
+        cid = validate_uuid(command_id)
+        meta = await self._backend.commands.lock(domain, cid, conn=conn)
+        if meta is None:
+            raise CommandNotFoundError(domain, cid)
+        if meta.status is not CommandStatus.IN_TROUBLESHOOTING_QUEUE:
+            raise InvalidOperationError(
+                f"command {cid} is {meta.status.value}, not in the troubleshooting queue; "
+                "operator actions apply only to IN_TROUBLESHOOTING_QUEUE commands"
+            )
+        return meta
+
+    async def _reply(
+        self,
+        meta: CommandMetadata,
+        outcome: ReplyOutcome,
+        data: JsonObject | None,
+        error_code: str | None,
+        error_message: str | None,
+        conn: Conn,
+    ) -> None:
+        if meta.reply_to is None:
+            return
+        reply = Reply(
+            command_id=meta.command_id,
+            correlation_id=meta.correlation_id,
+            outcome=outcome,
+            data=data,
+            error_code=error_code,
+            error_message=error_message,
+            domain=meta.domain,
+            command_type=meta.command_type,
+        )
+        await self._backend.queue.enqueue(meta.reply_to, [reply.to_message()], conn=conn)

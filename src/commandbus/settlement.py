@@ -1,0 +1,147 @@
+"""Pure decisions of the worker: what a delivery's outcome writes.
+
+No I/O here. ``Worker`` runs the handler, classifies what happened into an ``Outcome``,
+and asks ``settle_outcome`` for the ``Settlement`` that the storage adapter then applies in
+one transaction. Keeping this pure makes every branch unit-testable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from commandbus.models import (
+    AuditEventType,
+    ClaimedCommand,
+    CommandStatus,
+    JsonObject,
+    QueuedReply,
+    Reply,
+    ReplyOutcome,
+    SettleAction,
+    Settlement,
+)
+from commandbus.policies import RetryPolicy
+
+
+class OutcomeKind(StrEnum):
+    SUCCESS = "SUCCESS"
+    TRANSIENT = "TRANSIENT"  # retry while attempts remain, then TSQ
+    PERMANENT = "PERMANENT"  # TSQ at once
+    BUSINESS_RULE = "BUSINESS_RULE"  # FAILED + FAILED reply, no retry
+    EXHAUSTED = "EXHAUSTED"  # delivered more often than allowed (a worker crashed on it)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: OutcomeKind
+    result: JsonObject | None = None
+    error_type: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    details: JsonObject | None = None
+
+
+def settle_outcome(claimed: ClaimedCommand, outcome: Outcome, policy: RetryPolicy) -> Settlement:
+    """The settlement for one delivery of ``claimed`` that ended with ``outcome``."""
+    command = claimed.command
+    attempt = claimed.attempt
+    error: JsonObject = {
+        "attempt": attempt,
+        "error_type": outcome.error_type,
+        "error_code": outcome.error_code,
+        "error_message": outcome.error_message,
+    }
+    if outcome.details:
+        error["details"] = outcome.details
+
+    def reply(kind: ReplyOutcome, data: JsonObject | None = None) -> QueuedReply | None:
+        if command.reply_to is None:
+            return None
+        return QueuedReply(
+            command.reply_to,
+            Reply(
+                command_id=command.command_id,
+                correlation_id=command.correlation_id,
+                outcome=kind,
+                data=data,
+                error_code=None if kind is ReplyOutcome.SUCCESS else outcome.error_code,
+                error_message=None if kind is ReplyOutcome.SUCCESS else outcome.error_message,
+                domain=command.domain,
+                command_type=command.command_type,
+            ),
+        )
+
+    def make(
+        action: SettleAction,
+        status: CommandStatus,
+        audit: tuple[tuple[AuditEventType, JsonObject | None], ...],
+        *,
+        failed: bool = True,
+        retry_delay: float = 0.0,
+        queued: QueuedReply | None = None,
+    ) -> Settlement:
+        return Settlement(
+            domain=command.domain,
+            command_id=command.command_id,
+            msg_id=claimed.msg_id,
+            action=action,
+            status=status,
+            attempts=attempt,
+            audit=audit,
+            retry_delay=retry_delay,
+            error_type=outcome.error_type if failed else None,
+            error_code=outcome.error_code if failed else None,
+            error_message=outcome.error_message if failed else None,
+            reply=queued,
+        )
+
+    if outcome.kind is OutcomeKind.SUCCESS:
+        return make(
+            SettleAction.DELETE,
+            CommandStatus.COMPLETED,
+            ((AuditEventType.COMPLETED, {"attempt": attempt}),),
+            failed=False,
+            queued=reply(ReplyOutcome.SUCCESS, outcome.result),
+        )
+    if outcome.kind is OutcomeKind.BUSINESS_RULE:
+        return make(
+            SettleAction.ARCHIVE,
+            CommandStatus.FAILED,
+            ((AuditEventType.BUSINESS_RULE_FAILED, error),),
+            queued=reply(ReplyOutcome.FAILED),
+        )
+    if outcome.kind is OutcomeKind.TRANSIENT and attempt < claimed.max_attempts:
+        delay = policy.backoff(attempt)
+        return make(
+            SettleAction.RETRY,
+            CommandStatus.PENDING,
+            (
+                (AuditEventType.FAILED, error),
+                (AuditEventType.RETRY_SCHEDULED, {"delay": delay, "next_attempt": attempt + 1}),
+            ),
+            retry_delay=delay,
+        )
+    audit: tuple[tuple[AuditEventType, JsonObject | None], ...]
+    if outcome.kind is OutcomeKind.TRANSIENT:
+        audit = (
+            (AuditEventType.FAILED, error),
+            (AuditEventType.RETRY_EXHAUSTED, {"attempts": attempt}),
+            (AuditEventType.MOVED_TO_TSQ, {"reason": "retries exhausted"}),
+        )
+    elif outcome.kind is OutcomeKind.EXHAUSTED:
+        audit = (
+            (AuditEventType.RETRY_EXHAUSTED, {"attempts": attempt}),
+            (AuditEventType.MOVED_TO_TSQ, {"reason": outcome.error_message}),
+        )
+    else:
+        audit = (
+            (AuditEventType.FAILED, error),
+            (AuditEventType.MOVED_TO_TSQ, {"reason": "permanent error"}),
+        )
+    return make(
+        SettleAction.ARCHIVE,
+        CommandStatus.IN_TROUBLESHOOTING_QUEUE,
+        audit,
+        queued=reply(ReplyOutcome.IN_TROUBLESHOOTING_QUEUE),
+    )

@@ -1,0 +1,406 @@
+"""Worker: claim commands in batches, run their handlers, settle the outcomes.
+
+Throughput comes from batching round trips, not from the handlers: commands are claimed
+in batches (one statement), handlers run concurrently, and finished deliveries are
+settled together (one transaction for everything that finished meanwhile — group commit).
+A command counts against ``concurrency`` until its settlement is committed, which is the
+back-pressure that keeps a slow database from being flooded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+from commandbus.errors import (
+    BusinessRuleException,
+    HandlerNotFoundError,
+    PermanentCommandError,
+    TransientCommandError,
+    ValidationError,
+)
+from commandbus.handler import HandlerContext, HandlerRegistry, RegisteredHandler
+from commandbus.models import ClaimedCommand, Settlement
+from commandbus.policies import RetryPolicy
+from commandbus.ports import Backend, Clock, Conn, Waiter
+from commandbus.settlement import Outcome, OutcomeKind, settle_outcome
+from commandbus.validation import MAX_PAYLOAD_BYTES, command_queue, encode_payload, validate_name
+from commandbus.wiring import backend_from
+
+logger = logging.getLogger(__name__)
+
+#: The most settlements written in one transaction.
+MAX_SETTLE_BATCH = 500
+
+
+@dataclass
+class WorkerStats:
+    """Counters since the worker was created (for progress displays and metrics)."""
+
+    claimed: int = 0
+    completed: int = 0
+    retried: int = 0
+    to_troubleshooting: int = 0
+    business_failures: int = 0
+    settle_errors: int = 0
+
+    def count(self, settlement: Settlement) -> None:
+        status = settlement.status.value
+        if status == "COMPLETED":
+            self.completed += 1
+        elif status == "PENDING":
+            self.retried += 1
+        elif status == "IN_TROUBLESHOOTING_QUEUE":
+            self.to_troubleshooting += 1
+        elif status == "FAILED":
+            self.business_failures += 1
+
+
+class Worker:
+    """Processes the commands of one domain with the handlers of ``registry``.
+
+    ``visibility_timeout`` is how long a claimed command stays invisible to other workers;
+    a handler that needs longer calls ``context.extend_visibility``. ``retry_policy``
+    supplies the backoff between attempts (the attempt limit is stored with each command).
+    """
+
+    def __init__(
+        self,
+        pool: Any,
+        domain: str,
+        registry: HandlerRegistry,
+        visibility_timeout: float = 30,
+        retry_policy: RetryPolicy | None = None,
+        *,
+        batch_size: int = 50,
+        max_result_bytes: int = MAX_PAYLOAD_BYTES,
+        clock: Clock | None = None,
+    ) -> None:
+        if visibility_timeout <= 0:
+            raise ValidationError("visibility_timeout must be > 0 seconds")
+        if batch_size < 1:
+            raise ValidationError("batch_size must be >= 1")
+        self._backend: Backend = backend_from(pool, clock)
+        self.domain = validate_name(domain)
+        self.queue = command_queue(domain)
+        self.registry = registry
+        self.visibility_timeout = float(visibility_timeout)
+        self.retry_policy = retry_policy or RetryPolicy()
+        self.batch_size = batch_size
+        self.max_result_bytes = max_result_bytes
+        self.stats = WorkerStats()
+        self._clock = clock or self._backend.clock
+        self._stop_requested = False
+        self._wake = asyncio.Event()
+        self._finished = asyncio.Event()
+        self._running = False
+        self._inflight = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._pending: list[Settlement] = []
+        self._pending_ready = asyncio.Event()
+
+    @property
+    def backend(self) -> Backend:
+        return self._backend
+
+    @property
+    def is_running(self) -> bool:
+        return self._running
+
+    # -- one batch (deterministic; used by tests and by run) ---------------------------
+
+    async def process_once(self, limit: int | None = None) -> int:
+        """Claim one batch, run its handlers concurrently, settle them in one transaction.
+
+        Returns how many commands were claimed. Handy in tests: no background tasks.
+        """
+        claimed = await self._backend.commands.claim(
+            self.domain, limit or self.batch_size, self.visibility_timeout
+        )
+        self.stats.claimed += len(claimed)
+        settlements = await asyncio.gather(*(self._execute(c) for c in claimed))
+        batch = [s for s in settlements if s is not None]
+        if batch:
+            await self._backend.commands.settle(batch)
+            for settlement in batch:
+                self.stats.count(settlement)
+        return len(claimed)
+
+    async def drain(self, max_batches: int = 1_000_000) -> int:
+        """Run ``process_once`` until no command is visible; returns how many ran."""
+        total = 0
+        for _ in range(max_batches):
+            n = await self.process_once()
+            if n == 0:
+                break
+            total += n
+        return total
+
+    # -- continuous operation -----------------------------------------------------------
+
+    async def run(
+        self, concurrency: int = 10, poll_interval: float = 1.0, use_notify: bool = True
+    ) -> None:
+        """Process commands until ``stop()`` is called.
+
+        Wakes on LISTEN/NOTIFY when ``use_notify`` (and on a ``poll_interval`` timer in any
+        case: notifications are hints, delayed retries become visible without one).
+        """
+        if self._running:
+            raise RuntimeError("this worker is already running")
+        if concurrency < 1:
+            raise ValidationError("concurrency must be >= 1")
+        self._running = True
+        self._stop_requested = False
+        self._finished.clear()
+        try:
+            async with AsyncExitStack() as stack:
+                waiter: Waiter | None = None
+                if use_notify:
+                    waiter = await stack.enter_async_context(self._backend.listen([self.queue]))
+                flusher = asyncio.create_task(self._flush_loop())
+                try:
+                    await self._claim_loop(concurrency, poll_interval, waiter)
+                    # Let in-flight handlers finish and their settlements commit.
+                    while self._inflight > 0:
+                        self._wake.clear()
+                        await self._wake.wait()
+                finally:
+                    flusher.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await flusher
+        finally:
+            self._running = False
+            self._finished.set()
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop claiming; wait up to ``timeout`` seconds for in-flight handlers to finish
+        and settle. Handlers still running then are cancelled: their commands become
+        visible again after the visibility timeout (at-least-once)."""
+        self._stop_requested = True
+        self._wake.set()
+        if not self._running:
+            return
+        try:
+            await asyncio.wait_for(self._finished.wait(), timeout)
+        except TimeoutError:
+            for task in list(self._tasks):
+                task.cancel()
+            await self._finished.wait()
+
+    async def _claim_loop(
+        self, concurrency: int, poll_interval: float, waiter: Waiter | None
+    ) -> None:
+        while not self._stop_requested:
+            free = concurrency - self._inflight
+            if free <= 0:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            want = min(free, self.batch_size)
+            try:
+                claimed = await self._backend.commands.claim(
+                    self.domain, want, self.visibility_timeout
+                )
+            except Exception:
+                logger.exception(
+                    "claim failed on %s; retrying after %ss", self.queue, poll_interval
+                )
+                await self._idle(waiter, poll_interval)
+                continue
+            self.stats.claimed += len(claimed)
+            for command in claimed:
+                self._inflight += 1
+                task = asyncio.create_task(self._run_one(command))
+                self._tasks.add(task)
+                task.add_done_callback(self._task_done)
+            if not claimed:
+                await self._idle(waiter, poll_interval)
+
+    async def _idle(self, waiter: Waiter | None, poll_interval: float) -> None:
+        """Wait for a notification, the poll timer, or stop() — whichever comes first."""
+        self._wake.clear()
+        sleeper: asyncio.Task[Any] = asyncio.create_task(
+            waiter.wait(poll_interval) if waiter else self._clock.sleep(poll_interval)
+        )
+        stopper = asyncio.create_task(self._wake.wait())
+        try:
+            await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeper, stopper):
+                task.cancel()
+            for task in (sleeper, stopper):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        # A cancelled (stop timeout) or crashed delivery is not settled: its message is
+        # redelivered after the visibility timeout. Free its slot.
+        if task.cancelled() or task.exception() is not None:
+            if not task.cancelled():
+                logger.error("delivery failed unexpectedly", exc_info=task.exception())
+            self._inflight -= 1
+            self._wake.set()
+
+    async def _run_one(self, claimed: ClaimedCommand) -> None:
+        settlement = await self._execute(claimed)
+        if settlement is None:  # settled inside the handler's own transaction
+            self._inflight -= 1
+            self._wake.set()
+            return
+        self._pending.append(settlement)
+        self._pending_ready.set()
+
+    async def _flush_loop(self) -> None:
+        """Settle whatever finished meanwhile, in one transaction per round."""
+        failures = 0
+        while True:
+            await self._pending_ready.wait()
+            self._pending_ready.clear()
+            while self._pending:
+                batch = self._pending[:MAX_SETTLE_BATCH]
+                try:
+                    await self._backend.commands.settle(batch)
+                except Exception:
+                    # The messages stay claimed until their visibility timeout, then are
+                    # redelivered: nothing is lost. Keep trying while we still hold them.
+                    self.stats.settle_errors += 1
+                    failures += 1
+                    logger.exception("settling %d commands failed; retrying", len(batch))
+                    await self._clock.sleep(min(0.1 * 2**failures, 5.0))
+                    continue
+                failures = 0
+                del self._pending[: len(batch)]
+                for settlement in batch:
+                    self.stats.count(settlement)
+                self._inflight -= len(batch)
+                self._wake.set()
+
+    # -- running a handler ----------------------------------------------------------------
+
+    async def _execute(self, claimed: ClaimedCommand) -> Settlement | None:
+        """Run the handler of one delivery; return its settlement, or None if the handler
+        was transactional and its settlement already committed with the handler's writes."""
+        command = claimed.command
+        if claimed.attempt > claimed.max_attempts:
+            outcome = Outcome(
+                OutcomeKind.EXHAUSTED,
+                error_type="DeliveryLimitExceeded",
+                error_code="DELIVERY_LIMIT_EXCEEDED",
+                error_message=(
+                    f"delivered {claimed.attempt} times, more than max_attempts="
+                    f"{claimed.max_attempts} allows (a worker likely crashed on it)"
+                ),
+            )
+            return settle_outcome(claimed, outcome, self.retry_policy)
+        registered = self.registry.find(command.domain, command.command_type)
+        if registered is None:
+            error = HandlerNotFoundError(command.domain, command.command_type)
+            outcome = Outcome(
+                OutcomeKind.TRANSIENT,
+                error_type="HandlerNotFoundError",
+                error_code="HANDLER_NOT_FOUND",
+                error_message=str(error),
+            )
+            return settle_outcome(claimed, outcome, self.retry_policy)
+        if registered.transactional:
+            return await self._execute_in_transaction(claimed, registered)
+        outcome = await self._call(claimed, registered, None)
+        return settle_outcome(claimed, outcome, self.retry_policy)
+
+    async def _execute_in_transaction(
+        self, claimed: ClaimedCommand, registered: RegisteredHandler
+    ) -> Settlement | None:
+        try:
+            async with self._backend.transaction() as conn:
+                outcome = await self._call(claimed, registered, conn)
+                if outcome.kind is not OutcomeKind.SUCCESS:
+                    raise _RollBack(outcome)
+                settlement = settle_outcome(claimed, outcome, self.retry_policy)
+                await self._backend.commands.settle([settlement], conn=conn)
+        except _RollBack as rollback:
+            # The handler's own writes are undone with the failed attempt.
+            return settle_outcome(claimed, rollback.outcome, self.retry_policy)
+        self.stats.count(settlement)
+        return None
+
+    async def _call(
+        self, claimed: ClaimedCommand, registered: RegisteredHandler, conn: Conn | None
+    ) -> Outcome:
+        command = claimed.command
+
+        async def extend(seconds: float) -> bool:
+            return await self._backend.queue.set_visibility(self.queue, claimed.msg_id, seconds)
+
+        context = HandlerContext(
+            command=command,
+            attempt=claimed.attempt,
+            max_attempts=claimed.max_attempts,
+            msg_id=claimed.msg_id,
+            conn=conn,
+            _extend=extend,
+        )
+        try:
+            result = await registered.fn(command, context)
+        except TransientCommandError as exc:
+            return _failure(OutcomeKind.TRANSIENT, exc, exc.code, exc.error_message, exc.details)
+        except PermanentCommandError as exc:
+            return _failure(OutcomeKind.PERMANENT, exc, exc.code, exc.error_message, exc.details)
+        except BusinessRuleException as exc:
+            return _failure(
+                OutcomeKind.BUSINESS_RULE, exc, exc.code, exc.error_message, exc.details
+            )
+        except Exception as exc:
+            logger.warning(
+                "handler %s raised %s for command %s (attempt %d)",
+                command.command_type,
+                type(exc).__name__,
+                command.command_id,
+                claimed.attempt,
+                exc_info=True,
+            )
+            return _failure(OutcomeKind.TRANSIENT, exc, "UNEXPECTED_ERROR", str(exc), None)
+        if result is not None:
+            try:
+                encode_payload(result, "handler result", self.max_result_bytes)
+            except ValidationError as exc:
+                # Retrying cannot change what the code returns: park it for an operator.
+                return Outcome(
+                    OutcomeKind.PERMANENT,
+                    error_type="InvalidHandlerResult",
+                    error_code="INVALID_HANDLER_RESULT",
+                    error_message=str(exc),
+                )
+        return Outcome(OutcomeKind.SUCCESS, result=result)
+
+
+class _RollBack(Exception):
+    def __init__(self, outcome: Outcome) -> None:
+        self.outcome = outcome
+
+
+def _failure(
+    kind: OutcomeKind,
+    exc: BaseException,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None,
+) -> Outcome:
+    return Outcome(
+        kind,
+        error_type=type(exc).__name__,
+        error_code=code,
+        error_message=message,
+        details=details or None,
+    )
+
+
+async def run_workers(workers: Sequence[Worker], concurrency: int = 10) -> None:
+    """Run several workers (e.g. one per domain) until they are all stopped."""
+    await asyncio.gather(*(w.run(concurrency=concurrency) for w in workers))
