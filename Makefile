@@ -1,0 +1,50 @@
+# One-command entry points. Everything runs inside .venv, created on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install demo test test-unit check lint format typecheck bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## make demo: run the demo on the embedded PostgreSQL (or on $DATABASE_URL)
+demo: install
+	$(PY) -m commandbus.demo
+
+## make test: the whole test suite (embedded PostgreSQL unless $DATABASE_URL is set)
+test: install
+	$(PY) -m pytest
+
+## make test-unit: the fast tests that need no database
+test-unit: install
+	$(PY) -m pytest tests/unit
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+## make check: lint + types + tests (what CI runs)
+check: lint typecheck test
+
+## make bench: the benchmarks (figures are printed)
+bench: install
+	$(PY) -m benchmarks.throughput
+	$(PY) -m benchmarks.processes
+
+clean:
+	rm -rf $(VENV) .commandbus .mypy_cache .pytest_cache .ruff_cache .hypothesis
