@@ -1,0 +1,137 @@
+"""``InMemoryBackend``: the ``Backend`` port in memory, for unit tests and simulation.
+
+It behaves like the PostgreSQL backend (same contract suite,
+``commandbus.testing.contracts``) but keeps everything in dictionaries and takes its time
+from the injected clock, so with a ``VirtualClock`` visibility timeouts, delays and
+backoffs pass only when the test moves time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
+
+from commandbus.memory.commands import InMemoryCommandStore
+from commandbus.memory.queue import InMemoryMessageQueue
+from commandbus.memory.transaction import (
+    MemoryTransaction,
+    TransactionClosedError,
+    TransactionContext,
+)
+from commandbus.ports import Clock, CommandStore, Conn, MessageQueue, SystemClock
+from commandbus.validation import MAX_PAYLOAD_BYTES
+
+__all__ = ["InMemoryBackend", "InMemoryWaiter"]
+
+
+class InMemoryWaiter:
+    """``Waiter`` of ``InMemoryBackend.listen``; timeouts are measured on the backend clock."""
+
+    def __init__(self, clock: Clock, queues: frozenset[str]) -> None:
+        self._clock = clock
+        self.queues = queues
+        self._pending = False
+        self._future: asyncio.Future[bool] | None = None
+
+    def _notify(self) -> None:
+        future = self._future
+        if future is not None and not future.done():
+            future.set_result(True)
+        else:
+            self._pending = True
+
+    async def wait(self, timeout: float) -> bool:
+        if self._pending:
+            self._pending = False
+            return True
+        if timeout <= 0:
+            await asyncio.sleep(0)
+            if self._pending:
+                self._pending = False
+                return True
+            return False
+        clock = self._clock
+        deadline = clock.now() + timedelta(seconds=timeout)
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._future = future
+
+        async def expire() -> None:
+            # Measured from the call, even if the clock moved before this task started.
+            remaining = (deadline - clock.now()).total_seconds()
+            await clock.sleep(remaining)
+            if not future.done():
+                future.set_result(False)
+
+        timer = asyncio.ensure_future(expire())
+        try:
+            return await future
+        finally:
+            self._future = None
+            timer.cancel()
+
+
+class InMemoryBackend:
+    """All ports in memory. ``clock`` drives visibility timeouts, delays and wait timeouts.
+
+    ``max_payload_bytes`` limits messages given to ``queue.enqueue`` (encoded JSON).
+    """
+
+    def __init__(
+        self, clock: Clock | None = None, max_payload_bytes: int = MAX_PAYLOAD_BYTES
+    ) -> None:
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.max_payload_bytes = max_payload_bytes
+        # Row locks: key -> the root transaction holding it (see MemoryTransaction.lock).
+        self._locks: dict[Any, MemoryTransaction] = {}
+        self._listeners: dict[str, set[InMemoryWaiter]] = {}
+        self._closed = False
+        # Typed as the ports (the Backend protocol's attributes are invariant); the
+        # concrete adapters, with their in-transaction building blocks, are
+        # ``memory_queue`` and ``memory_commands``.
+        self.memory_queue = InMemoryMessageQueue(self)
+        self.memory_commands = InMemoryCommandStore(self, self.memory_queue)
+        self.queue: MessageQueue = self.memory_queue
+        self.commands: CommandStore = self.memory_commands
+        # Wired by the process repository (commandbus.memory.process_repository), which
+        # stores processes in this backend and uses its transactions.
+        self.processes: Any = None
+
+    def transaction(self, conn: Conn | None = None) -> TransactionContext:
+        """Open a transaction, or with ``conn`` a savepoint inside that open transaction."""
+        if conn is not None and not isinstance(conn, MemoryTransaction):
+            raise TransactionClosedError(
+                f"InMemoryBackend cannot join {type(conn).__name__!r}: pass a conn obtained "
+                "from this backend's transaction()"
+            )
+        if self._closed:
+            raise TransactionClosedError("the InMemoryBackend is closed")
+        return TransactionContext(self, conn)
+
+    @asynccontextmanager
+    async def listen(self, queues: Sequence[str]) -> AsyncIterator[InMemoryWaiter]:
+        waiter = InMemoryWaiter(self.clock, frozenset(queues))
+        for queue in waiter.queues:
+            self._listeners.setdefault(queue, set()).add(waiter)
+        try:
+            yield waiter
+        finally:
+            for queue in waiter.queues:
+                listeners = self._listeners.get(queue)
+                if listeners is not None:
+                    listeners.discard(waiter)
+                    if not listeners:
+                        del self._listeners[queue]
+
+    async def close(self) -> None:
+        self._closed = True
+
+    def _deliver(self, queues: Iterable[str]) -> None:
+        """Called at commit with the queues that got messages."""
+        woken: set[InMemoryWaiter] = set()
+        for queue in queues:
+            woken.update(self._listeners.get(queue, ()))
+        for waiter in woken:
+            waiter._notify()
