@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 from commandbus.memory.commands import InMemoryCommandStore
+from commandbus.memory.process_repository import InMemoryProcessRepository
 from commandbus.memory.queue import InMemoryMessageQueue
 from commandbus.memory.transaction import (
     MemoryTransaction,
@@ -22,6 +23,7 @@ from commandbus.memory.transaction import (
     TransactionContext,
 )
 from commandbus.ports import Clock, CommandStore, Conn, MessageQueue, SystemClock
+from commandbus.process.repository import ProcessRepository
 from commandbus.validation import MAX_PAYLOAD_BYTES
 
 __all__ = ["InMemoryBackend", "InMemoryWaiter"]
@@ -95,9 +97,7 @@ class InMemoryBackend:
         self.memory_commands = InMemoryCommandStore(self, self.memory_queue)
         self.queue: MessageQueue = self.memory_queue
         self.commands: CommandStore = self.memory_commands
-        # Wired by the process repository (commandbus.memory.process_repository), which
-        # stores processes in this backend and uses its transactions.
-        self.processes: Any = None
+        self.processes: ProcessRepository = InMemoryProcessRepository(self)
 
     def transaction(self, conn: Conn | None = None) -> TransactionContext:
         """Open a transaction, or with ``conn`` a savepoint inside that open transaction."""

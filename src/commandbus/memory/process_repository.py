@@ -1,0 +1,417 @@
+"""In-memory process repository: processes, audit trails and the message log.
+
+Behaves like ``PostgresProcessRepository`` (same contract suite,
+``commandbus.testing.process_contracts``) on top of ``InMemoryBackend`` transactions:
+every mutation records its undo, rows created by an open transaction are invisible to
+others until it commits, ``lock`` and every update take the row lock, and an insert of a
+key another open transaction inserted waits for it (like a unique index). Stored states
+and payloads are kept JSON-encoded, so callers never share mutable data with the store.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from commandbus.memory.transaction import MemoryTransaction, visible_to
+from commandbus.models import ReplyOutcome
+from commandbus.ports import Conn
+from commandbus.process.errors import ProcessAlreadyExistsError, ProcessVersionConflictError
+from commandbus.process.models import (
+    AuditEntryKind,
+    ProcessAuditEntry,
+    ProcessMessageDisposition,
+    ProcessMessageRecord,
+    ProcessMetadata,
+    ProcessSnapshot,
+    ProcessStatus,
+)
+from commandbus.process.repository import ProcessWrites, state_to_json
+
+if TYPE_CHECKING:
+    from commandbus.memory.backend import InMemoryBackend
+
+__all__ = ["InMemoryProcessRepository"]
+
+Key = tuple[str, UUID]
+AnyProcess = ProcessMetadata[Any, Any]
+
+
+def _encode(value: object) -> str:
+    return json.dumps(value, allow_nan=False, separators=(",", ":"))
+
+
+def _decode(body: str | None) -> Any:
+    return None if body is None else json.loads(body)
+
+
+def _lock_key(domain: str, process_id: UUID) -> tuple[str, str, UUID]:
+    return ("process", domain, process_id)
+
+
+@dataclass(slots=True, eq=False)
+class _Row:
+    process: AnyProcess  # state is the JSON encoding (str)
+    tx: MemoryTransaction | None
+
+    def read(self) -> AnyProcess:
+        return self.process.copy(state=_decode(self.process.state))
+
+
+@dataclass(slots=True, eq=False)
+class _AuditRow:
+    seq: int
+    entry: ProcessAuditEntry  # command_data / reply_data JSON-encoded (str)
+    tx: MemoryTransaction | None
+
+    def read(self) -> ProcessAuditEntry:
+        e = self.entry
+        return replace(
+            e,
+            command_data=_decode(e.command_data),  # type: ignore[arg-type]
+            reply_data=_decode(e.reply_data),  # type: ignore[arg-type]
+        )
+
+
+@dataclass(slots=True, eq=False)
+class _LogRow:
+    record: ProcessMessageRecord
+    body: str
+    tx: MemoryTransaction | None
+
+
+def _stored_entry(entry: ProcessAuditEntry) -> ProcessAuditEntry:
+    return replace(
+        entry,
+        command_data=_encode(entry.command_data) if entry.command_data is not None else None,  # type: ignore[arg-type]
+        reply_data=_encode(entry.reply_data) if entry.reply_data is not None else None,  # type: ignore[arg-type]
+        reply_outcome=ReplyOutcome(entry.reply_outcome) if entry.reply_outcome else None,
+        kind=AuditEntryKind(entry.kind),
+    )
+
+
+class InMemoryProcessRepository:
+    """``ProcessRepository`` in memory; see ``commandbus.process.repository``."""
+
+    def __init__(self, backend: InMemoryBackend) -> None:
+        self._backend = backend
+        self._rows: dict[Key, _Row] = {}
+        self._audit: dict[Key, list[_AuditRow]] = {}
+        self._log: list[_LogRow] = []
+        self._seq = 0
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _visible(self, tx: MemoryTransaction, key: Key) -> _Row | None:
+        row = self._rows.get(key)
+        if row is None or not visible_to(row.tx, tx):
+            return None
+        return row
+
+    def _stored(self, process: AnyProcess, version: int, now: datetime) -> AnyProcess:
+        state = state_to_json(process.state)
+        step = process.current_step
+        return process.copy(
+            state=state,
+            current_step=str(step) if step is not None else None,
+            status=ProcessStatus(process.status),
+            version=version,
+            updated_at=now,
+        )
+
+    def _insert_row(self, tx: MemoryTransaction, stored: AnyProcess) -> None:
+        key = (stored.domain, stored.process_id)
+        row = _Row(stored, tx.root)
+        self._rows[key] = row
+
+        def undo() -> None:
+            if self._rows.get(key) is row:
+                del self._rows[key]
+
+        def commit() -> None:
+            row.tx = None
+
+        tx.record_undo(undo)
+        tx.on_commit(commit)
+
+    async def _wait_for_inserter(self, tx: MemoryTransaction, key: Key) -> _Row | None:
+        """The committed (or own) row of ``key``; waits for an open inserter to finish."""
+        while True:
+            row = self._rows.get(key)
+            if row is None or visible_to(row.tx, tx):
+                return row
+            assert row.tx is not None
+            await row.tx.wait_ended()
+
+    def _set_process(self, tx: MemoryTransaction, row: _Row, stored: AnyProcess) -> None:
+        old = row.process
+        row.process = stored
+
+        def undo() -> None:
+            row.process = old
+
+        tx.record_undo(undo)
+
+    def _append_audit(self, tx: MemoryTransaction, key: Key, entry: ProcessAuditEntry) -> None:
+        self._seq += 1
+        arow = _AuditRow(self._seq, _stored_entry(entry), tx.root)
+        rows = self._audit.setdefault(key, [])
+        rows.append(arow)
+
+        def undo() -> None:
+            rows.remove(arow)
+
+        def commit() -> None:
+            arow.tx = None
+
+        tx.record_undo(undo)
+        tx.on_commit(commit)
+
+    def _update_audit(
+        self, tx: MemoryTransaction, key: Key, command_id: UUID, entry: ProcessAuditEntry
+    ) -> None:
+        for arow in reversed(self._audit.get(key, [])):
+            if arow.entry.command_id == command_id and visible_to(arow.tx, tx):
+                old = arow.entry
+                new = _stored_entry(entry)
+                arow.entry = replace(
+                    old,
+                    reply_outcome=new.reply_outcome,
+                    reply_data=new.reply_data,
+                    received_at=new.received_at,
+                    error_code=new.error_code,
+                    error_message=new.error_message,
+                    timed_out_at=new.timed_out_at,
+                )
+
+                def undo(arow: _AuditRow = arow, old: ProcessAuditEntry = old) -> None:
+                    arow.entry = old
+
+                tx.record_undo(undo)
+                return
+
+    def _audit_of(self, tx: MemoryTransaction, key: Key) -> list[ProcessAuditEntry]:
+        rows = [r for r in self._audit.get(key, []) if visible_to(r.tx, tx)]
+        rows.sort(key=lambda r: (r.entry.sent_at, r.seq))
+        return [r.read() for r in rows]
+
+    def _add_log(self, tx: MemoryTransaction, record: ProcessMessageRecord) -> None:
+        self._seq += 1
+        stored = replace(record, id=self._seq, recorded_at=self._backend.clock.now())
+        lrow = _LogRow(stored, _encode(record.message), tx.root)
+        self._log.append(lrow)
+
+        def undo() -> None:
+            self._log.remove(lrow)
+
+        def commit() -> None:
+            lrow.tx = None
+
+        tx.record_undo(undo)
+        tx.on_commit(commit)
+
+    # -- the seed's API ------------------------------------------------------------------
+
+    async def save(self, process: AnyProcess, *, conn: Conn | None = None) -> None:
+        async with self._backend.transaction(conn) as tx:
+            key = (process.domain, process.process_id)
+            if await self._wait_for_inserter(tx, key) is not None:
+                raise ProcessAlreadyExistsError(process.domain, process.process_id)
+            now = self._backend.clock.now()
+            stored = self._stored(process, 1, now)
+            self._insert_row(tx, stored)
+            await tx.lock(_lock_key(*key))
+        process.version = 1
+        process.updated_at = now
+
+    async def update(self, process: AnyProcess, *, conn: Conn | None = None) -> None:
+        await self.apply(ProcessWrites(updates=[process]), conn=conn)
+
+    async def get_by_id(
+        self, domain: str, process_id: UUID, *, conn: Conn | None = None
+    ) -> AnyProcess | None:
+        async with self._backend.transaction(conn) as tx:
+            row = self._visible(tx, (domain, process_id))
+            return row.read() if row is not None else None
+
+    async def find_by_status(
+        self,
+        domain: str,
+        statuses: Sequence[ProcessStatus],
+        *,
+        limit: int | None = None,
+        conn: Conn | None = None,
+    ) -> list[AnyProcess]:
+        wanted = {ProcessStatus(s) for s in statuses}
+        async with self._backend.transaction(conn) as tx:
+            found = [
+                row.read()
+                for (d, _), row in self._rows.items()
+                if d == domain and visible_to(row.tx, tx) and row.process.status in wanted
+            ]
+        found.sort(key=lambda p: (p.created_at, str(p.process_id)))
+        return found[:limit] if limit is not None else found
+
+    async def log_step(
+        self,
+        domain: str,
+        process_id: UUID,
+        entry: ProcessAuditEntry,
+        *,
+        conn: Conn | None = None,
+    ) -> None:
+        await self.apply(ProcessWrites(audit_inserts=[(domain, process_id, entry)]), conn=conn)
+
+    async def update_step_reply(
+        self,
+        domain: str,
+        process_id: UUID,
+        command_id: UUID,
+        entry: ProcessAuditEntry,
+        *,
+        conn: Conn | None = None,
+    ) -> None:
+        entry = replace(entry, command_id=command_id)
+        await self.apply(ProcessWrites(audit_updates=[(domain, process_id, entry)]), conn=conn)
+
+    async def get_audit_trail(
+        self, domain: str, process_id: UUID, *, conn: Conn | None = None
+    ) -> list[ProcessAuditEntry]:
+        async with self._backend.transaction(conn) as tx:
+            return self._audit_of(tx, (domain, process_id))
+
+    async def get_completed_steps(
+        self, domain: str, process_id: UUID, *, conn: Conn | None = None
+    ) -> list[str]:
+        trail = await self.get_audit_trail(domain, process_id, conn=conn)
+        return [
+            e.step_name
+            for e in trail
+            if e.kind is AuditEntryKind.STEP and e.reply_outcome is ReplyOutcome.SUCCESS
+        ]
+
+    # -- engine --------------------------------------------------------------------------
+
+    async def insert_new(self, processes: Sequence[AnyProcess], *, conn: Conn) -> list[UUID]:
+        async with self._backend.transaction(conn) as tx:
+            now = self._backend.clock.now()
+            inserted: list[UUID] = []
+            for process in processes:
+                key = (process.domain, process.process_id)
+                if await self._wait_for_inserter(tx, key) is not None:
+                    continue
+                stored = self._stored(process, max(process.version, 1), now)
+                self._insert_row(tx, stored)
+                await tx.lock(_lock_key(*key))
+                inserted.append(process.process_id)
+            return inserted
+
+    async def lock(
+        self, domains: Sequence[str], process_ids: Sequence[UUID], *, conn: Conn
+    ) -> list[ProcessSnapshot[Any, Any]]:
+        async with self._backend.transaction(conn) as tx:
+            keys = sorted(
+                {(d, p) for d in domains for p in process_ids if (d, p) in self._rows},
+                key=lambda k: (k[0], str(k[1])),
+            )
+            result: list[ProcessSnapshot[Any, Any]] = []
+            for key in keys:
+                if await self._wait_for_inserter(tx, key) is None:
+                    continue
+                await tx.lock(_lock_key(*key))
+                row = self._visible(tx, key)
+                if row is None:
+                    continue
+                result.append(ProcessSnapshot(row.read(), self._audit_of(tx, key)))
+            return result
+
+    async def apply(self, writes: ProcessWrites, *, conn: Conn | None = None) -> None:
+        async with self._backend.transaction(conn) as tx:
+            now = self._backend.clock.now()
+            conflicts: list[AnyProcess] = []
+            for process in writes.updates:
+                key = (process.domain, process.process_id)
+                await tx.lock(_lock_key(*key))
+                row = self._visible(tx, key)
+                if row is None or row.process.version != process.version:
+                    conflicts.append(process)
+                    continue
+                self._set_process(tx, row, self._stored(process, process.version + 1, now))
+            if conflicts:
+                raise ProcessVersionConflictError(
+                    conflicts[0].domain, [p.process_id for p in conflicts]
+                )
+            for domain, process_id, entry in writes.audit_inserts:
+                self._append_audit(tx, (domain, process_id), entry)
+            for domain, process_id, entry in writes.audit_updates:
+                self._update_audit(tx, (domain, process_id), entry.command_id, entry)
+            for record in writes.messages:
+                self._add_log(tx, record)
+        for process in writes.updates:
+            process.version += 1
+            process.updated_at = now
+
+    async def find_stuck(
+        self,
+        domain: str,
+        *,
+        deadline_before: datetime,
+        updated_before: datetime | None = None,
+        limit: int = 1000,
+        conn: Conn | None = None,
+    ) -> list[AnyProcess]:
+        async with self._backend.transaction(conn) as tx:
+            found: list[AnyProcess] = []
+            for (d, _), row in self._rows.items():
+                p = row.process
+                if d != domain or not visible_to(row.tx, tx) or p.status.is_terminal:
+                    continue
+                overdue = p.deadline_at is not None and p.deadline_at < deadline_before
+                idle = updated_before is not None and p.updated_at < updated_before
+                if overdue or idle:
+                    found.append(row.read())
+        found.sort(key=lambda p: (p.deadline_at or p.updated_at, str(p.process_id)))
+        return found[:limit]
+
+    async def list_messages(
+        self,
+        *,
+        domain: str | None = None,
+        process_id: UUID | None = None,
+        disposition: ProcessMessageDisposition | None = None,
+        limit: int = 100,
+        conn: Conn | None = None,
+    ) -> list[ProcessMessageRecord]:
+        async with self._backend.transaction(conn) as tx:
+            found: list[ProcessMessageRecord] = []
+            for lrow in self._log:
+                r = lrow.record
+                if not visible_to(lrow.tx, tx):
+                    continue
+                if domain is not None and r.domain != domain:
+                    continue
+                if process_id is not None and r.process_id != process_id:
+                    continue
+                if disposition is not None and r.disposition != disposition:
+                    continue
+                found.append(replace(r, message=_decode(lrow.body)))
+                if len(found) >= limit:
+                    break
+            return found
+
+    async def delete_message(self, record_id: int, *, conn: Conn | None = None) -> bool:
+        async with self._backend.transaction(conn) as tx:
+            for index, lrow in enumerate(self._log):
+                if lrow.record.id == record_id and visible_to(lrow.tx, tx):
+                    del self._log[index]
+
+                    def undo(index: int = index, lrow: _LogRow = lrow) -> None:
+                        self._log.insert(index, lrow)
+
+                    tx.record_undo(undo)
+                    return True
+            return False

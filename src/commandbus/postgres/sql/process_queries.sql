@@ -1,0 +1,183 @@
+-- Named queries of commandbus.postgres.process_repository (not a migration).
+-- Batches are passed as parallel arrays and expanded with unnest: one statement, one
+-- round trip, whatever the batch size.
+
+-- name: insert_processes
+-- Insert new processes; ids that exist already are skipped (a concurrent insert of the same
+-- id waits for the other transaction, then skips). Returns the ids inserted.
+INSERT INTO commandbus.process (
+    domain, process_id, process_type, status, current_step, state, error_code,
+    error_message, created_at, updated_at, completed_at, version, awaiting_command_id,
+    command_seq, deadline_at, compensation)
+SELECT u.domain, u.process_id, u.process_type, u.status, u.current_step, u.state::jsonb,
+       u.error_code, u.error_message, u.created_at, now(), u.completed_at, 1,
+       u.awaiting_command_id, u.command_seq, u.deadline_at, u.compensation::jsonb
+FROM unnest(
+    %(domain)b::text[], %(process_id)b::uuid[], %(process_type)b::text[],
+    %(status)b::text[], %(current_step)b::text[], %(state)b::text[],
+    %(error_code)b::text[], %(error_message)b::text[], %(created_at)b::timestamptz[],
+    %(completed_at)b::timestamptz[], %(awaiting_command_id)b::uuid[],
+    %(command_seq)b::int[], %(deadline_at)b::timestamptz[], %(compensation)b::text[]
+) AS u(domain, process_id, process_type, status, current_step, state, error_code,
+       error_message, created_at, completed_at, awaiting_command_id, command_seq,
+       deadline_at, compensation)
+ON CONFLICT (domain, process_id) DO NOTHING
+RETURNING process_id, updated_at;
+
+
+-- name: update_processes
+-- Write whole rows, each only if its version is still the expected one; updated_at is the
+-- database's time. Returns what was updated (the caller detects missing rows).
+UPDATE commandbus.process p
+SET status = u.status,
+    current_step = u.current_step,
+    state = u.state::jsonb,
+    error_code = u.error_code,
+    error_message = u.error_message,
+    completed_at = u.completed_at,
+    awaiting_command_id = u.awaiting_command_id,
+    command_seq = u.command_seq,
+    deadline_at = u.deadline_at,
+    compensation = u.compensation::jsonb,
+    version = p.version + 1,
+    updated_at = now()
+FROM unnest(
+    %(domain)b::text[], %(process_id)b::uuid[], %(version)b::int[], %(status)b::text[],
+    %(current_step)b::text[], %(state)b::text[], %(error_code)b::text[],
+    %(error_message)b::text[], %(completed_at)b::timestamptz[],
+    %(awaiting_command_id)b::uuid[], %(command_seq)b::int[],
+    %(deadline_at)b::timestamptz[], %(compensation)b::text[]
+) AS u(domain, process_id, version, status, current_step, state, error_code,
+       error_message, completed_at, awaiting_command_id, command_seq, deadline_at,
+       compensation)
+WHERE p.domain = u.domain AND p.process_id = u.process_id AND p.version = u.version
+RETURNING p.domain, p.process_id, p.version, p.updated_at;
+
+
+-- name: get_process
+SELECT domain, process_id, process_type, status, current_step, state, error_code,
+       error_message, created_at, updated_at, completed_at, version, awaiting_command_id,
+       command_seq, deadline_at, compensation
+FROM commandbus.process
+WHERE domain = %(domain)s AND process_id = %(process_id)s;
+
+
+-- name: lock_processes
+-- Lock in a fixed order (domain, process_id) so that two routers locking overlapping sets
+-- never deadlock. Under READ COMMITTED a row another transaction changed is re-read after
+-- its lock is released, so the values returned are the latest committed ones.
+SELECT domain, process_id, process_type, status, current_step, state, error_code,
+       error_message, created_at, updated_at, completed_at, version, awaiting_command_id,
+       command_seq, deadline_at, compensation
+FROM commandbus.process
+WHERE domain = ANY(%(domains)b::text[]) AND process_id = ANY(%(process_ids)b::uuid[])
+ORDER BY domain, process_id
+FOR UPDATE;
+
+
+-- name: find_processes_by_status
+SELECT domain, process_id, process_type, status, current_step, state, error_code,
+       error_message, created_at, updated_at, completed_at, version, awaiting_command_id,
+       command_seq, deadline_at, compensation
+FROM commandbus.process
+WHERE domain = %(domain)s AND status = ANY(%(statuses)b::text[])
+ORDER BY created_at, process_id
+LIMIT %(limit)s;
+
+
+-- name: find_stuck_processes
+-- In-flight processes past their step deadline, or unchanged since updated_before.
+SELECT domain, process_id, process_type, status, current_step, state, error_code,
+       error_message, created_at, updated_at, completed_at, version, awaiting_command_id,
+       command_seq, deadline_at, compensation
+FROM commandbus.process
+WHERE domain = %(domain)s
+  AND status IN ('PENDING', 'IN_PROGRESS', 'WAITING', 'WAITING_FOR_TSQ', 'COMPENSATING')
+  AND (deadline_at < %(deadline_before)s
+       OR (%(updated_before)s::timestamptz IS NOT NULL
+           AND updated_at < %(updated_before)s::timestamptz))
+ORDER BY coalesce(deadline_at, updated_at), process_id
+LIMIT %(limit)s;
+
+
+-- name: audit_of_processes
+-- Read after lock_processes, as a separate statement: its snapshot is taken after the
+-- locks were granted, so it includes what the previous lock holder committed.
+SELECT domain, process_id, step_name, command_id, command_type, command_data, sent_at,
+       reply_outcome, reply_data, received_at, kind, error_code, error_message, timed_out_at
+FROM commandbus.process_audit
+WHERE domain = ANY(%(domains)b::text[]) AND process_id = ANY(%(process_ids)b::uuid[])
+ORDER BY domain, process_id, sent_at, id;
+
+
+-- name: audit_trail
+SELECT domain, process_id, step_name, command_id, command_type, command_data, sent_at,
+       reply_outcome, reply_data, received_at, kind, error_code, error_message, timed_out_at
+FROM commandbus.process_audit
+WHERE domain = %(domain)s AND process_id = %(process_id)s
+ORDER BY sent_at, id;
+
+
+-- name: insert_audit
+INSERT INTO commandbus.process_audit (
+    domain, process_id, step_name, kind, command_id, command_type, command_data, sent_at,
+    reply_outcome, reply_data, received_at, error_code, error_message, timed_out_at)
+SELECT u.domain, u.process_id, u.step_name, u.kind, u.command_id, u.command_type,
+       u.command_data::jsonb, u.sent_at, u.reply_outcome, u.reply_data::jsonb,
+       u.received_at, u.error_code, u.error_message, u.timed_out_at
+FROM unnest(
+    %(domain)b::text[], %(process_id)b::uuid[], %(step_name)b::text[], %(kind)b::text[],
+    %(command_id)b::uuid[], %(command_type)b::text[], %(command_data)b::text[],
+    %(sent_at)b::timestamptz[], %(reply_outcome)b::text[], %(reply_data)b::text[],
+    %(received_at)b::timestamptz[], %(error_code)b::text[], %(error_message)b::text[],
+    %(timed_out_at)b::timestamptz[]
+) WITH ORDINALITY AS u(domain, process_id, step_name, kind, command_id, command_type,
+       command_data, sent_at, reply_outcome, reply_data, received_at, error_code,
+       error_message, timed_out_at, ord)
+ORDER BY u.ord;
+
+
+-- name: update_audit
+-- Record replies (and timeouts) on the audit entries of their commands.
+UPDATE commandbus.process_audit a
+SET reply_outcome = u.reply_outcome,
+    reply_data = u.reply_data::jsonb,
+    received_at = u.received_at,
+    error_code = u.error_code,
+    error_message = u.error_message,
+    timed_out_at = u.timed_out_at
+FROM unnest(
+    %(domain)b::text[], %(process_id)b::uuid[], %(command_id)b::uuid[],
+    %(reply_outcome)b::text[], %(reply_data)b::text[], %(received_at)b::timestamptz[],
+    %(error_code)b::text[], %(error_message)b::text[], %(timed_out_at)b::timestamptz[]
+) AS u(domain, process_id, command_id, reply_outcome, reply_data, received_at, error_code,
+       error_message, timed_out_at)
+WHERE a.domain = u.domain AND a.process_id = u.process_id AND a.command_id = u.command_id;
+
+
+-- name: insert_messages
+INSERT INTO commandbus.process_message_log (
+    disposition, reason, domain, process_id, command_id, queue_name, msg_id, message)
+SELECT u.disposition, u.reason, u.domain, u.process_id, u.command_id, u.queue_name,
+       u.msg_id, u.message::jsonb
+FROM unnest(
+    %(disposition)b::text[], %(reason)b::text[], %(domain)b::text[], %(process_id)b::uuid[],
+    %(command_id)b::uuid[], %(queue_name)b::text[], %(msg_id)b::bigint[], %(message)b::text[]
+) WITH ORDINALITY AS u(disposition, reason, domain, process_id, command_id, queue_name,
+       msg_id, message, ord)
+ORDER BY u.ord;
+
+
+-- name: list_messages
+SELECT id, disposition, reason, domain, process_id, command_id, queue_name, msg_id,
+       message, recorded_at
+FROM commandbus.process_message_log
+WHERE (%(domain)s::text IS NULL OR domain = %(domain)s::text)
+  AND (%(process_id)s::uuid IS NULL OR process_id = %(process_id)s::uuid)
+  AND (%(disposition)s::text IS NULL OR disposition = %(disposition)s::text)
+ORDER BY id
+LIMIT %(limit)s;
+
+
+-- name: delete_message
+DELETE FROM commandbus.process_message_log WHERE id = %(id)s;

@@ -1,0 +1,366 @@
+"""The engine: applies kernel decisions to storage, a batch per transaction.
+
+``ProcessEngine.handle`` takes a batch of incoming messages (replies and timers read from a
+process reply queue, or a manager's own ``handle_reply``/``cancel``), locks the processes
+they concern (``FOR UPDATE``, one statement, fixed order), loads their audit trails (one
+statement, *after* the locks so it sees what earlier lock holders committed), lets the
+kernel decide each message in order — a second message for the same process sees the
+first one's outcome — and then writes everything in a few batched statements of the
+caller's transaction: process rows (version-checked), audit entries, the message log,
+the commands to send (``CommandStore.insert``) and the step timers (delayed messages on
+the reply queue). The caller deletes the handled messages in the same transaction.
+
+Nothing is written for a message until the whole batch is decided, so one bad message is
+isolated without a savepoint: a hook that raises (``ProcessHookError``) leaves that message
+for a later retry, or parks it in the message log once it was read ``max_reply_attempts``
+times; a state that cannot be loaded fails its process (``STATE_LOAD_FAILED``, the stored
+state is kept as is) and parks the message. The other messages of the batch go through.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from commandbus.models import JsonObject, SendRequest
+from commandbus.policies import RetryPolicy
+from commandbus.ports import Backend, Conn
+from commandbus.process.errors import ProcessHookError, StateLoadError
+from commandbus.process.kernel import (
+    CancelRequested,
+    Decision,
+    IncomingMessage,
+    ReplyReceived,
+    TimerFired,
+    decide,
+    timer_message,
+)
+from commandbus.process.models import (
+    ProcessAuditEntry,
+    ProcessMessageDisposition,
+    ProcessMessageRecord,
+    ProcessMetadata,
+    ProcessSnapshot,
+    ProcessStatus,
+)
+from commandbus.process.repository import (
+    JsonText,
+    ProcessRepository,
+    ProcessWrites,
+    state_to_dict,
+)
+from commandbus.validation import encode_payload
+
+if TYPE_CHECKING:
+    from commandbus.process.base import BaseProcessManager
+
+    AnyManager = BaseProcessManager[Any, Any]
+
+__all__ = ["Envelope", "EnvelopeResult", "ProcessEngine", "Staged"]
+
+logger = logging.getLogger(__name__)
+
+STATE_LOAD_FAILED = "STATE_LOAD_FAILED"
+
+
+class EnvelopeResult(Enum):
+    APPLIED = "applied"  # decided and written
+    IGNORED = "ignored"  # recorded in the message log, nothing else changed
+    PARKED = "parked"  # could not be handled; kept in the message log for an operator
+    RETRY = "retry"  # a hook failed; leave the message to be read again later
+
+
+@dataclass
+class Envelope:
+    """One incoming message for the engine.
+
+    ``message`` is None when the raw message could not be parsed (``error`` says why).
+    ``domain`` is known for timers (and manager calls); for replies the process is looked up
+    by id in the domains of the registered managers.
+    """
+
+    raw: JsonObject
+    message: IncomingMessage | None
+    process_id: UUID | None = None
+    domain: str | None = None
+    error: str | None = None
+    read_count: int = 1
+    msg_id: int | None = None
+    queue_name: str | None = None
+    result: EnvelopeResult | None = None
+    decision: Decision[Any, Any] | None = None
+    reason: str | None = None
+    exception: BaseException | None = None
+
+
+@dataclass
+class Staged:
+    """Writes collected for one transaction (see ``ProcessEngine.flush``)."""
+
+    updates: dict[tuple[str, UUID], ProcessMetadata[Any, Any]] = field(default_factory=dict)
+    audit_inserts: dict[tuple[str, UUID, UUID], ProcessAuditEntry] = field(default_factory=dict)
+    audit_updates: dict[tuple[str, UUID, UUID], ProcessAuditEntry] = field(default_factory=dict)
+    messages: list[ProcessMessageRecord] = field(default_factory=list)
+    commands: list[SendRequest] = field(default_factory=list)
+    # (queue, delay) -> timer messages
+    timers: dict[tuple[str, float], list[JsonObject]] = field(default_factory=dict)
+
+    def add_decision(
+        self,
+        manager: AnyManager,
+        decision: Decision[Any, Any],
+        expected_version: int,
+        state_json: JsonText,
+    ) -> None:
+        process = decision.process
+        assert process is not None
+        key = (process.domain, process.process_id)
+        raw = process.copy(
+            state=state_json,
+            current_step=str(process.current_step) if process.current_step is not None else None,
+            version=expected_version,
+        )
+        self.updates[key] = raw
+        self.add_effects(manager, process.domain, process.process_id, decision)
+
+    def add_effects(
+        self, manager: AnyManager, domain: str, process_id: UUID, decision: Decision[Any, Any]
+    ) -> None:
+        for entry in decision.audit_inserts:
+            self.audit_inserts[(domain, process_id, entry.command_id)] = entry
+        for entry in decision.audit_updates:
+            akey = (domain, process_id, entry.command_id)
+            if akey in self.audit_inserts:  # sent and answered within one batch
+                self.audit_inserts[akey] = entry
+            else:
+                self.audit_updates[akey] = entry
+        for command in decision.commands:
+            self.commands.append(
+                SendRequest(
+                    domain=command.domain,
+                    command_type=command.command_type,
+                    command_id=command.command_id,
+                    data=command.data,
+                    correlation_id=process_id,
+                    reply_to=manager.reply_queue,
+                    max_attempts=manager.max_attempts,
+                )
+            )
+        for timer in decision.timers:
+            message = timer_message(domain, process_id, timer.command_id, timer.fire_at)
+            self.timers.setdefault((manager.reply_queue, timer.delay_seconds), []).append(message)
+
+
+def checked_state(decision: Decision[Any, Any], process_type: str) -> JsonText:
+    """The new state as stored JSON text; a state that cannot be stored (not JSON, too
+    large) is a hook failure of that message alone."""
+    assert decision.process is not None
+    try:
+        return JsonText(encode_payload(state_to_dict(decision.process.state), "process state"))
+    except Exception as exc:
+        raise ProcessHookError("to_dict", process_type, exc) from exc
+
+
+class ProcessEngine:
+    """Decides and applies batches of messages for a set of managers (by process type)."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        repo: ProcessRepository,
+        managers: Mapping[str, AnyManager],
+        *,
+        max_reply_attempts: int = 5,
+    ) -> None:
+        self.backend = backend
+        self.repo = repo
+        self.managers = dict(managers)
+        self.domains = sorted({m.domain for m in self.managers.values()})
+        self.max_reply_attempts = max_reply_attempts
+
+    async def handle(
+        self, envelopes: Sequence[Envelope], *, conn: Conn, raise_errors: bool = False
+    ) -> None:
+        """Decide and apply ``envelopes`` in ``conn``; sets each one's ``result``.
+
+        With ``raise_errors`` (a manager's own call) a hook or state error is raised
+        instead of parking the message."""
+        now = self.backend.clock.now()
+        ids = sorted({e.process_id for e in envelopes if e.process_id is not None}, key=str)
+        domains = sorted(set(self.domains) | {e.domain for e in envelopes if e.domain})
+        loaded = await self.repo.lock(domains, ids, conn=conn) if ids else []
+        raw_by_id: dict[UUID, ProcessSnapshot[Any, Any]] = {}
+        for snap in loaded:
+            raw_by_id.setdefault(snap.process.process_id, snap)
+        typed: dict[UUID, tuple[AnyManager, ProcessSnapshot[Any, Any], int]] = {}
+        failed_load: set[UUID] = set()
+        staged = Staged()
+
+        for env in envelopes:
+            if env.message is None:
+                self._log(staged, env, ProcessMessageDisposition.PARKED, env.error or "malformed")
+                continue
+            if env.process_id is None:
+                reason = "reply has no correlation id"
+                self._log(staged, env, ProcessMessageDisposition.IGNORED, reason)
+                continue
+            found = raw_by_id.get(env.process_id)
+            if found is None or (env.domain is not None and found.process.domain != env.domain):
+                self._log(staged, env, ProcessMessageDisposition.IGNORED, "unknown process")
+                continue
+            snap = found
+            manager = self.managers.get(snap.process.process_type)
+            if manager is None:
+                reason = f"no process manager registered for type {snap.process.process_type!r}"
+                self._log(staged, env, ProcessMessageDisposition.PARKED, reason, snap.process)
+                continue
+            if env.process_id in failed_load:
+                reason = "the process state cannot be loaded"
+                self._log(staged, env, ProcessMessageDisposition.PARKED, reason, snap.process)
+                continue
+            current = typed.get(env.process_id)
+            if current is None:
+                try:
+                    current = (manager, manager.load_snapshot(snap), snap.process.version)
+                except StateLoadError as exc:
+                    if raise_errors:
+                        raise
+                    failed_load.add(env.process_id)
+                    self._fail_unloadable(staged, snap.process, exc, now)
+                    env.exception = exc
+                    self._log(staged, env, ProcessMessageDisposition.PARKED, str(exc), snap.process)
+                    continue
+                typed[env.process_id] = current
+            manager, snapshot, version = current
+            try:
+                decision = await decide(manager, snapshot, env.message, now)
+                state_json = JsonText("{}")
+                if decision.process is not None:
+                    state_json = checked_state(decision, manager.process_type)
+            except ProcessHookError as exc:
+                if raise_errors:
+                    raise
+                env.exception = exc
+                if env.read_count >= self.max_reply_attempts:
+                    logger.error("parking message %s: %s", env.msg_id, exc)
+                    self._log(staged, env, ProcessMessageDisposition.PARKED, str(exc), snap.process)
+                else:
+                    logger.warning(
+                        "message %s failed (read %d of %d), retrying later: %s",
+                        env.msg_id,
+                        env.read_count,
+                        self.max_reply_attempts,
+                        exc,
+                    )
+                    env.result = EnvelopeResult.RETRY
+                    env.reason = str(exc)
+                continue
+            env.decision = decision
+            if decision.ignored is not None:
+                self._log(
+                    staged, env, ProcessMessageDisposition.IGNORED, decision.ignored, snap.process
+                )
+                continue
+            staged.add_decision(manager, decision, version, state_json)
+            assert decision.process is not None
+            typed[env.process_id] = (manager, _advance(snapshot, decision), version)
+            env.result = EnvelopeResult.APPLIED
+
+        await self.flush(staged, conn=conn)
+
+    def _log(
+        self,
+        staged: Staged,
+        env: Envelope,
+        disposition: ProcessMessageDisposition,
+        reason: str,
+        process: ProcessMetadata[Any, Any] | None = None,
+    ) -> None:
+        env.result = (
+            EnvelopeResult.IGNORED
+            if disposition is ProcessMessageDisposition.IGNORED
+            else EnvelopeResult.PARKED
+        )
+        env.reason = reason
+        command_id: UUID | None = None
+        message = env.message
+        if isinstance(message, ReplyReceived):
+            command_id = message.reply.command_id
+        elif isinstance(message, TimerFired):
+            command_id = message.command_id
+        log = logger.info if disposition is ProcessMessageDisposition.IGNORED else logger.error
+        log(
+            "%s process message %s (process %s, command %s): %s",
+            disposition.value.lower(),
+            env.msg_id,
+            env.process_id,
+            command_id,
+            reason,
+        )
+        if isinstance(message, CancelRequested):
+            return  # a manager call, not a queue message: nothing to keep
+        staged.messages.append(
+            ProcessMessageRecord(
+                disposition=disposition,
+                reason=reason,
+                message=env.raw,
+                domain=process.domain if process else env.domain,
+                process_id=env.process_id,
+                command_id=command_id,
+                queue_name=env.queue_name,
+                msg_id=env.msg_id,
+            )
+        )
+
+    def _fail_unloadable(
+        self,
+        staged: Staged,
+        process: ProcessMetadata[Any, Any],
+        exc: StateLoadError,
+        now: datetime,
+    ) -> None:
+        """FAIL a process whose state cannot be loaded; its stored state stays as it is."""
+        if process.status.is_terminal:
+            return
+        raw = process.copy(
+            status=ProcessStatus.FAILED,
+            error_code=STATE_LOAD_FAILED,
+            error_message=str(exc),
+            completed_at=now,
+            awaiting_command_id=None,
+            deadline_at=None,
+        )
+        staged.updates[(process.domain, process.process_id)] = raw
+
+    async def flush(self, staged: Staged, *, conn: Conn) -> None:
+        """Write everything staged, in the caller's transaction."""
+        writes = ProcessWrites(
+            updates=list(staged.updates.values()),
+            audit_inserts=[(d, p, e) for (d, p, _), e in staged.audit_inserts.items()],
+            audit_updates=[(d, p, e) for (d, p, _), e in staged.audit_updates.items()],
+            messages=staged.messages,
+        )
+        if writes:
+            await self.repo.apply(writes, conn=conn)
+        if staged.commands:
+            await self.backend.commands.insert(
+                staged.commands, RetryPolicy().max_attempts, conn=conn
+            )
+        for (queue, delay), messages in staged.timers.items():
+            await self.backend.queue.enqueue(queue, messages, delay, conn=conn)
+
+
+def _advance(
+    snapshot: ProcessSnapshot[Any, Any], decision: Decision[Any, Any]
+) -> ProcessSnapshot[Any, Any]:
+    """The snapshot after ``decision`` (for the next message of the same batch)."""
+    assert decision.process is not None
+    updated = {e.command_id: e for e in decision.audit_updates}
+    audit = [updated.get(e.command_id, e) for e in snapshot.audit]
+    audit.extend(decision.audit_inserts)
+    return ProcessSnapshot(decision.process, audit)

@@ -1,0 +1,65 @@
+"""Errors specific to process managers (all subclasses of ``CommandBusError``)."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from commandbus.errors import CommandBusError, InvalidOperationError
+
+__all__ = [
+    "ProcessAlreadyExistsError",
+    "ProcessHookError",
+    "ProcessVersionConflictError",
+    "StateLoadError",
+]
+
+
+class ProcessAlreadyExistsError(InvalidOperationError):
+    """A process with this id exists already, of another type (or ``save`` was used twice)."""
+
+    def __init__(self, domain: str, process_id: UUID, process_type: str | None = None) -> None:
+        self.domain = domain
+        self.process_id = process_id
+        self.process_type = process_type
+        of_type = f" of type {process_type!r}" if process_type else ""
+        super().__init__(
+            f"process {process_id} already exists in domain {domain!r}{of_type}; "
+            "process ids are unique per domain (pass another id or none)"
+        )
+
+
+class ProcessVersionConflictError(CommandBusError):
+    """An update expected a process version that is no longer current (a concurrent
+    writer changed the process); nothing of the transaction was applied."""
+
+    def __init__(self, domain: str, process_ids: list[UUID]) -> None:
+        self.domain = domain
+        self.process_ids = process_ids
+        shown = ", ".join(str(p) for p in process_ids[:5])
+        super().__init__(
+            f"process(es) {shown} in domain {domain!r} changed concurrently; "
+            "reload and decide again"
+        )
+
+
+class ProcessHookError(CommandBusError):
+    """A process manager hook raised while deciding; the message is retried, then parked."""
+
+    def __init__(self, hook: str, process_type: str, cause: BaseException) -> None:
+        self.hook = hook
+        self.process_type = process_type
+        self.cause = cause
+        super().__init__(f"{process_type}.{hook} raised {type(cause).__name__}: {cause}")
+
+
+class StateLoadError(CommandBusError):
+    """A stored process state could not be turned back into the manager's state class."""
+
+    def __init__(self, process_type: str, process_id: UUID, cause: BaseException) -> None:
+        self.process_type = process_type
+        self.process_id = process_id
+        self.cause = cause
+        super().__init__(
+            f"cannot load the state of {process_type} process {process_id}: "
+            f"{type(cause).__name__}: {cause}"
+        )

@@ -1,0 +1,536 @@
+"""The pure core of the process manager: ``decide(hooks, snapshot, message, now)``.
+
+Everything a process does is decided here from (the manager's hooks, the process with its
+audit trail, one incoming message, the current time) and returned as a ``Decision`` value:
+the new process row, the commands to send, audit entries to add or update and timers to
+schedule — or "ignored" with a reason. Nothing here does I/O, reads a clock or draws a
+random number; command ids are ``uuid5`` of the process and its command counter. So the
+same inputs always give the same decision, which makes processes replayable and testable
+without a database. ``commandbus.process.engine`` applies decisions (one transaction).
+
+The manager hooks are the seed's (``get_first_step``, ``build_command`` — sync or async —,
+``update_state``, ``get_next_step``, ``get_compensation_step``) plus two for timeouts
+(``get_step_timeout``, ``on_step_timeout``). They must be deterministic too; an exception
+from a hook is raised as ``ProcessHookError`` and nothing is decided.
+
+Rules (ARCHITECTURE §1.2, §5):
+
+- A reply is matched to the audit entry of its command. It is *ignored* (recorded in the
+  message log, no change) when the process is terminal, the command is not one of the
+  process's, the command was already answered (duplicate), or the process no longer awaits
+  it (stale: the step was retried after a timeout, or the process was canceled).
+- ``IN_TROUBLESHOOTING_QUEUE`` notice for a step: WAITING_FOR_TSQ; the command stays
+  awaited, so the operator's retry (a later reply), complete (SUCCESS) or cancel (CANCELED)
+  continues the process.
+- SUCCESS: ``update_state`` then ``get_next_step``; None completes the process.
+- FAILED (a business rule refused the step): compensate, then end **FAILED** with the
+  reply's error code and message — the process did not reach its goal because of a
+  business failure, and FAILED keeps that visible (COMPENSATED is kept for an operator's
+  cancel, as the design document has it).
+- CANCELED (operator canceled the step in the TSQ): compensate, then end COMPENSATED.
+- ``cancel()``: compensate, then end CANCELED. A command in flight is abandoned (its late
+  reply is ignored); see docs/process-manager.md for what that means for compensation.
+- Compensation runs one command at a time, for the completed forward steps in reverse
+  order (steps whose ``get_compensation_step`` is None are skipped). A compensation that
+  fails (FAILED, CANCELED, troubleshooting notice or timeout) is recorded and the rest
+  continue; the process then ends FAILED with error ``COMPENSATION_FAILED``.
+- A step timer that fires while its command is still awaited (and the process is not
+  already with an operator) asks ``on_step_timeout`` for a ``TimeoutAction``. A timer for
+  a compensation command counts as a failed compensation.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, Generic, Protocol, TypeVar
+from uuid import UUID, uuid5
+
+from commandbus.models import JsonObject, Reply, ReplyOutcome
+from commandbus.process.errors import ProcessHookError
+from commandbus.process.models import (
+    AuditEntryKind,
+    CompensationPlan,
+    ProcessAuditEntry,
+    ProcessCommand,
+    ProcessMetadata,
+    ProcessSnapshot,
+    ProcessState,
+    ProcessStatus,
+    TimeoutAction,
+)
+from commandbus.validation import encode_payload, validate_command_type, validate_name
+
+__all__ = [
+    "TIMER_MESSAGE_KIND",
+    "CancelRequested",
+    "Decision",
+    "IncomingMessage",
+    "OutgoingCommand",
+    "ProcessHooks",
+    "ReplyReceived",
+    "TimerFired",
+    "TimerRequest",
+    "command_id_for",
+    "decide",
+    "decide_start",
+    "parse_timer_message",
+    "timer_message",
+]
+
+S = TypeVar("S", bound=ProcessState)
+T = TypeVar("T", bound=StrEnum)
+R = TypeVar("R")
+
+#: Namespace of the ``uuid5`` command ids a process derives.
+PROCESS_COMMAND_NAMESPACE = UUID("6f1c1f2e-3f3b-5b8a-9d0e-7c1c6a9f4b21")
+#: ``kind`` of a timer message on a process reply queue.
+TIMER_MESSAGE_KIND = "commandbus.process_timer"
+
+STEP_TIMEOUT = "STEP_TIMEOUT"
+COMPENSATION_FAILED = "COMPENSATION_FAILED"
+
+
+class ProcessHooks(Protocol[S, T]):
+    """What ``decide`` needs from a process manager (``BaseProcessManager`` provides it)."""
+
+    @property
+    def process_type(self) -> str: ...
+
+    @property
+    def domain(self) -> str: ...
+
+    def parse_step(self, name: str) -> T: ...
+
+    def copy_state(self, state: S) -> S: ...
+
+    def get_first_step(self, state: S) -> T: ...
+
+    def build_command(
+        self, step: T, state: S
+    ) -> ProcessCommand[Any] | Awaitable[ProcessCommand[Any]]: ...
+
+    def update_state(self, state: S, step: T, reply: Reply) -> None: ...
+
+    def get_next_step(self, current_step: T, reply: Reply, state: S) -> T | None: ...
+
+    def get_compensation_step(self, step: T) -> T | None: ...
+
+    def get_step_timeout(self, step: T, state: S) -> float | None: ...
+
+    def on_step_timeout(self, step: T, state: S, attempt: int) -> TimeoutAction: ...
+
+
+# -- incoming messages --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReplyReceived:
+    reply: Reply
+
+
+@dataclass(frozen=True)
+class TimerFired:
+    """A step timer: fires for ``command_id``; acts only if that command is still awaited."""
+
+    command_id: UUID
+
+
+@dataclass(frozen=True)
+class CancelRequested:
+    reason: str
+
+
+IncomingMessage = ReplyReceived | TimerFired | CancelRequested
+
+
+def timer_message(domain: str, process_id: UUID, command_id: UUID, fire_at: datetime) -> JsonObject:
+    """The wire form of a step timer (a delayed message on the process reply queue)."""
+    return {
+        "kind": TIMER_MESSAGE_KIND,
+        "domain": domain,
+        "process_id": str(process_id),
+        "correlation_id": str(process_id),
+        "command_id": str(command_id),
+        "fire_at": fire_at.isoformat(),
+    }
+
+
+def parse_timer_message(message: JsonObject) -> tuple[str, UUID, TimerFired] | None:
+    """``(domain, process_id, TimerFired)`` for a timer message, None for anything else.
+    Raises ``ValueError`` for a message that claims to be a timer but is malformed."""
+    if message.get("kind") != TIMER_MESSAGE_KIND:
+        return None
+    try:
+        domain = validate_name(message["domain"])
+        process_id = UUID(str(message["process_id"]))
+        command_id = UUID(str(message["command_id"]))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ValueError(f"malformed process timer message: {exc!r}") from exc
+    return domain, process_id, TimerFired(command_id)
+
+
+# -- the decision -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutgoingCommand:
+    """A command to send, with ``correlation_id`` = process id and ``reply_to`` = the
+    manager's reply queue (added by the engine)."""
+
+    domain: str
+    command_type: str
+    command_id: UUID
+    data: JsonObject
+    step_name: str
+    kind: AuditEntryKind
+
+
+@dataclass(frozen=True)
+class TimerRequest:
+    """Schedule ``TimerFired(command_id)`` after ``delay_seconds`` (at ``fire_at``)."""
+
+    command_id: UUID
+    delay_seconds: float
+    fire_at: datetime
+
+
+@dataclass(frozen=True)
+class Decision(Generic[S, T]):
+    """What to write. ``process`` is the new row (None: the process is unchanged).
+    ``ignored`` (a reason) means the message changes nothing and goes to the message log."""
+
+    process: ProcessMetadata[S, T] | None
+    commands: tuple[OutgoingCommand, ...] = ()
+    audit_inserts: tuple[ProcessAuditEntry, ...] = ()
+    audit_updates: tuple[ProcessAuditEntry, ...] = ()
+    timers: tuple[TimerRequest, ...] = ()
+    ignored: str | None = None
+
+    @classmethod
+    def ignore(cls, reason: str) -> Decision[S, T]:
+        return cls(process=None, ignored=reason)
+
+
+def command_id_for(domain: str, process_id: UUID, seq: int) -> UUID:
+    """The id of the ``seq``-th command (1-based) of a process: deterministic, unique."""
+    return uuid5(PROCESS_COMMAND_NAMESPACE, f"{domain}/{process_id}/{seq}")
+
+
+# -- deciding -----------------------------------------------------------------------------
+
+
+async def decide_start(
+    hooks: ProcessHooks[S, T], process: ProcessMetadata[S, T], now: datetime
+) -> Decision[S, T]:
+    """Decide the start of ``process`` (new, with its initial state): send the first step."""
+    draft = _Draft(hooks, ProcessSnapshot(process, []), now)
+    first = draft.call("get_first_step", hooks.get_first_step, draft.state)
+    await draft.send(first, AuditEntryKind.STEP)
+    draft.process.status = ProcessStatus.WAITING_FOR_REPLY
+    return draft.decision()
+
+
+async def decide(
+    hooks: ProcessHooks[S, T],
+    snapshot: ProcessSnapshot[S, T],
+    message: IncomingMessage,
+    now: datetime,
+) -> Decision[S, T]:
+    """Decide what ``message`` does to the process in ``snapshot`` (not modified)."""
+    process = snapshot.process
+    if process.status.is_terminal:
+        return Decision.ignore(f"process is {process.status.value}")
+    if isinstance(message, ReplyReceived):
+        return await _on_reply(hooks, snapshot, message.reply, now)
+    if isinstance(message, TimerFired):
+        return await _on_timer(hooks, snapshot, message.command_id, now)
+    return await _on_cancel(hooks, snapshot, message.reason, now)
+
+
+async def _on_reply(
+    hooks: ProcessHooks[S, T], snapshot: ProcessSnapshot[S, T], reply: Reply, now: datetime
+) -> Decision[S, T]:
+    process = snapshot.process
+    if reply.correlation_id is not None and reply.correlation_id != process.process_id:
+        return Decision.ignore("reply correlates to another process")
+    entry = snapshot.entry_for(reply.command_id)
+    if entry is None:
+        return Decision.ignore("command was not sent by this process")
+    if entry.is_answered:
+        outcome = entry.reply_outcome.value if entry.reply_outcome else "?"
+        return Decision.ignore(f"duplicate reply: command already answered {outcome}")
+    if reply.command_id != process.awaiting_command_id:
+        return Decision.ignore("stale reply: the process no longer awaits this command")
+
+    draft = _Draft(hooks, snapshot, now)
+    step = draft.parse(entry.step_name)
+    draft.record_reply(entry, reply)
+
+    if entry.kind is AuditEntryKind.COMPENSATION:
+        if reply.outcome is ReplyOutcome.SUCCESS:
+            draft.call("update_state", hooks.update_state, draft.state, step, reply)
+        else:
+            draft.compensation_failed(entry.step_name)
+        await draft.next_compensation()
+        return draft.decision()
+
+    match reply.outcome:
+        case ReplyOutcome.IN_TROUBLESHOOTING_QUEUE:
+            draft.process.status = ProcessStatus.WAITING_FOR_TSQ
+            draft.set_error(reply.error_code or "IN_TROUBLESHOOTING_QUEUE", reply.error_message)
+            draft.process.deadline_at = None
+        case ReplyOutcome.SUCCESS:
+            draft.call("update_state", hooks.update_state, draft.state, step, reply)
+            following = draft.call("get_next_step", hooks.get_next_step, step, reply, draft.state)
+            draft.set_error(None, None)
+            if following is None:
+                draft.finish(ProcessStatus.COMPLETED)
+            else:
+                await draft.send(following, AuditEntryKind.STEP)
+                draft.process.status = ProcessStatus.WAITING_FOR_REPLY
+        case ReplyOutcome.FAILED:
+            draft.set_error(reply.error_code or "FAILED", reply.error_message)
+            await draft.compensate(ProcessStatus.FAILED)
+        case ReplyOutcome.CANCELED:
+            draft.set_error(
+                reply.error_code or "CANCELED_IN_TSQ",
+                reply.error_message or f"step {entry.step_name} was canceled by an operator",
+            )
+            await draft.compensate(ProcessStatus.COMPENSATED)
+    return draft.decision()
+
+
+async def _on_timer(
+    hooks: ProcessHooks[S, T], snapshot: ProcessSnapshot[S, T], command_id: UUID, now: datetime
+) -> Decision[S, T]:
+    process = snapshot.process
+    if command_id != process.awaiting_command_id:
+        return Decision.ignore("timer for a command the process no longer awaits")
+    entry = snapshot.entry_for(command_id)
+    if entry is None or entry.is_answered:
+        return Decision.ignore("timer for a command already answered")
+    if process.status is ProcessStatus.WAITING_FOR_TSQ:
+        return Decision.ignore("timer while the process waits for an operator")
+
+    draft = _Draft(hooks, snapshot, now)
+    step = draft.parse(entry.step_name)
+    draft.mark_timed_out(entry)
+    if entry.kind is AuditEntryKind.COMPENSATION:
+        draft.compensation_failed(entry.step_name)
+        await draft.next_compensation()
+        return draft.decision()
+
+    attempt = _consecutive_attempts(snapshot.audit, entry.step_name)
+    action = draft.call("on_step_timeout", hooks.on_step_timeout, step, draft.state, attempt)
+    message = f"step {entry.step_name} got no reply in time (attempt {attempt})"
+    match TimeoutAction(action):
+        case TimeoutAction.RETRY:
+            await draft.send(step, AuditEntryKind.STEP)
+            draft.process.status = ProcessStatus.WAITING_FOR_REPLY
+        case TimeoutAction.TSQ:
+            draft.process.status = ProcessStatus.WAITING_FOR_TSQ
+            draft.process.deadline_at = None
+            draft.set_error(STEP_TIMEOUT, message)
+        case TimeoutAction.COMPENSATE:
+            draft.set_error(STEP_TIMEOUT, message)
+            await draft.compensate(ProcessStatus.FAILED)
+        case TimeoutAction.FAIL:
+            draft.set_error(STEP_TIMEOUT, message)
+            draft.finish(ProcessStatus.FAILED)
+    return draft.decision()
+
+
+async def _on_cancel(
+    hooks: ProcessHooks[S, T], snapshot: ProcessSnapshot[S, T], reason: str, now: datetime
+) -> Decision[S, T]:
+    if snapshot.process.status is ProcessStatus.COMPENSATING:
+        return Decision.ignore("process is already compensating")
+    draft = _Draft(hooks, snapshot, now)
+    draft.set_error("CANCELED", reason)
+    await draft.compensate(ProcessStatus.CANCELED)
+    return draft.decision()
+
+
+def _consecutive_attempts(audit: list[ProcessAuditEntry], step_name: str) -> int:
+    count = 0
+    for entry in reversed(audit):
+        if entry.kind is not AuditEntryKind.STEP:
+            continue
+        if entry.step_name != step_name:
+            break
+        count += 1
+    return max(count, 1)
+
+
+class _Draft(Generic[S, T]):
+    """The decision under construction: a copy of the process plus the effects."""
+
+    def __init__(
+        self, hooks: ProcessHooks[S, T], snapshot: ProcessSnapshot[S, T], now: datetime
+    ) -> None:
+        self.hooks = hooks
+        self.snapshot = snapshot
+        self.now = now
+        source = snapshot.process
+        state = self.call("copy_state", hooks.copy_state, source.state)
+        self.process: ProcessMetadata[S, T] = source.copy(state=state, updated_at=now)
+        self.commands: list[OutgoingCommand] = []
+        self.audit_inserts: list[ProcessAuditEntry] = []
+        self.audit_updates: list[ProcessAuditEntry] = []
+        self.timers: list[TimerRequest] = []
+
+    @property
+    def state(self) -> S:
+        return self.process.state
+
+    def call(self, name: str, fn: Callable[..., R], *args: Any) -> R:
+        try:
+            return fn(*args)
+        except ProcessHookError:
+            raise
+        except Exception as exc:
+            raise ProcessHookError(name, self.hooks.process_type, exc) from exc
+
+    def parse(self, step_name: str) -> T:
+        return self.call("parse_step", self.hooks.parse_step, step_name)
+
+    def set_error(self, code: str | None, message: str | None) -> None:
+        self.process.error_code = code
+        self.process.error_message = message
+
+    def record_reply(self, entry: ProcessAuditEntry, reply: Reply) -> None:
+        updated = copy.copy(entry)
+        updated.reply_outcome = reply.outcome
+        updated.reply_data = reply.data
+        updated.received_at = self.now
+        updated.error_code = reply.error_code
+        updated.error_message = reply.error_message
+        self.audit_updates.append(updated)
+
+    def mark_timed_out(self, entry: ProcessAuditEntry) -> None:
+        updated = copy.copy(entry)
+        updated.timed_out_at = self.now
+        self.audit_updates.append(updated)
+
+    async def send(self, step: T, kind: AuditEntryKind) -> None:
+        hooks = self.hooks
+        process = self.process
+        built = self.call("build_command", hooks.build_command, step, self.state)
+        if inspect.isawaitable(built):
+            try:
+                built = await built
+            except Exception as exc:
+                raise ProcessHookError("build_command", hooks.process_type, exc) from exc
+        if not isinstance(built, ProcessCommand):
+            raise ProcessHookError(
+                "build_command",
+                hooks.process_type,
+                TypeError(f"expected a ProcessCommand, got {type(built).__name__}"),
+            )
+        try:
+            data = built.data_dict()
+            command_type = validate_command_type(built.command_type)
+            domain = validate_name(built.domain or process.domain)
+            encode_payload(data, f"command data of step {step}")
+        except Exception as exc:
+            raise ProcessHookError("build_command", hooks.process_type, exc) from exc
+        seq = process.command_seq + 1
+        command_id = command_id_for(process.domain, process.process_id, seq)
+        step_name = str(step)
+        process.command_seq = seq
+        process.awaiting_command_id = command_id
+        process.current_step = step
+        self.commands.append(
+            OutgoingCommand(domain, command_type, command_id, data, step_name, kind)
+        )
+        self.audit_inserts.append(
+            ProcessAuditEntry(
+                step_name=step_name,
+                command_id=command_id,
+                command_type=command_type,
+                command_data=data,
+                sent_at=self.now,
+                kind=kind,
+            )
+        )
+        timeout = self.call("get_step_timeout", hooks.get_step_timeout, step, self.state)
+        if timeout is not None and timeout > 0:
+            fire_at = self.now + timedelta(seconds=float(timeout))
+            process.deadline_at = fire_at
+            self.timers.append(TimerRequest(command_id, float(timeout), fire_at))
+        else:
+            process.deadline_at = None
+
+    async def compensate(self, target: ProcessStatus) -> None:
+        """Start compensating the completed forward steps, newest first."""
+        completed: list[str] = [
+            e.step_name
+            for e in self.snapshot.audit
+            if e.kind is AuditEntryKind.STEP and e.reply_outcome is ReplyOutcome.SUCCESS
+        ]
+        remaining: list[str] = []
+        for name in reversed(completed):
+            step = self.parse(name)
+            compensation = self.call(
+                "get_compensation_step", self.hooks.get_compensation_step, step
+            )
+            if compensation is not None:
+                remaining.append(str(compensation))
+        self.process.compensation = CompensationPlan(target=target, remaining=tuple(remaining))
+        self.process.status = ProcessStatus.COMPENSATING
+        await self.next_compensation()
+
+    def compensation_failed(self, step_name: str) -> None:
+        plan = self.process.compensation
+        if plan is None:  # defensive: a compensation entry outside a compensation
+            plan = CompensationPlan(target=ProcessStatus.FAILED)
+        self.process.compensation = CompensationPlan(
+            target=plan.target, remaining=plan.remaining, failed=(*plan.failed, step_name)
+        )
+
+    async def next_compensation(self) -> None:
+        plan = self.process.compensation
+        assert plan is not None
+        if not plan.remaining:
+            if plan.failed:
+                self.set_error(
+                    COMPENSATION_FAILED,
+                    "compensation failed for: "
+                    + ", ".join(plan.failed)
+                    + (
+                        f" (after {self.process.error_code}: {self.process.error_message})"
+                        if self.process.error_code
+                        else ""
+                    ),
+                )
+                self.finish(ProcessStatus.FAILED)
+            else:
+                self.finish(plan.target)
+            return
+        step = self.parse(plan.remaining[0])
+        self.process.compensation = CompensationPlan(
+            target=plan.target, remaining=plan.remaining[1:], failed=plan.failed
+        )
+        await self.send(step, AuditEntryKind.COMPENSATION)
+        self.process.status = ProcessStatus.COMPENSATING
+
+    def finish(self, status: ProcessStatus) -> None:
+        process = self.process
+        process.status = status
+        process.completed_at = self.now
+        process.awaiting_command_id = None
+        process.deadline_at = None
+
+    def decision(self) -> Decision[S, T]:
+        return Decision(
+            process=self.process,
+            commands=tuple(self.commands),
+            audit_inserts=tuple(self.audit_inserts),
+            audit_updates=tuple(self.audit_updates),
+            timers=tuple(self.timers),
+        )

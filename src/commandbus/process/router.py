@@ -1,0 +1,394 @@
+"""``ProcessReplyRouter``: drives processes from their reply queue.
+
+One batch = one transaction: read up to ``batch_size`` messages from the reply queue
+(``FOR UPDATE SKIP LOCKED``: several routers, on several machines, share a queue safely),
+lock the processes they concern, decide every message with the pure kernel, write the
+outcome (process rows, audit, next commands, timers, message log) and delete the handled
+messages — all committed together, so a crash at any point either applies a reply entirely
+or leaves it in the queue to be handled again. Because the queue read is part of the
+transaction, a batch that fails as a whole is rolled back and its messages are visible to
+the next reader at once.
+
+Isolation of bad messages: the engine decides every message before writing anything, so
+a message whose hook raises is simply left out (retried after the visibility timeout,
+parked after ``max_reply_attempts`` reads) while the rest of the batch commits. If the
+batch still fails while writing (e.g. a database constraint), the router retries its
+messages one per transaction, and parks a message that fails on its own — in the message
+log, where ``replay_parked`` can put it back on the queue once the cause is fixed.
+
+Timers are messages on the same queue (``kind = commandbus.process_timer``), enqueued with
+a delay when a step with a timeout is sent, so they survive restarts like replies do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from commandbus.errors import ValidationError
+from commandbus.models import QueueMessage, Reply
+from commandbus.ports import Backend, Clock, Waiter
+from commandbus.process.base import BaseProcessManager, managers_by_type
+from commandbus.process.engine import Envelope, EnvelopeResult, ProcessEngine
+from commandbus.process.kernel import ReplyReceived, parse_timer_message, timer_message
+from commandbus.process.models import (
+    ProcessMessageDisposition,
+    ProcessMessageRecord,
+    ProcessMetadata,
+    ProcessStatus,
+)
+from commandbus.process.repository import ProcessRepository, ProcessWrites
+from commandbus.validation import validate_queue_name
+from commandbus.wiring import backend_from
+
+__all__ = ["ProcessReplyRouter", "RouterStats"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RouterStats:
+    """Counters since the router was created."""
+
+    batches: int = 0
+    applied: int = 0
+    ignored: int = 0
+    parked: int = 0
+    retried: int = 0
+    batch_failures: int = 0
+
+
+class ProcessReplyRouter:
+    """Routes replies (and timers) from ``reply_queue`` to the process managers.
+
+    ``managers`` is the seed's ``{process_type: manager}`` dict (or a list of managers).
+    ``reply_queue`` defaults to the managers' common reply queue.
+    """
+
+    def __init__(
+        self,
+        pool_or_backend: Any,
+        process_repo: ProcessRepository | None = None,
+        managers: Mapping[str, BaseProcessManager[Any, Any]]
+        | Sequence[BaseProcessManager[Any, Any]] = (),
+        reply_queue: str | None = None,
+        *,
+        batch_size: int = 100,
+        visibility_timeout: float = 30.0,
+        max_reply_attempts: int = 5,
+        clock: Clock | None = None,
+    ) -> None:
+        self.managers = managers_by_type(managers)
+        if not self.managers:
+            raise ValidationError("ProcessReplyRouter needs at least one process manager")
+        if batch_size < 1 or visibility_timeout <= 0 or max_reply_attempts < 1:
+            raise ValidationError(
+                "batch_size and max_reply_attempts must be >= 1, visibility_timeout > 0"
+            )
+        self._backend: Backend = backend_from(pool_or_backend, clock)
+        repo = (
+            process_repo if process_repo is not None else getattr(self._backend, "processes", None)
+        )
+        if repo is None:
+            raise ValidationError("no process repository: pass process_repo")
+        self.process_repo: ProcessRepository = repo
+        queues = {m.reply_queue for m in self.managers.values()}
+        if reply_queue is None:
+            if len(queues) != 1:
+                raise ValidationError(
+                    f"the managers use several reply queues {sorted(queues)}; pass reply_queue"
+                )
+            reply_queue = next(iter(queues))
+        self.reply_queue = validate_queue_name(reply_queue)
+        self.batch_size = batch_size
+        self.visibility_timeout = float(visibility_timeout)
+        self.engine = ProcessEngine(
+            self._backend, self.process_repo, self.managers, max_reply_attempts=max_reply_attempts
+        )
+        self.stats = RouterStats()
+        self._clock = clock or self._backend.clock
+        self._stop_requested = False
+        self._wake = asyncio.Event()
+        self._running = False
+        self._finished = asyncio.Event()
+
+    @property
+    def backend(self) -> Backend:
+        return self._backend
+
+    @property
+    def is_running(self) -> bool:
+        return self._running
+
+    # -- one batch -----------------------------------------------------------------------
+
+    async def process_once(self, limit: int | None = None) -> int:
+        """Handle one batch from the reply queue in one transaction; returns how many
+        messages were read (0: the queue had nothing visible)."""
+        limit = limit or self.batch_size
+        read: list[QueueMessage] = []
+        try:
+            async with self._backend.transaction() as tx:
+                read = await self._backend.queue.read(
+                    self.reply_queue, limit, self.visibility_timeout, conn=tx
+                )
+                if not read:
+                    return 0
+                envelopes = [self._envelope(m) for m in read]
+                await self.engine.handle(envelopes, conn=tx)
+                await self._delete_handled(envelopes, tx)
+        except Exception:
+            if not read:
+                raise
+            self.stats.batch_failures += 1
+            logger.exception(
+                "batch of %d messages on %s failed; retrying them one by one",
+                len(read),
+                self.reply_queue,
+            )
+            await self._one_by_one(len(read))
+            return len(read)
+        self._count(envelopes)
+        return len(read)
+
+    async def drain(self, max_batches: int = 1_000_000) -> int:
+        """Run ``process_once`` until nothing is visible; returns how many were read."""
+        total = 0
+        for _ in range(max_batches):
+            n = await self.process_once()
+            if n == 0:
+                break
+            total += n
+        return total
+
+    async def _delete_handled(self, envelopes: Sequence[Envelope], tx: Any) -> None:
+        done = [
+            e.msg_id
+            for e in envelopes
+            if e.msg_id is not None and e.result is not EnvelopeResult.RETRY
+        ]
+        if done:
+            await self._backend.queue.delete(self.reply_queue, done, conn=tx)
+
+    def _count(self, envelopes: Sequence[Envelope]) -> None:
+        self.stats.batches += 1
+        for e in envelopes:
+            if e.result is EnvelopeResult.APPLIED:
+                self.stats.applied += 1
+            elif e.result is EnvelopeResult.IGNORED:
+                self.stats.ignored += 1
+            elif e.result is EnvelopeResult.PARKED:
+                self.stats.parked += 1
+            elif e.result is EnvelopeResult.RETRY:
+                self.stats.retried += 1
+
+    async def _one_by_one(self, count: int) -> None:
+        """After a failed batch: read the messages again and handle each in a savepoint of
+        its own; a message that fails alone is parked (and the others go through)."""
+        async with self._backend.transaction() as tx:
+            read = await self._backend.queue.read(
+                self.reply_queue, count, self.visibility_timeout, conn=tx
+            )
+            for message in read:
+                envelope = self._envelope(message)
+                try:
+                    async with self._backend.transaction(tx) as savepoint:
+                        await self.engine.handle([envelope], conn=savepoint)
+                        await self._delete_handled([envelope], savepoint)
+                    self._count([envelope])
+                except Exception as exc:
+                    logger.exception(
+                        "message %s on %s failed on its own; parking it",
+                        message.msg_id,
+                        self.reply_queue,
+                    )
+                    await self._park(envelope, message, f"{type(exc).__name__}: {exc}", tx)
+
+    async def _park(self, env: Envelope, message: QueueMessage, reason: str, tx: Any) -> None:
+        record = ProcessMessageRecord(
+            disposition=ProcessMessageDisposition.PARKED,
+            reason=reason,
+            message=message.message,
+            process_id=env.process_id,
+            domain=env.domain,
+            command_id=_command_id(env),
+            queue_name=self.reply_queue,
+            msg_id=message.msg_id,
+        )
+        await self.process_repo.apply(ProcessWrites(messages=[record]), conn=tx)
+        await self._backend.queue.delete(self.reply_queue, [message.msg_id], conn=tx)
+        self.stats.parked += 1
+
+    def _envelope(self, msg: QueueMessage) -> Envelope:
+        raw = msg.message
+        common: dict[str, Any] = {
+            "raw": raw,
+            "read_count": msg.read_count,
+            "msg_id": msg.msg_id,
+            "queue_name": self.reply_queue,
+        }
+        try:
+            timer = parse_timer_message(raw)
+            if timer is not None:
+                domain, process_id, fired = timer
+                return Envelope(message=fired, process_id=process_id, domain=domain, **common)
+            reply = Reply.from_message(raw)
+        except ValueError as exc:
+            return Envelope(message=None, error=str(exc), **common)
+        return Envelope(message=ReplyReceived(reply), process_id=reply.correlation_id, **common)
+
+    # -- continuous operation ------------------------------------------------------------
+
+    async def run(
+        self, concurrency: int = 1, poll_interval: float = 1.0, use_notify: bool = True
+    ) -> None:
+        """Handle batches until ``stop()``; ``concurrency`` batches run at once (each its own
+        transaction and connection). Wakes on notifications (``use_notify``) and on a
+        ``poll_interval`` timer in any case (timers become visible without a notification).
+        """
+        if self._running:
+            raise RuntimeError("this router is already running")
+        if concurrency < 1:
+            raise ValidationError("concurrency must be >= 1")
+        self._running = True
+        self._stop_requested = False
+        self._finished.clear()
+        try:
+            async with AsyncExitStack() as stack:
+                waiter: Waiter | None = None
+                if use_notify:
+                    waiter = await stack.enter_async_context(
+                        self._backend.listen([self.reply_queue])
+                    )
+                loops = [
+                    asyncio.create_task(self._loop(poll_interval, waiter))
+                    for _ in range(concurrency)
+                ]
+                try:
+                    await asyncio.gather(*loops)
+                finally:
+                    for task in loops:
+                        task.cancel()
+                    for task in loops:
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await task
+        finally:
+            self._running = False
+            self._finished.set()
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop after the batches in progress; wait up to ``timeout`` seconds for them."""
+        self._stop_requested = True
+        self._wake.set()
+        if not self._running:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._finished.wait(), timeout)
+
+    async def _loop(self, poll_interval: float, waiter: Waiter | None) -> None:
+        while not self._stop_requested:
+            try:
+                n = await self.process_once()
+            except Exception:
+                logger.exception("router batch on %s failed", self.reply_queue)
+                n = 0
+            if n == 0 and not self._stop_requested:
+                await self._idle(waiter, poll_interval)
+
+    async def _idle(self, waiter: Waiter | None, poll_interval: float) -> None:
+        self._wake.clear()
+        sleeper: asyncio.Task[Any] = asyncio.create_task(
+            waiter.wait(poll_interval) if waiter else self._clock.sleep(poll_interval)
+        )
+        stopper = asyncio.create_task(self._wake.wait())
+        try:
+            await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeper, stopper):
+                task.cancel()
+            for task in (sleeper, stopper):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    # -- operations ----------------------------------------------------------------------
+
+    async def recover(
+        self,
+        now: datetime | None = None,
+        *,
+        grace_seconds: float = 0.0,
+        stuck_after: float | None = None,
+        refire_timers: bool = False,
+        limit: int = 1000,
+    ) -> list[ProcessMetadata[Any, Any]]:
+        """List in-flight processes stuck past their deadline.
+
+        A process is stuck when its awaited command's ``deadline_at`` passed more than
+        ``grace_seconds`` ago (its timer should have fired), or — with ``stuck_after`` —
+        when it has not changed for that many seconds (steps without a timeout). Timers
+        and replies are durable messages, so after a restart routers simply continue;
+        this lists what still waits, e.g. for dashboards or when timer messages were
+        purged. ``refire_timers`` enqueues a timer, visible at once, for each overdue
+        awaited command: harmless if the original fires too (a timer acts only while its
+        command is still awaited, so it acts at most once).
+        """
+        now = now or self._clock.now()
+        found: list[ProcessMetadata[Any, Any]] = []
+        for domain in sorted({m.domain for m in self.managers.values()}):
+            found.extend(
+                await self.process_repo.find_stuck(
+                    domain,
+                    deadline_before=now - timedelta(seconds=grace_seconds),
+                    updated_before=(
+                        now - timedelta(seconds=stuck_after) if stuck_after is not None else None
+                    ),
+                    limit=limit,
+                )
+            )
+        if refire_timers:
+            timers = [
+                timer_message(p.domain, p.process_id, p.awaiting_command_id, now)
+                for p in found
+                if p.awaiting_command_id is not None
+                and p.deadline_at is not None
+                and p.deadline_at <= now
+                and p.status is not ProcessStatus.WAITING_FOR_TSQ
+            ]
+            if timers:
+                await self._backend.queue.enqueue(self.reply_queue, timers)
+        return found
+
+    async def parked_messages(self, limit: int = 100) -> list[ProcessMessageRecord]:
+        return await self.process_repo.list_messages(
+            disposition=ProcessMessageDisposition.PARKED, limit=limit
+        )
+
+    async def replay_parked(self, record_id: int) -> bool:
+        """Put a parked message back on the reply queue (after fixing its cause)."""
+        async with self._backend.transaction() as tx:
+            records = await self.process_repo.list_messages(
+                disposition=ProcessMessageDisposition.PARKED, limit=1_000_000, conn=tx
+            )
+            record = next((r for r in records if r.id == record_id), None)
+            if record is None:
+                return False
+            await self._backend.queue.enqueue(self.reply_queue, [record.message], conn=tx)
+            await self.process_repo.delete_message(record_id, conn=tx)
+        return True
+
+
+def _command_id(env: Envelope) -> UUID | None:
+    message = env.message
+    if isinstance(message, ReplyReceived):
+        return message.reply.command_id
+    if message is not None and hasattr(message, "command_id"):
+        value: UUID = message.command_id
+        return value
+    return None

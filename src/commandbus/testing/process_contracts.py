@@ -1,0 +1,463 @@
+"""Behaviour tests of ``ProcessRepository``, written once and run against every backend.
+
+Subclass ``ProcessRepositoryContract`` as ``Test…`` and provide the ``backend`` fixture (a
+backend whose ``processes`` is the repository under test; override ``repo`` otherwise)
+and, for a real database, ``let_others_run``::
+
+    class TestMemoryProcessRepository(ProcessRepositoryContract):
+        @pytest.fixture
+        async def backend(self):
+            return InMemoryBackend(clock=VirtualClock())
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID, uuid4
+
+import pytest
+
+from commandbus.models import ReplyOutcome
+from commandbus.ports import Backend
+from commandbus.process.errors import ProcessAlreadyExistsError, ProcessVersionConflictError
+from commandbus.process.models import (
+    AuditEntryKind,
+    CompensationPlan,
+    ProcessAuditEntry,
+    ProcessMessageDisposition,
+    ProcessMessageRecord,
+    ProcessMetadata,
+    ProcessStatus,
+)
+from commandbus.process.repository import ProcessRepository, ProcessWrites
+
+__all__ = ["ProcessRepositoryContract"]
+
+DOMAIN = "reporting"
+OTHER = "billing"
+T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+
+
+class _Rollback(Exception):
+    pass
+
+
+@dataclass
+class _TypedState:
+    count: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"count": self.count}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> _TypedState:
+        return cls(data["count"])
+
+
+def make_process(
+    *,
+    domain: str = DOMAIN,
+    process_id: UUID | None = None,
+    status: ProcessStatus = ProcessStatus.WAITING_FOR_REPLY,
+    state: Any = None,
+    created_at: datetime = T0,
+    deadline_at: datetime | None = None,
+) -> ProcessMetadata[Any, Any]:
+    return ProcessMetadata(
+        domain=domain,
+        process_id=process_id or uuid4(),
+        process_type="Report",
+        status=status,
+        current_step="query",
+        state={"n": 1, "tags": ["a"]} if state is None else state,
+        created_at=created_at,
+        updated_at=created_at,
+        awaiting_command_id=uuid4(),
+        command_seq=1,
+        deadline_at=deadline_at,
+    )
+
+
+def make_entry(
+    step: str = "query",
+    *,
+    sent_at: datetime = T0,
+    kind: AuditEntryKind = AuditEntryKind.STEP,
+    command_id: UUID | None = None,
+) -> ProcessAuditEntry:
+    return ProcessAuditEntry(
+        step_name=step,
+        command_id=command_id or uuid4(),
+        command_type="Query",
+        command_data={"q": step},
+        sent_at=sent_at,
+        kind=kind,
+    )
+
+
+class ProcessRepositoryContract:
+    """The behaviour every ``ProcessRepository`` adapter must have."""
+
+    @pytest.fixture
+    async def backend(self) -> Backend:
+        raise NotImplementedError("subclass and provide a `backend` fixture")
+
+    @pytest.fixture
+    async def repo(self, backend: Backend) -> ProcessRepository:
+        repo: ProcessRepository = backend.processes
+        return repo
+
+    async def let_others_run(self) -> None:
+        """Give other tasks (transactions on other connections) time to block."""
+        for _ in range(50):
+            await asyncio.sleep(0)
+
+    # -- save / get ----------------------------------------------------------------------
+
+    async def test_save_then_get_round_trips_every_field(self, repo: ProcessRepository) -> None:
+        plan = CompensationPlan(ProcessStatus.CANCELED, ("undo_b", "undo_a"), ("undo_c",))
+        p = make_process(deadline_at=T0 + timedelta(seconds=30))
+        p.error_code, p.error_message, p.compensation = "E", "boom", plan
+        await repo.save(p)
+        assert p.version == 1
+        got = await repo.get_by_id(DOMAIN, p.process_id)
+        assert got is not None
+        assert (got.domain, got.process_id, got.process_type) == (DOMAIN, p.process_id, "Report")
+        assert got.status is ProcessStatus.WAITING_FOR_REPLY
+        assert got.current_step == "query"
+        assert got.state == {"n": 1, "tags": ["a"]}
+        assert (got.error_code, got.error_message) == ("E", "boom")
+        assert got.created_at == T0
+        assert got.completed_at is None
+        assert got.version == 1
+        assert got.awaiting_command_id == p.awaiting_command_id
+        assert got.command_seq == 1
+        assert got.deadline_at == T0 + timedelta(seconds=30)
+        assert got.compensation == plan
+
+    async def test_save_serialises_a_typed_state(self, repo: ProcessRepository) -> None:
+        p = make_process(state=_TypedState(7))
+        await repo.save(p)
+        got = await repo.get_by_id(DOMAIN, p.process_id)
+        assert got is not None and got.state == {"count": 7}
+
+    async def test_save_twice_raises_already_exists(self, repo: ProcessRepository) -> None:
+        p = make_process()
+        await repo.save(p)
+        with pytest.raises(ProcessAlreadyExistsError):
+            await repo.save(make_process(process_id=p.process_id))
+
+    async def test_get_unknown_or_other_domain_is_none(self, repo: ProcessRepository) -> None:
+        p = make_process()
+        await repo.save(p)
+        assert await repo.get_by_id(DOMAIN, uuid4()) is None
+        assert await repo.get_by_id(OTHER, p.process_id) is None
+
+    async def test_returned_state_is_a_copy(self, repo: ProcessRepository) -> None:
+        p = make_process()
+        await repo.save(p)
+        got = await repo.get_by_id(DOMAIN, p.process_id)
+        assert got is not None
+        got.state["n"] = 99
+        again = await repo.get_by_id(DOMAIN, p.process_id)
+        assert again is not None and again.state["n"] == 1
+
+    # -- update --------------------------------------------------------------------------
+
+    async def test_update_writes_fields_and_bumps_version(self, repo: ProcessRepository) -> None:
+        p = make_process()
+        await repo.save(p)
+        before = await repo.get_by_id(DOMAIN, p.process_id)
+        assert before is not None
+        p.status = ProcessStatus.COMPLETED
+        p.state = {"n": 2}
+        p.completed_at = T0 + timedelta(minutes=1)
+        p.awaiting_command_id = None
+        await repo.update(p)
+        assert p.version == 2
+        got = await repo.get_by_id(DOMAIN, p.process_id)
+        assert got is not None
+        assert got.status is ProcessStatus.COMPLETED
+        assert got.state == {"n": 2}
+        assert got.completed_at == T0 + timedelta(minutes=1)
+        assert got.awaiting_command_id is None
+        assert got.version == 2
+        assert got.updated_at == p.updated_at
+        assert got.updated_at >= before.updated_at
+
+    async def test_update_with_stale_version_raises_and_writes_nothing(
+        self, repo: ProcessRepository
+    ) -> None:
+        p = make_process()
+        await repo.save(p)
+        stale = make_process(process_id=p.process_id)
+        stale.version = 7
+        stale.status = ProcessStatus.FAILED
+        with pytest.raises(ProcessVersionConflictError):
+            await repo.update(stale)
+        got = await repo.get_by_id(DOMAIN, p.process_id)
+        assert got is not None and got.status is ProcessStatus.WAITING_FOR_REPLY
+        assert got.version == 1
+
+    async def test_update_of_missing_process_raises(self, repo: ProcessRepository) -> None:
+        with pytest.raises(ProcessVersionConflictError):
+            await repo.update(make_process())
+
+    # -- find ----------------------------------------------------------------------------
+
+    async def test_find_by_status_filters_and_orders_oldest_first(
+        self, repo: ProcessRepository
+    ) -> None:
+        late = make_process(created_at=T0 + timedelta(seconds=2))
+        early = make_process(created_at=T0)
+        done = make_process(status=ProcessStatus.COMPLETED)
+        tsq = make_process(status=ProcessStatus.WAITING_FOR_TSQ, created_at=T0 + timedelta(1))
+        other = make_process(domain=OTHER)
+        for p in (late, early, done, tsq, other):
+            await repo.save(p)
+        found = await repo.find_by_status(
+            DOMAIN, [ProcessStatus.WAITING_FOR_REPLY, ProcessStatus.WAITING_FOR_TSQ]
+        )
+        assert [p.process_id for p in found] == [early.process_id, late.process_id, tsq.process_id]
+        limited = await repo.find_by_status(DOMAIN, [ProcessStatus.WAITING_FOR_REPLY], limit=1)
+        assert [p.process_id for p in limited] == [early.process_id]
+        assert await repo.find_by_status(DOMAIN, [ProcessStatus.CANCELED]) == []
+
+    async def test_find_stuck(self, repo: ProcessRepository) -> None:
+        overdue = make_process(deadline_at=T0 + timedelta(seconds=10))
+        not_yet = make_process(deadline_at=T0 + timedelta(seconds=100))
+        no_deadline = make_process()
+        finished = make_process(status=ProcessStatus.COMPLETED, deadline_at=T0)
+        for p in (overdue, not_yet, no_deadline, finished):
+            await repo.save(p)
+        found = await repo.find_stuck(DOMAIN, deadline_before=T0 + timedelta(seconds=50))
+        assert [p.process_id for p in found] == [overdue.process_id]
+        # updated_before far in the future: every in-flight process counts as idle.
+        idle = await repo.find_stuck(
+            DOMAIN,
+            deadline_before=T0,
+            updated_before=datetime.now(UTC) + timedelta(days=3650),
+        )
+        assert {p.process_id for p in idle} == {
+            overdue.process_id,
+            not_yet.process_id,
+            no_deadline.process_id,
+        }
+
+    # -- audit ---------------------------------------------------------------------------
+
+    async def test_audit_trail_is_ordered_by_sent_at(self, repo: ProcessRepository) -> None:
+        p = make_process()
+        await repo.save(p)
+        second = make_entry("aggregate", sent_at=T0 + timedelta(seconds=2))
+        first = make_entry("query", sent_at=T0 + timedelta(seconds=1))
+        third = make_entry("render", sent_at=T0 + timedelta(seconds=2))  # tie: insert order
+        for e in (second, first, third):
+            await repo.log_step(DOMAIN, p.process_id, e)
+        trail = await repo.get_audit_trail(DOMAIN, p.process_id)
+        assert [e.step_name for e in trail] == ["query", "aggregate", "render"]
+        assert trail[0] == first
+        assert await repo.get_audit_trail(DOMAIN, uuid4()) == []
+
+    async def test_update_step_reply_and_completed_steps(self, repo: ProcessRepository) -> None:
+        p = make_process()
+        await repo.save(p)
+        query = make_entry("query", sent_at=T0)
+        aggregate = make_entry("aggregate", sent_at=T0 + timedelta(seconds=1))
+        undo = make_entry("undo_query", sent_at=T0 + timedelta(2), kind=AuditEntryKind.COMPENSATION)
+        for e in (query, aggregate, undo):
+            await repo.log_step(DOMAIN, p.process_id, e)
+        received = T0 + timedelta(seconds=5)
+        for e, outcome in ((query, ReplyOutcome.SUCCESS), (undo, ReplyOutcome.SUCCESS)):
+            reply = ProcessAuditEntry(
+                step_name=e.step_name,
+                command_id=e.command_id,
+                command_type="",
+                command_data=None,
+                sent_at=received,
+                reply_outcome=outcome,
+                reply_data={"path": "s3://x"},
+                received_at=received,
+                error_code="W",
+                error_message="warn",
+            )
+            await repo.update_step_reply(DOMAIN, p.process_id, e.command_id, reply)
+        trail = await repo.get_audit_trail(DOMAIN, p.process_id)
+        assert trail[0].reply_outcome is ReplyOutcome.SUCCESS
+        assert trail[0].reply_data == {"path": "s3://x"}
+        assert trail[0].received_at == received
+        assert (trail[0].error_code, trail[0].error_message) == ("W", "warn")
+        assert trail[0].sent_at == T0 and trail[0].command_type == "Query"  # kept
+        assert trail[1].reply_outcome is None
+        assert trail[2].kind is AuditEntryKind.COMPENSATION
+        assert await repo.get_completed_steps(DOMAIN, p.process_id) == ["query"]
+
+    # -- engine batch API ----------------------------------------------------------------
+
+    async def test_insert_new_skips_existing(
+        self, backend: Backend, repo: ProcessRepository
+    ) -> None:
+        existing = make_process()
+        await repo.save(existing)
+        fresh = make_process()
+        async with backend.transaction() as tx:
+            inserted = await repo.insert_new(
+                [make_process(process_id=existing.process_id), fresh], conn=tx
+            )
+        assert inserted == [fresh.process_id]
+        got = await repo.get_by_id(DOMAIN, fresh.process_id)
+        assert got is not None and got.version == 1
+
+    async def test_lock_loads_processes_with_their_audit(
+        self, backend: Backend, repo: ProcessRepository
+    ) -> None:
+        a, b, c = make_process(), make_process(), make_process(domain=OTHER)
+        for p in (a, b, c):
+            await repo.save(p)
+        e1 = make_entry("query", sent_at=T0)
+        e2 = make_entry("aggregate", sent_at=T0 + timedelta(seconds=1))
+        await repo.log_step(DOMAIN, a.process_id, e2)
+        await repo.log_step(DOMAIN, a.process_id, e1)
+        async with backend.transaction() as tx:
+            snaps = await repo.lock(
+                [DOMAIN], [b.process_id, a.process_id, c.process_id, uuid4()], conn=tx
+            )
+        by_id = {s.process.process_id: s for s in snaps}
+        assert set(by_id) == {a.process_id, b.process_id}
+        assert [e.step_name for e in by_id[a.process_id].audit] == ["query", "aggregate"]
+        assert by_id[b.process_id].audit == []
+        assert by_id[a.process_id].process.state == {"n": 1, "tags": ["a"]}
+
+    async def test_lock_waits_for_the_holder_and_sees_its_writes(
+        self, backend: Backend, repo: ProcessRepository
+    ) -> None:
+        p = make_process()
+        await repo.save(p)
+        entry = make_entry()
+        await repo.log_step(DOMAIN, p.process_id, entry)
+        order: list[str] = []
+        first_locked = asyncio.Event()
+        release = asyncio.Event()
+
+        async def first() -> None:
+            async with backend.transaction() as tx:
+                [snap] = await repo.lock([DOMAIN], [p.process_id], conn=tx)
+                order.append("first locked")
+                first_locked.set()
+                await release.wait()
+                proc = snap.process
+                proc.status = ProcessStatus.COMPLETED
+                answered = ProcessAuditEntry(
+                    step_name="query",
+                    command_id=entry.command_id,
+                    command_type="Query",
+                    command_data=None,
+                    sent_at=T0,
+                    reply_outcome=ReplyOutcome.SUCCESS,
+                    received_at=T0,
+                )
+                await repo.apply(
+                    ProcessWrites(updates=[proc], audit_updates=[(DOMAIN, p.process_id, answered)]),
+                    conn=tx,
+                )
+                order.append("first commits")
+
+        async def second() -> ProcessStatus:
+            await first_locked.wait()
+            async with backend.transaction() as tx:
+                order.append("second waits")
+                [snap] = await repo.lock([DOMAIN], [p.process_id], conn=tx)
+                order.append("second locked")
+                assert snap.audit[0].reply_outcome is ReplyOutcome.SUCCESS
+                assert snap.process.version == 2
+                return snap.process.status
+
+        t1 = asyncio.create_task(first())
+        t2 = asyncio.create_task(second())
+        await first_locked.wait()
+        await self.let_others_run()
+        release.set()
+        await t1
+        status = await t2
+        assert status is ProcessStatus.COMPLETED
+        assert order == ["first locked", "second waits", "first commits", "second locked"]
+
+    async def test_apply_writes_a_batch_and_rolls_back_with_the_transaction(
+        self, backend: Backend, repo: ProcessRepository
+    ) -> None:
+        p = make_process()
+        await repo.save(p)
+        entry = make_entry()
+        record = ProcessMessageRecord(
+            disposition=ProcessMessageDisposition.IGNORED,
+            reason="duplicate",
+            message={"command_id": "x"},
+            domain=DOMAIN,
+            process_id=p.process_id,
+        )
+
+        def writes() -> ProcessWrites:
+            proc = make_process(process_id=p.process_id, status=ProcessStatus.COMPENSATING)
+            proc.version = 1
+            return ProcessWrites(
+                updates=[proc],
+                audit_inserts=[(DOMAIN, p.process_id, entry)],
+                messages=[record],
+            )
+
+        with pytest.raises(_Rollback):
+            async with backend.transaction() as tx:
+                await repo.apply(writes(), conn=tx)
+                raise _Rollback
+        got = await repo.get_by_id(DOMAIN, p.process_id)
+        assert got is not None and got.status is ProcessStatus.WAITING_FOR_REPLY
+        assert got.version == 1
+        assert await repo.get_audit_trail(DOMAIN, p.process_id) == []
+        assert await repo.list_messages() == []
+
+        async with backend.transaction() as tx:
+            await repo.apply(writes(), conn=tx)
+        got = await repo.get_by_id(DOMAIN, p.process_id)
+        assert got is not None and got.status is ProcessStatus.COMPENSATING
+        assert [e.command_id for e in await repo.get_audit_trail(DOMAIN, p.process_id)] == [
+            entry.command_id
+        ]
+        [logged] = await repo.list_messages(process_id=p.process_id)
+        assert (logged.disposition, logged.reason) == (
+            ProcessMessageDisposition.IGNORED,
+            "duplicate",
+        )
+        assert logged.message == {"command_id": "x"}
+        assert logged.id is not None and logged.recorded_at is not None
+
+    async def test_uncommitted_process_is_invisible_to_others(
+        self, backend: Backend, repo: ProcessRepository
+    ) -> None:
+        p = make_process()
+        async with backend.transaction() as tx:
+            assert await repo.insert_new([p], conn=tx) == [p.process_id]
+            assert await repo.get_by_id(DOMAIN, p.process_id, conn=tx) is not None
+            assert await repo.get_by_id(DOMAIN, p.process_id) is None
+        assert await repo.get_by_id(DOMAIN, p.process_id) is not None
+
+    async def test_message_log_filters_and_delete(self, repo: ProcessRepository) -> None:
+        pid = uuid4()
+        records = [
+            ProcessMessageRecord(ProcessMessageDisposition.IGNORED, "stale", {"i": 1}, DOMAIN, pid),
+            ProcessMessageRecord(ProcessMessageDisposition.PARKED, "malformed", {"i": 2}),
+            ProcessMessageRecord(ProcessMessageDisposition.PARKED, "hook", {"i": 3}, OTHER, pid),
+        ]
+        await repo.apply(ProcessWrites(messages=records))
+        assert [r.message["i"] for r in await repo.list_messages()] == [1, 2, 3]
+        parked = await repo.list_messages(disposition=ProcessMessageDisposition.PARKED)
+        assert [r.reason for r in parked] == ["malformed", "hook"]
+        assert [r.reason for r in await repo.list_messages(process_id=pid)] == ["stale", "hook"]
+        assert [r.reason for r in await repo.list_messages(domain=OTHER)] == ["hook"]
+        assert [r.reason for r in await repo.list_messages(limit=1)] == ["stale"]
+        assert parked[0].id is not None
+        assert await repo.delete_message(parked[0].id) is True
+        assert await repo.delete_message(parked[0].id) is False
+        assert [r.reason for r in await repo.list_messages()] == ["stale", "hook"]

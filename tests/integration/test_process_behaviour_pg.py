@@ -1,0 +1,29 @@
+"""Process manager behaviour on PostgreSQL (a fresh cloned database per test)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from commandbus.ports import Backend
+from commandbus.postgres import PostgresBackend
+from commandbus.testing.process_scenarios import ProcessBehaviourContract
+
+
+class TestProcessBehaviourPostgres(ProcessBehaviourContract):
+    @pytest.fixture
+    async def backend(self, pg_backend: PostgresBackend) -> PostgresBackend:
+        return pg_backend
+
+    async def advance(self, backend: Backend, seconds: float) -> None:
+        # The database keeps its own time: move every visibility deadline back instead.
+        assert isinstance(backend, PostgresBackend)
+        async with backend.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE commandbus.queue_message SET vt = vt - make_interval(secs => %s)",
+                (float(seconds),),
+            )
+
+    async def let_others_run(self) -> None:
+        await asyncio.sleep(0.3)
