@@ -1,0 +1,105 @@
+"""The ``commandbus`` command line: nouns, then verbs (``commandbus tsq list``).
+
+Each noun lives in its own module (``schema``, ``worker``, ``tsq``, ``command``) and exports
+one ``click.Group``. A noun whose module may not be there (``process``, added with the
+process manager) is registered only when it imports: see ``OPTIONAL_NOUNS``.
+
+Every option can also be given as a ``COMMANDBUS_*`` environment variable, shown in
+``--help``. The database is ``--database-url`` / ``COMMANDBUS_DATABASE_URL`` /
+``DATABASE_URL``; with none of them, an embedded PostgreSQL is booted in
+``.commandbus/pgdata`` (``schema sql`` never connects).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Sequence
+
+import click
+
+from commandbus import __version__
+from commandbus.cli._common import CliState, option, windows_event_loop_policy
+from commandbus.cli.command import command_group
+from commandbus.cli.schema import schema_group
+from commandbus.cli.tsq import tsq_group
+from commandbus.cli.worker import worker_group
+
+#: ``(module, attribute)`` of sub-command groups registered when their module imports.
+OPTIONAL_NOUNS: tuple[tuple[str, str], ...] = (("commandbus.cli.process", "process_group"),)
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
+@option(
+    "--database-url",
+    envvar=["COMMANDBUS_DATABASE_URL", "DATABASE_URL"],
+    metavar="URL",
+    help="PostgreSQL URL, e.g. postgresql://user@host:5432/db. "
+    "Without one, an embedded PostgreSQL is started in .commandbus/pgdata.",
+)
+@option(
+    "--data-dir",
+    envvar="COMMANDBUS_DATA_DIR",
+    metavar="DIR",
+    help="Data directory of the embedded PostgreSQL (when no database URL is given).",
+)
+@option(
+    "--log-level",
+    envvar="COMMANDBUS_LOG_LEVEL",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    default="warning",
+    show_default=True,
+    help="Logging level of the library's loggers.",
+)
+@click.version_option(__version__, "--version", "-V", prog_name="commandbus")
+@click.pass_context
+def cli(ctx: click.Context, database_url: str | None, data_dir: str | None, log_level: str) -> None:
+    """commandbus: reliable commands and long-running processes on PostgreSQL.
+
+    \b
+    Examples:
+      commandbus schema apply
+      commandbus worker run --app myapp.handlers:registry --domain payments
+      commandbus tsq list --domain payments
+      commandbus tsq retry --domain payments 0b6f…
+      commandbus command show --domain payments 0b6f…
+    """
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    ctx.obj = CliState(database_url_option=database_url or None, data_dir=data_dir)
+
+
+cli.add_command(schema_group)
+cli.add_command(worker_group)
+cli.add_command(tsq_group)
+cli.add_command(command_group)
+
+
+def _add_optional_nouns() -> None:
+    for module_name, attribute in OPTIONAL_NOUNS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:  # the module exists but one of its imports is broken
+                raise
+            continue
+        group = getattr(module, attribute)
+        if isinstance(group, click.Command):
+            cli.add_command(group)
+
+
+_add_optional_nouns()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``commandbus`` script and ``python -m commandbus``."""
+    windows_event_loop_policy()
+    cli.main(args=list(argv) if argv is not None else None, prog_name="commandbus")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,309 @@
+"""``commandbus worker run``: process commands with the handlers of your application."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+import click
+
+from commandbus.cli._common import (
+    connect,
+    domain_option,
+    err_console,
+    new_table,
+    option,
+    redact,
+    run,
+    state,
+)
+from commandbus.handler import HandlerRegistry
+
+
+@click.group("worker")
+def worker_group() -> None:
+    """Run workers that claim commands and execute their handlers."""
+
+
+def _parse_backoff(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        delays = tuple(float(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r}: give seconds separated by commas, e.g. '10,60,300'"
+        ) from None
+    if not delays or any(d < 0 for d in delays):
+        raise click.BadParameter(f"{value!r}: give one or more delays >= 0 seconds")
+    return delays
+
+
+@worker_group.command("run")
+@option(
+    "--app",
+    "-a",
+    envvar="COMMANDBUS_APP",
+    required=True,
+    metavar="MODULE:ATTRIBUTE",
+    help="Where your HandlerRegistry is, e.g. 'myapp.handlers:registry' (a function "
+    "returning one also works). The current directory is importable.",
+)
+@domain_option(required=False)
+@option(
+    "--concurrency",
+    "-c",
+    envvar="COMMANDBUS_CONCURRENCY",
+    type=click.IntRange(1, 10_000),
+    default=10,
+    show_default=True,
+    help="Handlers running at once, per domain.",
+)
+@option(
+    "--visibility-timeout",
+    envvar="COMMANDBUS_VISIBILITY_TIMEOUT",
+    type=click.FloatRange(0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Seconds a claimed command stays invisible to other workers.",
+)
+@option(
+    "--batch-size",
+    envvar="COMMANDBUS_BATCH_SIZE",
+    type=click.IntRange(1, 1_000),
+    default=50,
+    show_default=True,
+    help="Commands claimed per round trip.",
+)
+@option(
+    "--poll-interval",
+    envvar="COMMANDBUS_POLL_INTERVAL",
+    type=click.FloatRange(0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Seconds between polls when idle (NOTIFY wakes the worker sooner).",
+)
+@option(
+    "--backoff",
+    envvar="COMMANDBUS_BACKOFF",
+    callback=_parse_backoff,
+    metavar="SECONDS,…",
+    help="Delays between retries, e.g. '10,60,300' (the last one repeats).",
+)
+@option(
+    "--notify/--no-notify",
+    envvar="COMMANDBUS_NOTIFY",
+    default=True,
+    show_default=True,
+    help="Wake up on LISTEN/NOTIFY as well as by polling.",
+)
+@option(
+    "--verify-schema/--no-verify-schema",
+    envvar="COMMANDBUS_VERIFY_SCHEMA",
+    default=True,
+    show_default=True,
+    help="Refuse to start when the database schema is missing or not current.",
+)
+@option(
+    "--stop-timeout",
+    envvar="COMMANDBUS_STOP_TIMEOUT",
+    type=click.FloatRange(0),
+    default=30.0,
+    show_default=True,
+    help="On SIGINT/SIGTERM, seconds to let running handlers finish.",
+)
+@click.pass_context
+def worker_run_cmd(
+    ctx: click.Context,
+    app: str,
+    domain: str | None,
+    concurrency: int,
+    visibility_timeout: float,
+    batch_size: int,
+    poll_interval: float,
+    backoff: tuple[float, ...] | None,
+    notify: bool,
+    verify_schema: bool,
+    stop_timeout: float,
+) -> None:
+    """Process the commands of a domain until SIGINT or SIGTERM (then stop gracefully).
+
+    Without --domain, every domain the registry has handlers for is processed.
+    """
+    registry = load_registry(app)
+    if domain is not None:
+        domains = [domain]
+    else:
+        domains = sorted(registry.domains())
+        if not domains:
+            raise click.ClickException(f"{app} has no handlers registered")
+    unknown = [d for d in domains if d not in registry.domains()]
+    if unknown:
+        raise click.ClickException(
+            f"{app} has no handler for domain {unknown[0]!r}; it handles "
+            f"{sorted(registry.domains()) or 'nothing'}"
+        )
+    url = state(ctx).database_url()
+    err = err_console()
+    stats = run(
+        _run_workers(
+            url,
+            registry,
+            domains,
+            concurrency=concurrency,
+            visibility_timeout=visibility_timeout,
+            batch_size=batch_size,
+            poll_interval=poll_interval,
+            backoff=backoff,
+            notify=notify,
+            verify_schema=verify_schema,
+            stop_timeout=stop_timeout,
+            announce=lambda: err.print(
+                f"[bold]commandbus worker[/] (pid {os.getpid()}) on {redact(url)}: "
+                f"domain(s) {', '.join(domains)}, concurrency {concurrency}, "
+                f"visibility timeout {visibility_timeout:g}s. Ctrl-C to stop."
+            ),
+        )
+    )
+    table = new_table("Worker stopped")
+    for header in ("domain", "claimed", "completed", "retried", "to TSQ", "failed", "elapsed"):
+        table.add_column(header, justify="right" if header != "domain" else "left")
+    for name, values in stats.items():
+        table.add_row(name, *values)
+    err.print(table)
+
+
+def load_registry(app: str) -> HandlerRegistry:
+    """Import ``module:attribute`` and return the ``HandlerRegistry`` it names."""
+    module_name, sep, attribute = app.partition(":")
+    if not sep or not module_name or not attribute:
+        raise click.BadParameter(
+            f"{app!r}: use MODULE:ATTRIBUTE, e.g. 'myapp.handlers:registry'", param_hint="--app"
+        )
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise click.BadParameter(
+                f"cannot import module {module_name!r} (is it on PYTHONPATH?)", param_hint="--app"
+            ) from None
+        raise
+    target: Any = module
+    for part in attribute.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise click.BadParameter(
+                f"module {module_name!r} has no attribute {attribute!r}", param_hint="--app"
+            ) from None
+    if not isinstance(target, HandlerRegistry) and callable(target):
+        target = target()
+    if not isinstance(target, HandlerRegistry):
+        raise click.BadParameter(
+            f"{app!r} is a {type(target).__name__}, not a commandbus HandlerRegistry",
+            param_hint="--app",
+        )
+    return target
+
+
+async def _run_workers(
+    url: str,
+    registry: HandlerRegistry,
+    domains: list[str],
+    *,
+    concurrency: int,
+    visibility_timeout: float,
+    batch_size: int,
+    poll_interval: float,
+    backoff: tuple[float, ...] | None,
+    notify: bool,
+    verify_schema: bool,
+    stop_timeout: float,
+    announce: Any,
+) -> dict[str, tuple[str, ...]]:
+    from commandbus.policies import RetryPolicy
+    from commandbus.worker import Worker
+
+    retry_policy = RetryPolicy(backoff_schedule=backoff) if backoff else None
+    # Transactional handlers each hold a connection; claims, settlements and LISTEN too.
+    pool_size = len(domains) * (concurrency + 3)
+    async with connect(url, max_size=pool_size) as backend:
+        if verify_schema:
+            from commandbus.postgres.schema import verify_schema as problems_of
+
+            problems = await problems_of(backend.pool)
+            if problems:
+                raise click.ClickException(
+                    "the database schema is not current: "
+                    + "; ".join(problems)
+                    + ". Run `commandbus schema apply` (or pass --no-verify-schema)"
+                )
+        workers = [
+            Worker(
+                backend,
+                d,
+                registry,
+                visibility_timeout=visibility_timeout,
+                retry_policy=retry_policy,
+                batch_size=batch_size,
+            )
+            for d in domains
+        ]
+        loop = asyncio.get_running_loop()
+        stopping: list[asyncio.Task[Any]] = []
+
+        def request_stop(signame: str) -> None:
+            if stopping:
+                # Second signal: stop waiting for handlers (their commands are redelivered).
+                err_console().print(f"{signame} again: cancelling running handlers")
+                for w in workers:
+                    stopping.append(asyncio.ensure_future(w.stop(timeout=0)))
+                return
+            err_console().print(
+                f"{signame}: stopping; letting running handlers finish "
+                f"(up to {stop_timeout:g}s, signal again to cancel them)"
+            )
+            for w in workers:
+                stopping.append(asyncio.ensure_future(w.stop(timeout=stop_timeout)))
+
+        installed: list[signal.Signals] = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):  # e.g. Windows
+                loop.add_signal_handler(sig, request_stop, sig.name)
+                installed.append(sig)
+        started = time.monotonic()
+        announce()
+        try:
+            await asyncio.gather(
+                *(
+                    w.run(concurrency=concurrency, poll_interval=poll_interval, use_notify=notify)
+                    for w in workers
+                )
+            )
+            if stopping:
+                await asyncio.gather(*stopping, return_exceptions=True)
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+        elapsed = time.monotonic() - started
+        return {
+            w.domain: (
+                str(w.stats.claimed),
+                str(w.stats.completed),
+                str(w.stats.retried),
+                str(w.stats.to_troubleshooting),
+                str(w.stats.business_failures),
+                f"{elapsed:.1f}s",
+            )
+            for w in workers
+        }
