@@ -1,0 +1,356 @@
+-- Named queries of the PostgreSQL adapter, loaded by commandbus.postgres.queries.
+-- Each block starts with "-- name: <name>". Parameters are %(name)s placeholders; no
+-- query is ever assembled from input. Arrays passed with unnest() let one statement (one
+-- round trip) handle a whole batch.
+--
+-- Array parameters use binary placeholders (%(name)b): psycopg then sends each element
+-- as it is, where the text format would escape every quote of every JSON payload in
+-- Python (measured: 2.9 ms vs 0.2 ms for a batch of 50).
+--
+-- Time: vt comparisons use statement_timestamp() (stable, so the claim index can be
+-- used, and not frozen at the start of a long caller transaction as now() would be).
+
+
+-- name: enqueue
+-- Append messages to one queue; one NOTIFY for the whole call (delivered at commit).
+WITH m AS (
+    INSERT INTO commandbus.queue_message (queue_name, message, vt)
+    SELECT %(queue)s, u.message::jsonb,
+           statement_timestamp() + make_interval(secs => %(delay)s::float8)
+    FROM unnest(%(messages)b::text[]) WITH ORDINALITY AS u(message, ord)
+    ORDER BY u.ord
+    RETURNING msg_id
+)
+SELECT array_agg(m.msg_id ORDER BY m.msg_id) AS msg_ids,
+       pg_notify('commandbus', %(queue)s) AS notified
+FROM m;
+
+
+-- name: read
+-- Claim visible messages of a queue, oldest first, skipping rows locked by other readers.
+-- Rows come back in the order they became visible (previous vt, then msg_id).
+-- pick_messages (see 001_commands.sql) pins the ordered index walk.
+WITH picked AS MATERIALIZED (
+    SELECT msg_id, vt FROM commandbus.pick_messages(%(queue)s, %(limit)s)
+), leased AS (
+    UPDATE commandbus.queue_message q
+    SET vt = statement_timestamp() + make_interval(secs => %(vt)s::float8),
+        read_ct = q.read_ct + 1
+    WHERE q.msg_id = ANY (ARRAY(SELECT msg_id FROM picked))
+    RETURNING q.msg_id, q.queue_name, q.message, q.read_ct, q.enqueued_at, q.vt
+)
+SELECT l.msg_id, l.queue_name, l.message, l.read_ct, l.enqueued_at, l.vt
+FROM leased l
+JOIN picked p ON p.msg_id = l.msg_id
+ORDER BY p.vt, l.msg_id;
+
+
+-- name: delete
+DELETE FROM commandbus.queue_message
+WHERE queue_name = %(queue)s AND msg_id = ANY(%(msg_ids)b::bigint[]);
+
+
+-- name: set_visibility
+UPDATE commandbus.queue_message
+SET vt = statement_timestamp() + make_interval(secs => %(seconds)s::float8)
+WHERE queue_name = %(queue)s AND msg_id = %(msg_id)s;
+
+
+-- name: depth
+SELECT count(*) AS depth FROM commandbus.queue_message WHERE queue_name = %(queue)s;
+
+
+-- name: insert_commands
+-- Send a batch: message + PENDING row + SENT audit event per command, one round trip.
+-- Duplicates are detected by the primary key (ON CONFLICT DO NOTHING waits for a
+-- concurrent sender of the same id and then skips): the caller compares the inserted
+-- flags with the request and rolls the whole call back if any row was skipped.
+-- msg_ids are drawn up front (materialised CTE) so the command row can record its own.
+-- Command rows are inserted in key order so that two batch senders with overlapping ids
+-- lock them in the same order and cannot deadlock.
+WITH req AS MATERIALIZED (
+    SELECT r.*, nextval('commandbus.queue_message_msg_id_seq'::regclass) AS msg_id
+    FROM unnest(
+        %(domains)b::text[], %(command_ids)b::uuid[], %(command_types)b::text[],
+        %(messages)b::text[], %(correlation_ids)b::uuid[], %(reply_tos)b::text[],
+        %(max_attempts)b::integer[], %(delays)b::float8[]
+    ) WITH ORDINALITY AS r(domain, command_id, command_type, message, correlation_id,
+                           reply_to, max_attempts, delay, ord)
+), cmd AS (
+    INSERT INTO commandbus.command (
+        domain, command_id, command_type, status, attempts, max_attempts, msg_id,
+        correlation_id, reply_to
+    )
+    SELECT domain, command_id, command_type, 'PENDING', 0, max_attempts, msg_id,
+           correlation_id, reply_to
+    FROM req
+    ORDER BY domain, command_id
+    ON CONFLICT (domain, command_id) DO NOTHING
+    RETURNING domain, command_id
+), ok AS (
+    SELECT req.* FROM req JOIN cmd USING (domain, command_id)
+), msg AS (
+    INSERT INTO commandbus.queue_message (msg_id, queue_name, message, vt)
+    OVERRIDING SYSTEM VALUE
+    SELECT msg_id, domain || '__commands', message::jsonb,
+           statement_timestamp() + make_interval(secs => delay)
+    FROM ok
+    ORDER BY ord
+    RETURNING queue_name
+), sent AS (
+    INSERT INTO commandbus.audit (domain, command_id, event_type, details)
+    SELECT domain, command_id, 'SENT', jsonb_build_object('msg_id', msg_id)
+    FROM ok
+    ORDER BY ord
+), notified AS (
+    SELECT pg_notify('commandbus', q.queue_name)
+    FROM (SELECT DISTINCT queue_name FROM msg) AS q
+)
+SELECT req.ord, req.domain, req.command_id, req.msg_id,
+       cmd.command_id IS NOT NULL AS inserted,
+       (SELECT count(*) FROM notified) AS notified
+FROM req
+LEFT JOIN cmd USING (domain, command_id)
+ORDER BY req.ord;
+
+
+-- name: claim_commands
+-- One statement per claim: pick visible messages (SKIP LOCKED), push their vt out, bump
+-- attempts and set IN_PROGRESS on the command rows, write RECEIVED audit events.
+-- Messages of terminal commands (stale redeliveries) are deleted, not returned; messages
+-- without a command row (not written by this library) are archived so nothing is lost.
+-- Rows about to be deleted are never updated first (no dead rows for nothing).
+--
+-- Plans should not depend on statistics (a queue table's size swings from empty to
+-- millions of rows): rows of command / queue_message are reached by their primary key,
+-- through a per-message probe or "= ANY(ARRAY(...))" of the keys.
+WITH picked AS MATERIALIZED (
+    -- pick_messages (see 001_commands.sql) pins the ordered index walk
+    SELECT m.msg_id, m.message, m.vt,
+           CASE WHEN m.message ->> 'command_id' ~ '^[0-9a-fA-F-]{32,36}$'
+                THEN (m.message ->> 'command_id')::uuid
+           END AS command_id
+    FROM commandbus.pick_messages(%(queue)s, %(limit)s) m
+), joined AS MATERIALIZED (
+    -- A correlated subquery, not a join: one primary-key probe per picked message,
+    -- whatever the planner believes about the table sizes.
+    SELECT p.msg_id, p.message, p.vt, p.command_id,
+           (SELECT c.status
+            FROM commandbus.command c
+            WHERE c.command_id = p.command_id AND c.domain = %(domain)s) AS status
+    FROM picked p
+), gone AS (
+    DELETE FROM commandbus.queue_message q
+    WHERE q.msg_id = ANY (ARRAY(
+        SELECT msg_id FROM joined
+        WHERE status IS NULL OR status IN ('COMPLETED', 'FAILED', 'CANCELED')
+    ))
+    RETURNING q.*
+), orphaned AS (
+    INSERT INTO commandbus.queue_archive (
+        msg_id, queue_name, message, headers, enqueued_at, vt, read_ct, command_id
+    )
+    SELECT g.msg_id, g.queue_name, g.message, g.headers, g.enqueued_at, g.vt, g.read_ct,
+           NULL
+    FROM gone g
+    WHERE g.msg_id = ANY (ARRAY(SELECT msg_id FROM joined WHERE status IS NULL))
+), live AS MATERIALIZED (
+    SELECT msg_id, message, vt, command_id
+    FROM joined
+    WHERE status IS NOT NULL AND status NOT IN ('COMPLETED', 'FAILED', 'CANCELED')
+), leased AS (
+    UPDATE commandbus.queue_message q
+    SET vt = statement_timestamp() + make_interval(secs => %(vt)s::float8),
+        read_ct = q.read_ct + 1
+    WHERE q.msg_id = ANY (ARRAY(SELECT msg_id FROM live))
+), cmd AS (
+    -- The status test is repeated here: if an operator changed the row since the
+    -- snapshot, the update re-checks the committed row and skips a terminal one.
+    UPDATE commandbus.command c
+    SET attempts = c.attempts + 1, status = 'IN_PROGRESS', updated_at = now()
+    WHERE c.command_id = ANY (ARRAY(SELECT command_id FROM live))
+      AND c.domain = %(domain)s
+      AND c.status NOT IN ('COMPLETED', 'FAILED', 'CANCELED')
+    RETURNING c.command_id, c.command_type, c.attempts, c.max_attempts, c.correlation_id,
+              c.reply_to, c.created_at
+), claimed AS MATERIALIZED (
+    SELECT live.msg_id, live.vt AS visible_since, live.message, cmd.*
+    FROM cmd
+    JOIN live ON live.command_id = cmd.command_id
+), received AS (
+    INSERT INTO commandbus.audit (domain, command_id, event_type, details)
+    SELECT %(domain)s, command_id, 'RECEIVED',
+           jsonb_build_object('attempt', attempts, 'msg_id', msg_id)
+    FROM claimed
+    ORDER BY visible_since, msg_id
+)
+-- In the order the messages became visible (previous vt, then msg_id).
+SELECT msg_id, command_id, command_type, attempts, max_attempts, correlation_id,
+       reply_to, created_at, message -> 'data' AS data
+FROM claimed
+ORDER BY visible_since, msg_id;
+
+
+-- name: settle
+-- Apply a list of settlements in one statement: delete / archive / retry the messages,
+-- update the command rows, append audit events in the given order, enqueue replies and
+-- notify each reply queue once. Messages are never updated and then deleted.
+-- As in the claim, rows are reached through "= ANY(...)" of their keys (the caller
+-- passes the message ids per action).
+WITH s AS MATERIALIZED (
+    SELECT *
+    FROM unnest(
+        %(domains)b::text[], %(command_ids)b::uuid[], %(msg_ids)b::bigint[],
+        %(actions)b::text[], %(statuses)b::text[], %(attempts)b::integer[],
+        %(delays)b::float8[], %(error_types)b::text[], %(error_codes)b::text[],
+        %(error_messages)b::text[]
+    ) AS s(domain, command_id, msg_id, action, status, attempts, delay, error_type,
+           error_code, error_message)
+), removed AS (
+    DELETE FROM commandbus.queue_message q
+    WHERE q.msg_id = ANY (%(remove_msg_ids)b::bigint[])
+    RETURNING q.*
+), archived AS (
+    INSERT INTO commandbus.queue_archive (
+        msg_id, queue_name, message, headers, enqueued_at, vt, read_ct, command_id
+    )
+    SELECT r.msg_id, r.queue_name, r.message, r.headers, r.enqueued_at, r.vt, r.read_ct,
+           s.command_id
+    FROM removed r
+    JOIN s ON s.msg_id = r.msg_id
+    WHERE s.action = 'ARCHIVE'
+), retried AS (
+    UPDATE commandbus.queue_message q
+    SET vt = statement_timestamp() + make_interval(secs => s.delay)
+    FROM s
+    WHERE q.msg_id = ANY (%(retry_msg_ids)b::bigint[])
+      AND s.msg_id = q.msg_id AND s.action = 'RETRY'
+), updated AS (
+    UPDATE commandbus.command c
+    SET status = s.status,
+        attempts = s.attempts,
+        last_error_type = CASE WHEN s.error_type IS NULL THEN c.last_error_type
+                               ELSE s.error_type END,
+        last_error_code = CASE WHEN s.error_type IS NULL THEN c.last_error_code
+                               ELSE s.error_code END,
+        last_error_msg = CASE WHEN s.error_type IS NULL THEN c.last_error_msg
+                              ELSE s.error_message END,
+        updated_at = now()
+    FROM s
+    WHERE c.command_id = ANY (%(command_ids)b::uuid[])
+      AND c.domain = ANY (%(domain_set)b::text[])
+      AND c.command_id = s.command_id AND c.domain = s.domain
+), events AS (
+    INSERT INTO commandbus.audit (domain, command_id, event_type, details)
+    SELECT a.domain, a.command_id, a.event_type, a.details::jsonb
+    FROM unnest(
+        %(audit_domains)b::text[], %(audit_command_ids)b::uuid[],
+        %(audit_types)b::text[], %(audit_details)b::text[]
+    ) WITH ORDINALITY AS a(domain, command_id, event_type, details, ord)
+    ORDER BY a.ord
+), replies AS (
+    INSERT INTO commandbus.queue_message (queue_name, message)
+    SELECT r.queue_name, r.message::jsonb
+    FROM unnest(%(reply_queues)b::text[], %(reply_messages)b::text[])
+         WITH ORDINALITY AS r(queue_name, message, ord)
+    ORDER BY r.ord
+    RETURNING queue_name
+), notified AS (
+    SELECT pg_notify('commandbus', q.queue_name)
+    FROM (SELECT DISTINCT queue_name FROM replies) AS q
+)
+SELECT count(*) AS notified FROM notified;
+
+
+-- name: get_command
+SELECT domain, command_id, command_type, status, attempts, max_attempts, msg_id,
+       correlation_id, reply_to, batch_id, last_error_type, last_error_code,
+       last_error_msg, created_at, updated_at
+FROM commandbus.command
+WHERE domain = %(domain)s AND command_id = %(command_id)s;
+
+
+-- name: lock_command
+-- Operators lock the row for the length of their transaction; a concurrent claim or
+-- settle of the same command waits for it.
+SELECT domain, command_id, command_type, status, attempts, max_attempts, msg_id,
+       correlation_id, reply_to, batch_id, last_error_type, last_error_code,
+       last_error_msg, created_at, updated_at
+FROM commandbus.command
+WHERE domain = %(domain)s AND command_id = %(command_id)s
+FOR UPDATE;
+
+
+-- name: query_commands
+-- Optional filters are "param IS NULL OR ..." so that one fixed statement serves every
+-- combination; newest first.
+SELECT domain, command_id, command_type, status, attempts, max_attempts, msg_id,
+       correlation_id, reply_to, batch_id, last_error_type, last_error_code,
+       last_error_msg, created_at, updated_at
+FROM commandbus.command
+WHERE (%(domain)s::text IS NULL OR domain = %(domain)s::text)
+  AND (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (%(command_type)s::text IS NULL OR command_type = %(command_type)s::text)
+  AND (%(created_after)s::timestamptz IS NULL OR created_at >= %(created_after)s::timestamptz)
+  AND (%(created_before)s::timestamptz IS NULL OR created_at < %(created_before)s::timestamptz)
+ORDER BY created_at DESC, command_id DESC
+LIMIT %(limit)s OFFSET %(offset)s;
+
+
+-- name: audit_trail
+SELECT domain, command_id, event_type, ts, details
+FROM commandbus.audit
+WHERE command_id = %(command_id)s
+  AND (%(domain)s::text IS NULL OR domain = %(domain)s::text)
+ORDER BY id;
+
+
+-- name: append_audit
+INSERT INTO commandbus.audit (domain, command_id, event_type, details)
+SELECT %(domain)s, %(command_id)s, a.event_type, a.details::jsonb
+FROM unnest(%(event_types)b::text[], %(details)b::text[])
+     WITH ORDINALITY AS a(event_type, details, ord)
+ORDER BY a.ord;
+
+
+-- name: set_status
+UPDATE commandbus.command
+SET status = %(status)s,
+    attempts = COALESCE(%(attempts)s::integer, attempts),
+    msg_id = COALESCE(%(msg_id)s::bigint, msg_id),
+    updated_at = now()
+WHERE domain = %(domain)s AND command_id = %(command_id)s;
+
+
+-- name: archived_message
+SELECT message
+FROM commandbus.queue_archive
+WHERE command_id = %(command_id)s AND queue_name = %(queue)s
+ORDER BY archived_at DESC, msg_id DESC
+LIMIT 1;
+
+
+-- name: list_troubleshooting
+-- Oldest first. in_tsq (a generated column) matches the partial index command_tsq_idx.
+SELECT c.domain, c.command_id, c.command_type, c.attempts, c.max_attempts,
+       c.last_error_type, c.last_error_code, c.last_error_msg, c.correlation_id,
+       c.reply_to, c.created_at, c.updated_at, a.message -> 'data' AS data
+FROM commandbus.command c
+LEFT JOIN LATERAL (
+    SELECT qa.message
+    FROM commandbus.queue_archive qa
+    WHERE qa.command_id = c.command_id AND qa.queue_name = %(queue)s
+    ORDER BY qa.archived_at DESC, qa.msg_id DESC
+    LIMIT 1
+) a ON true
+WHERE c.in_tsq AND c.domain = %(domain)s
+  AND (%(command_type)s::text IS NULL OR c.command_type = %(command_type)s::text)
+ORDER BY c.created_at, c.command_id
+LIMIT %(limit)s OFFSET %(offset)s;
+
+
+-- name: count_troubleshooting
+SELECT count(*) AS n
+FROM commandbus.command
+WHERE in_tsq AND domain = %(domain)s
+  AND (%(command_type)s::text IS NULL OR command_type = %(command_type)s::text);

@@ -1,0 +1,151 @@
+"""PostgresBackend: transactions, the LISTEN connection (wake-ups, reconnect, degraded
+mode) and the pool it may own."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from uuid import uuid4
+
+import psycopg
+import pytest
+from psycopg_pool import AsyncConnectionPool
+
+from commandbus.models import SendRequest
+from commandbus.postgres import PostgresBackend
+
+COMMANDS = "payments__commands"
+REPLIES = "payments__replies"
+
+
+def send_request() -> SendRequest:
+    return SendRequest(domain="payments", command_type="Debit", command_id=uuid4(), data={})
+
+
+async def listener_pids(pool: AsyncConnectionPool[Any]) -> list[int]:
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            b"SELECT pid FROM pg_stat_activity"
+            b" WHERE datname = current_database() AND query = 'LISTEN commandbus'"
+        )
+        return [row[0] for row in await cur.fetchall()]
+
+
+async def eventually(predicate: Any, timeout: float = 10.0) -> None:
+    for _ in range(int(timeout / 0.02)):
+        if await predicate():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not reached in time")
+
+
+async def test_one_listen_connection_serves_every_waiter(pg_backend: PostgresBackend) -> None:
+    async with (
+        pg_backend.listen([COMMANDS]) as commands,
+        pg_backend.listen([REPLIES]) as replies,
+        pg_backend.listen([COMMANDS, REPLIES]) as both,
+    ):
+        assert pg_backend.listening
+        assert len(await listener_pids(pg_backend.pool)) == 1
+
+        await pg_backend.commands.insert([send_request()], 3)
+        assert await commands.wait(5) is True
+        assert await both.wait(5) is True
+        assert await replies.wait(0.1) is False
+
+        await pg_backend.queue.enqueue(REPLIES, [{"x": 1}])
+        assert await replies.wait(5) is True
+        assert await both.wait(5) is True
+        assert await commands.wait(0.1) is False
+
+
+async def test_waiter_after_exit_no_longer_receives(pg_backend: PostgresBackend) -> None:
+    async with pg_backend.listen([REPLIES]) as waiter:
+        pass
+    await pg_backend.queue.enqueue(REPLIES, [{"x": 1}])
+    assert await waiter.wait(0.1) is False
+
+
+async def test_listener_reconnects_after_its_connection_is_killed(
+    pg_backend: PostgresBackend,
+) -> None:
+    async with pg_backend.listen([REPLIES]) as waiter:
+        [pid] = await listener_pids(pg_backend.pool)
+        async with pg_backend.pool.connection() as conn:
+            await conn.execute(b"SELECT pg_terminate_backend(%s)", (pid,))
+        # the failure wakes waiters (they poll while the listener is away)...
+        assert await waiter.wait(5) is True
+
+        async def reconnected() -> bool:
+            pids = await listener_pids(pg_backend.pool)
+            return pg_backend.listening and len(pids) == 1 and pids != [pid]
+
+        await eventually(reconnected)
+        await asyncio.sleep(0)
+        while await waiter.wait(0):  # drain the wake-up of the reconnection
+            pass
+        # ...and notifications flow again once it is back
+        await pg_backend.queue.enqueue(REPLIES, [{"x": 1}])
+        assert await waiter.wait(5) is True
+
+
+async def test_listen_degrades_to_timeouts_when_it_cannot_connect() -> None:
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        "postgresql://nobody@127.0.0.1:1/none?connect_timeout=1", min_size=0, max_size=1, open=False
+    )
+    backend = PostgresBackend(pool)
+    try:
+        async with backend.listen([REPLIES]) as waiter:
+            assert backend.listening is False
+            # a failed connection attempt wakes waiters so consumers poll at once
+            assert await waiter.wait(0.5) is True
+            assert await waiter.wait(0.05) is False
+    finally:
+        await backend.close()
+        await pool.close()
+
+
+async def test_transaction_commits_and_rolls_back(pg_backend: PostgresBackend) -> None:
+    async with pg_backend.transaction() as conn:
+        await pg_backend.queue.enqueue(REPLIES, [{"kept": True}], conn=conn)
+    with pytest.raises(RuntimeError):
+        async with pg_backend.transaction() as conn:
+            await pg_backend.queue.enqueue(REPLIES, [{"kept": False}], conn=conn)
+            raise RuntimeError("boom")
+    assert [m.message for m in await pg_backend.queue.read(REPLIES, 10, 30)] == [{"kept": True}]
+
+
+async def test_transaction_joins_a_callers_connection_with_a_savepoint(
+    pg_backend: PostgresBackend, pg_dsn: str
+) -> None:
+    async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
+        await conn.execute(b"CREATE TABLE app_orders (id int)")
+        await conn.execute(b"INSERT INTO app_orders VALUES (1)")
+        with pytest.raises(RuntimeError):
+            async with pg_backend.transaction(conn) as joined:
+                assert joined is conn
+                await pg_backend.queue.enqueue(REPLIES, [{"n": 1}], conn=joined)
+                raise RuntimeError("undo only this part")
+        await pg_backend.queue.enqueue(REPLIES, [{"n": 2}], conn=conn)
+        await conn.commit()
+        cur = await conn.execute(b"SELECT count(*) FROM app_orders")
+        assert await cur.fetchone() == (1,)
+    assert [m.message for m in await pg_backend.queue.read(REPLIES, 10, 30)] == [{"n": 2}]
+
+
+async def test_single_statements_restore_the_pool_connections_mode(
+    pg_backend: PostgresBackend,
+) -> None:
+    await pg_backend.queue.enqueue(REPLIES, [{"n": 1}])
+    async with pg_backend.pool.connection() as conn:
+        assert conn.autocommit is False
+
+
+async def test_connect_owns_its_pool(pg_dsn: str) -> None:
+    backend = await PostgresBackend.connect(pg_dsn, min_size=1, max_size=2)
+    async with backend.listen([REPLIES]) as waiter:
+        await backend.queue.enqueue(REPLIES, [{"n": 1}])
+        assert await waiter.wait(5) is True
+    await backend.close()
+    assert backend.pool.closed
+    assert PostgresBackend.from_dsn == PostgresBackend.connect
