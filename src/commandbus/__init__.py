@@ -33,6 +33,18 @@ from commandbus.models import (
 from commandbus.ops.troubleshooting import TroubleshootingQueue
 from commandbus.policies import RetryPolicy
 from commandbus.ports import Backend, Clock, SystemClock
+from commandbus.process import (
+    BaseProcessManager,
+    ProcessAuditEntry,
+    ProcessCommand,
+    ProcessMetadata,
+    ProcessReplyRouter,
+    ProcessResponse,
+    ProcessState,
+    ProcessStatus,
+    StepDefinition,
+    TimeoutAction,
+)
 from commandbus.worker import Worker, WorkerStats
 
 __version__ = "0.1.0"
@@ -41,6 +53,7 @@ __all__ = [
     "AuditEvent",
     "AuditEventType",
     "Backend",
+    "BaseProcessManager",
     "BusinessRuleException",
     "Clock",
     "Command",
@@ -57,7 +70,14 @@ __all__ = [
     "InvalidOperationError",
     "PayloadTooLargeError",
     "PermanentCommandError",
+    "ProcessAuditEntry",
+    "ProcessCommand",
+    "ProcessMetadata",
     "ProcessNotFoundError",
+    "ProcessReplyRouter",
+    "ProcessResponse",
+    "ProcessState",
+    "ProcessStatus",
     "ReceivedReply",
     "Reply",
     "ReplyOutcome",
@@ -65,7 +85,9 @@ __all__ = [
     "SchemaError",
     "SendRequest",
     "SendResult",
+    "StepDefinition",
     "SystemClock",
+    "TimeoutAction",
     "TransientCommandError",
     "TroubleshootingItem",
     "TroubleshootingQueue",
