@@ -1,0 +1,462 @@
+"""``commandbus process list|show|replay``: look at processes and check replays."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+from uuid import UUID
+
+import click
+from rich.table import Table
+from rich.text import Text
+
+from commandbus.cli._common import (
+    UUID_PARAM,
+    compact_json,
+    connect,
+    console,
+    domain_option,
+    err_console,
+    fmt_time,
+    json_option,
+    new_table,
+    option,
+    print_json,
+    run,
+    state,
+)
+from commandbus.errors import ProcessNotFoundError
+from commandbus.process.models import (
+    AuditEntryKind,
+    ProcessAuditEntry,
+    ProcessMessageRecord,
+    ProcessMetadata,
+    ProcessStatus,
+)
+
+#: Exit code of ``replay --check`` when processes could not be replayed at all.
+EXIT_NOT_REPLAYABLE = 2
+
+_PROCESS_STATUS_STYLES = {
+    "WAITING": "cyan",
+    "WAITING_FOR_TSQ": "magenta",
+    "COMPENSATING": "yellow",
+    "COMPLETED": "green",
+    "COMPENSATED": "yellow",
+    "FAILED": "red",
+    "CANCELED": "yellow",
+}
+
+# Constant, parameterless: the domains that have processes (for `list` without --domain).
+_DOMAINS_SQL = "SELECT DISTINCT domain FROM commandbus.process ORDER BY domain"
+
+PROCESS_STATUS_CHOICE = click.Choice(
+    sorted({s.value for s in ProcessStatus} | {s.name for s in ProcessStatus}),
+    case_sensitive=False,
+)
+
+
+def _status(value: str) -> ProcessStatus:
+    try:
+        return ProcessStatus(value.upper())
+    except ValueError:
+        return ProcessStatus[value.upper()]
+
+
+def process_status_text(status: object) -> Text:
+    value = getattr(status, "value", str(status))
+    return Text(value, style=_PROCESS_STATUS_STYLES.get(value, ""))
+
+
+@click.group("process")
+def process_group() -> None:
+    """Inspect process managers' processes and check that the current code replays them."""
+
+
+@process_group.command("list")
+@domain_option(required=False)
+@option(
+    "--status",
+    "-s",
+    "statuses",
+    envvar="COMMANDBUS_PROCESS_STATUS",
+    type=PROCESS_STATUS_CHOICE,
+    multiple=True,
+    help="Only processes in this status (repeat for several).",
+)
+@option("--type", "-t", "process_type", envvar="COMMANDBUS_PROCESS_TYPE", help="Process type.")
+@option(
+    "--limit",
+    "-n",
+    envvar="COMMANDBUS_LIMIT",
+    type=click.IntRange(1, 100_000),
+    default=50,
+    show_default=True,
+    help="Show at most this many per domain (oldest first).",
+)
+@json_option()
+@click.pass_context
+def process_list_cmd(
+    ctx: click.Context,
+    domain: str | None,
+    statuses: tuple[str, ...],
+    process_type: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """List processes, oldest first."""
+    url = state(ctx).database_url()
+    wanted = [_status(s) for s in statuses] or list(ProcessStatus)
+
+    async def fetch() -> list[ProcessMetadata[Any, Any]]:
+        async with connect(url, max_size=1) as backend:
+            domains = [domain] if domain else await _domains(backend)
+            found: list[ProcessMetadata[Any, Any]] = []
+            for name in domains:
+                # With --type the repository cannot limit for us: filter, then cut.
+                batch = await backend.processes.find_by_status(
+                    name, wanted, limit=limit if process_type is None else None
+                )
+                matching = [
+                    p for p in batch if process_type is None or p.process_type == process_type
+                ]
+                found.extend(matching[:limit])
+            return found
+
+    processes = run(fetch())
+    if as_json:
+        print_json(processes)
+        return
+    out = console()
+    if not processes:
+        out.print("No processes match.")
+        return
+    table = new_table(f"Processes ({len(processes)} shown, oldest first)")
+    table.add_column("process id", no_wrap=True, min_width=36)
+    if domain is None:
+        table.add_column("domain")
+    table.add_column("type")
+    table.add_column("status", no_wrap=True)
+    table.add_column("step")
+    table.add_column("updated", no_wrap=True)
+    table.add_column("error", overflow="fold")
+    for p in processes:
+        cells: list[str | Text] = [str(p.process_id)]
+        if domain is None:
+            cells.append(p.domain)
+        cells.extend(
+            [
+                p.process_type,
+                process_status_text(p.status),
+                str(p.current_step or ""),
+                fmt_time(p.updated_at),
+                p.error_code or "",
+            ]
+        )
+        table.add_row(*cells)
+    out.print(table)
+
+
+async def _domains(backend: Any) -> list[str]:
+    async with backend.transaction() as conn:
+        cur = await conn.execute(_DOMAINS_SQL)
+        rows = await cur.fetchall()
+    return [row[0] for row in rows]
+
+
+@process_group.command("show")
+@domain_option()
+@click.argument("process_id", type=UUID_PARAM)
+@json_option()
+@click.pass_context
+def process_show_cmd(ctx: click.Context, domain: str, process_id: UUID, as_json: bool) -> None:
+    """Show one process: its row, the commands it sent with their replies, and the
+    messages it ignored."""
+    url = state(ctx).database_url()
+
+    async def fetch() -> tuple[
+        ProcessMetadata[Any, Any], list[ProcessAuditEntry], list[ProcessMessageRecord]
+    ]:
+        async with connect(url, max_size=1) as backend:
+            repo = backend.processes
+            process = await repo.get_by_id(domain, process_id)
+            if process is None:
+                raise ProcessNotFoundError(domain, process_id)
+            audit = await repo.get_audit_trail(domain, process_id)
+            messages = await repo.list_messages(process_id=process_id, limit=1000)
+            return process, audit, messages
+
+    process, audit, messages = run(fetch())
+    if as_json:
+        print_json({"process": process, "audit_trail": audit, "message_log": messages})
+        return
+    out = console()
+    out.print(process_table(process))
+    out.print(process_audit_table(process, audit))
+    if messages:
+        out.print(message_table(messages))
+
+
+def process_table(process: ProcessMetadata[Any, Any]) -> Table:
+    table = new_table(f"Process {process.process_id}")
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    rows: list[tuple[str, str | Text]] = [
+        ("domain", process.domain),
+        ("type", process.process_type),
+        ("status", process_status_text(process.status)),
+        ("current step", str(process.current_step or "")),
+        ("awaiting command", str(process.awaiting_command_id or "")),
+        ("deadline", fmt_time(process.deadline_at)),
+        ("created", fmt_time(process.created_at)),
+        ("updated", fmt_time(process.updated_at)),
+        ("completed", fmt_time(process.completed_at)),
+        ("version", str(process.version)),
+        ("state", compact_json(process.state)),
+    ]
+    if process.error_code or process.error_message:
+        rows.append(("error", f"{process.error_code}: {process.error_message}"))
+    if process.compensation is not None:
+        rows.append(("compensation", compact_json(process.compensation.to_dict())))
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+def process_audit_table(
+    process: ProcessMetadata[Any, Any], audit: Sequence[ProcessAuditEntry]
+) -> Table:
+    table = new_table(f"Audit trail ({len(audit)} commands)")
+    table.add_column("#", justify="right")
+    table.add_column("step")
+    table.add_column("command")
+    table.add_column("sent", no_wrap=True)
+    table.add_column("reply", no_wrap=True)
+    table.add_column("received", no_wrap=True)
+    table.add_column("data → result", overflow="fold")
+    for index, entry in enumerate(audit, 1):
+        step = entry.step_name
+        if entry.kind is AuditEntryKind.COMPENSATION:
+            step += " (compensation)"
+        if entry.reply_outcome is not None:
+            reply = process_status_text(entry.reply_outcome)
+        elif entry.command_id == process.awaiting_command_id:
+            reply = Text("awaiting", style="cyan")
+        else:
+            reply = Text("-", style="dim")
+        if entry.timed_out_at is not None:
+            reply.append(" timed out", style="red")
+        detail = compact_json(entry.command_data, 60)
+        if entry.reply_data is not None:
+            detail += f" → {compact_json(entry.reply_data, 60)}"
+        if entry.error_code or entry.error_message:
+            detail += f" [{entry.error_code}: {entry.error_message}]"
+        table.add_row(
+            str(index),
+            step,
+            entry.command_type,
+            fmt_time(entry.sent_at),
+            reply,
+            fmt_time(entry.received_at),
+            detail,
+        )
+    return table
+
+
+def message_table(messages: Sequence[ProcessMessageRecord]) -> Table:
+    table = new_table(f"Ignored or parked messages ({len(messages)})")
+    table.add_column("recorded", no_wrap=True)
+    table.add_column("disposition")
+    table.add_column("command id", no_wrap=True)
+    table.add_column("reason", overflow="fold")
+    for record in messages:
+        table.add_row(
+            fmt_time(record.recorded_at),
+            record.disposition.value,
+            str(record.command_id or ""),
+            record.reason,
+        )
+    return table
+
+
+@process_group.command("replay")
+@option(
+    "--app",
+    "-a",
+    envvar="COMMANDBUS_APP",
+    required=True,
+    metavar="MODULE:ATTRIBUTE",
+    help="Where your process managers are, e.g. 'myapp.processes:managers': a list or "
+    "{process_type: manager} dict of managers or manager classes, or a function taking a "
+    "CommandBus and returning one. The current directory is importable.",
+)
+@option(
+    "--process-type",
+    "-t",
+    envvar="COMMANDBUS_PROCESS_TYPE",
+    help="Only processes of this type.",
+)
+@option(
+    "--status",
+    "-s",
+    "statuses",
+    envvar="COMMANDBUS_PROCESS_STATUS",
+    type=PROCESS_STATUS_CHOICE,
+    multiple=True,
+    help="Only processes in this status (repeat for several; default: all).",
+)
+@option(
+    "--check",
+    envvar="COMMANDBUS_CHECK",
+    is_flag=True,
+    help="Exit 1 when the current code does not reproduce a stored process "
+    f"(and {EXIT_NOT_REPLAYABLE} when some cannot be replayed at all).",
+)
+@json_option()
+@click.pass_context
+def process_replay_cmd(
+    ctx: click.Context,
+    app: str,
+    process_type: str | None,
+    statuses: tuple[str, ...],
+    check: bool,
+    as_json: bool,
+) -> None:
+    """Replay stored processes through the current manager code.
+
+    Each process's history (start input, then the replies, timers and cancel it acted
+    on) is folded through the pure kernel with the managers of --app; the result must
+    equal the stored process (commands sent, status, state, error). A mismatch names
+    the process, the step and the first differing field: deploying this code would
+    change what such processes do.
+    """
+    url = state(ctx).database_url()
+    target = load_app(app)
+    wanted = [_status(s) for s in statuses] or None
+
+    async def replay() -> list[Any]:
+        from commandbus.bus import CommandBus
+        from commandbus.testing.replay import replay_all
+
+        async with connect(url, max_size=2) as backend:
+            managers = build_managers(target, CommandBus(backend), app)
+            if process_type is not None and process_type not in {m.process_type for m in managers}:
+                raise click.BadParameter(
+                    f"{app} has no manager for process type {process_type!r}; it has "
+                    f"{sorted(m.process_type for m in managers)}",
+                    param_hint="--process-type",
+                )
+            return await replay_all(backend, managers, process_type, statuses=wanted)
+
+    results = run(replay())
+    mismatches = [r.mismatches[0] for r in results if r.mismatches]
+    not_replayable = [m for m in mismatches if m.field == "initial_data" and m.stored is None]
+    different = [m for m in mismatches if m not in not_replayable]
+    if as_json:
+        print_json(
+            {
+                "replayed": len(results),
+                "reproduced": len(results) - len(mismatches),
+                "mismatches": different,
+                "not_replayable": not_replayable,
+            }
+        )
+    else:
+        _print_replay(len(results), different, not_replayable)
+    if check and different:
+        ctx.exit(1)
+    if check and not_replayable:
+        ctx.exit(EXIT_NOT_REPLAYABLE)
+
+
+def _print_replay(total: int, different: Sequence[Any], not_replayable: Sequence[Any]) -> None:
+    out = console()
+    reproduced = total - len(different) - len(not_replayable)
+    out.print(f"Replayed {total} process(es): {reproduced} reproduced by the current code.")
+    if different:
+        table = new_table(f"{len(different)} process(es) the current code does not reproduce")
+        table.add_column("process id", no_wrap=True, min_width=36)
+        table.add_column("type")
+        table.add_column("step")
+        table.add_column("field", overflow="fold")
+        table.add_column("stored", overflow="fold")
+        table.add_column("replayed", overflow="fold")
+        for m in different:
+            table.add_row(
+                str(m.process_id),
+                m.process_type,
+                str(m.step or ""),
+                m.field + (f" ({m.detail})" if m.detail else ""),
+                compact_json(m.stored, 80),
+                compact_json(m.replayed, 80),
+            )
+        out.print(table)
+        for m in different:
+            click.echo(f"MISMATCH {m}")
+    if not_replayable:
+        err_console().print(
+            f"[yellow]{len(not_replayable)} process(es) cannot be replayed: their start input "
+            "(initial_data) is not stored with the process.[/]"
+        )
+
+
+def load_app(app: str) -> Any:
+    """Import ``module:attribute`` (the managers, or a factory of them)."""
+    module_name, sep, attribute = app.partition(":")
+    if not sep or not module_name or not attribute:
+        raise click.BadParameter(
+            f"{app!r}: use MODULE:ATTRIBUTE, e.g. 'myapp.processes:managers'", param_hint="--app"
+        )
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise click.BadParameter(
+                f"cannot import module {module_name!r} (is it on PYTHONPATH?)", param_hint="--app"
+            ) from None
+        raise
+    target: Any = module
+    for part in attribute.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise click.BadParameter(
+                f"module {module_name!r} has no attribute {attribute!r}", param_hint="--app"
+            ) from None
+    return target
+
+
+def build_managers(target: Any, bus: Any, app: str = "--app") -> list[Any]:
+    """Managers from what ``--app`` names: a manager, a manager class, a list or dict of
+    them, or a function taking the ``CommandBus`` and returning one of those."""
+    from commandbus.process.base import BaseProcessManager
+
+    def one(item: Any) -> Any:
+        if isinstance(item, BaseProcessManager):
+            return item
+        if isinstance(item, type) and issubclass(item, BaseProcessManager):
+            return item(bus)
+        raise click.BadParameter(
+            f"{app} contains a {type(item).__name__}, not a process manager", param_hint="--app"
+        )
+
+    if isinstance(target, type) and issubclass(target, BaseProcessManager):
+        return [target(bus)]
+    if isinstance(target, BaseProcessManager):
+        return [target]
+    if callable(target) and not isinstance(target, Mapping | list | tuple):
+        target = target(bus)
+    if isinstance(target, Mapping):
+        target = list(target.values())
+    if isinstance(target, BaseProcessManager):
+        return [target]
+    if isinstance(target, list | tuple) and target:
+        return [one(item) for item in target]
+    raise click.BadParameter(
+        f"{app} names a {type(target).__name__}; expected process managers", param_hint="--app"
+    )

@@ -1,0 +1,837 @@
+"""Deterministic simulation of many processes against simulated services.
+
+``ProcessSimulation`` starts N processes of one manager on the in-memory backend with a
+``VirtualClock`` and runs them to the end with the real ``Worker`` and
+``ProcessReplyRouter`` (``process_once`` stepping). The services are simulated handlers
+with configurable latency and failure rates — transient (the worker retries), permanent
+(the troubleshooting queue) and business-rule (the process compensates) — and the network
+can deliver a reply twice. Simulated operators resolve troubleshooting items (retry,
+cancel or complete them by hand) through the real ``TroubleshootingQueue``, and simulated
+users cancel some processes (``manager.cancel``).
+
+Everything random is drawn from generators seeded by ``SimulationConfig.seed`` and time is
+virtual, so the same seed gives the same history, byte for byte (``report.history``, its
+``report.digest``). At the end the invariants are checked for every process:
+
+- ``terminal``: every process ended (COMPLETED, COMPENSATED, FAILED or CANCELED);
+- ``single_advance``: no forward step completed twice, no command appears twice, and a
+  step is only sent again after its previous command timed out;
+- ``compensation_order``: compensations ran for the completed steps, in reverse order, and
+  only when the process did not complete; the final status agrees with their replies;
+- ``audit_matches_state``: replaying the audit trail through the manager (pure kernel)
+  gives the stored row (``commandbus.testing.replay``), and every command in the trail
+  exists in the command store with a status that agrees with the reply the process got.
+
+Time model: workers and the router wake every ``tick`` seconds (1 s by default, like a
+polling consumer; 0 advances to every event exactly) and handle what became due; a
+command becomes visible to the worker ``latency`` seconds after it was sent
+(queueing plus service time; a step timeout shorter than that fires first); retries wait
+for the retry policy's backoff; a duplicate reply arrives ``latency`` after the original;
+an operator acts ``operator.reaction`` seconds after a command reached the TSQ. The
+simulation advances the clock from one due event to the next, so idle time costs nothing.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import heapq
+import itertools
+import json
+import math
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from commandbus.bus import CommandBus
+from commandbus.errors import (
+    BusinessRuleException,
+    InvalidOperationError,
+    PermanentCommandError,
+    TransientCommandError,
+)
+from commandbus.handler import HandlerContext, HandlerFn, HandlerRegistry, RegisteredHandler
+from commandbus.memory import InMemoryBackend
+from commandbus.models import (
+    Command,
+    CommandStatus,
+    JsonObject,
+    ReplyOutcome,
+    SendRequest,
+    SendResult,
+    Settlement,
+)
+from commandbus.ops.troubleshooting import TroubleshootingQueue
+from commandbus.policies import RetryPolicy
+from commandbus.process.base import BaseProcessManager
+from commandbus.process.models import (
+    AuditEntryKind,
+    ProcessAuditEntry,
+    ProcessMetadata,
+    ProcessStatus,
+)
+from commandbus.process.repository import state_to_dict
+from commandbus.process.router import ProcessReplyRouter, RouterStats
+from commandbus.testing.clock import VirtualClock
+from commandbus.testing.replay import replay_process
+from commandbus.testing.scenario import ManagerFactory, memory_backend
+from commandbus.worker import Worker, WorkerStats
+
+__all__ = [
+    "FailureRates",
+    "InvariantViolation",
+    "OperatorPolicy",
+    "ProcessSimulation",
+    "ResultFn",
+    "SimulationConfig",
+    "SimulationReport",
+    "check_invariants",
+]
+
+AnyManager = BaseProcessManager[Any, Any]
+AnyProcess = ProcessMetadata[Any, Any]
+
+#: A simulated service: the result of a command that succeeds (None: no result).
+ResultFn = Callable[[Command], JsonObject | None]
+#: Builds the start input of the ``index``-th process from the simulation's generator.
+InitialDataFn = Callable[[int, random.Random], JsonObject]
+
+
+@dataclass(frozen=True)
+class FailureRates:
+    """Probability of each failure per delivery of a command (the rest succeed)."""
+
+    transient: float = 0.0
+    permanent: float = 0.0
+    business: float = 0.0
+
+    def __post_init__(self) -> None:
+        rates = (self.transient, self.permanent, self.business)
+        if any(r < 0 for r in rates) or sum(rates) > 1:
+            raise ValueError(f"failure rates must be >= 0 and add up to <= 1, got {self}")
+
+
+@dataclass(frozen=True)
+class OperatorPolicy:
+    """How simulated operators resolve troubleshooting items: the relative weights of
+    retry, cancel and complete, and how long they take to react (uniform, seconds)."""
+
+    retry: float = 0.5
+    cancel: float = 0.3
+    complete: float = 0.2
+    reaction: tuple[float, float] = (60.0, 600.0)
+
+    def __post_init__(self) -> None:
+        if min(self.retry, self.cancel, self.complete) < 0:
+            raise ValueError("operator weights must be >= 0")
+        if not 0 <= self.reaction[0] <= self.reaction[1]:
+            raise ValueError("operator reaction must be a (low, high) range of seconds >= 0")
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """What to simulate. Rates are per delivery; ``failures_by_type`` overrides
+    ``failures`` for some command types; ``operator=None`` leaves the TSQ alone."""
+
+    processes: int = 100
+    seed: int = 0
+    latency: tuple[float, float] = (0.0, 2.0)
+    failures: FailureRates = FailureRates()
+    failures_by_type: Mapping[str, FailureRates] = field(default_factory=dict)
+    duplicate_rate: float = 0.0
+    operator: OperatorPolicy | None = OperatorPolicy()
+    #: Share of processes their user cancels, at a time drawn from ``cancel_after``
+    #: (seconds after the start); a cancel that comes after the end changes nothing.
+    cancel_rate: float = 0.0
+    cancel_after: tuple[float, float] = (0.0, 10.0)
+    retry_policy: RetryPolicy = field(
+        default_factory=lambda: RetryPolicy(max_attempts=3, backoff_schedule=(1.0, 10.0))
+    )
+    batch_size: int = 100
+    start_batch: int = 1000
+    tick: float = 1.0
+    #: While running, the collector's first threshold (None: leave the GC alone). The
+    #: in-memory stores keep millions of live objects; Python's default (700) makes the
+    #: collector rescan them constantly, which costs about a third of a large run.
+    gc_threshold: int | None = 100_000
+    max_virtual_seconds: float = 30 * 24 * 3600.0
+    check_replay: bool = True
+
+    def __post_init__(self) -> None:
+        if self.processes < 0:
+            raise ValueError("processes must be >= 0")
+        if not 0 <= self.latency[0] <= self.latency[1]:
+            raise ValueError("latency must be a (low, high) range of seconds >= 0")
+        if not 0 <= self.duplicate_rate <= 1 or not 0 <= self.cancel_rate <= 1:
+            raise ValueError("duplicate_rate and cancel_rate must be within 0..1")
+        if not 0 <= self.cancel_after[0] <= self.cancel_after[1]:
+            raise ValueError("cancel_after must be a (low, high) range of seconds >= 0")
+        if self.batch_size < 1 or self.start_batch < 1:
+            raise ValueError("batch_size and start_batch must be >= 1")
+        if self.tick < 0:
+            raise ValueError("tick must be >= 0 seconds (0: advance to each event exactly)")
+
+    def rates_for(self, command_type: str) -> FailureRates:
+        return self.failures_by_type.get(command_type, self.failures)
+
+
+@dataclass(frozen=True)
+class InvariantViolation:
+    process_id: UUID | None
+    invariant: str
+    detail: str
+
+    def __str__(self) -> str:
+        who = f"process {self.process_id}" if self.process_id else "simulation"
+        return f"{self.invariant}: {who}: {self.detail}"
+
+
+@dataclass
+class SimulationReport:
+    """What happened. ``history`` is the recorded event log (JSON lines: every delivery
+    with its simulated outcome, duplicate, operator action, then every process's final
+    row and audit trail); two runs with the same config give equal bytes."""
+
+    config: SimulationConfig
+    by_status: dict[str, int]
+    violations: list[InvariantViolation]
+    deliveries: Counter[str]
+    duplicates: int
+    operator_actions: Counter[str]
+    cancels: Counter[str]
+    router: RouterStats
+    worker: WorkerStats
+    virtual_seconds: float
+    wall_seconds: float
+    steps: int
+    history: bytes
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    @property
+    def processes(self) -> int:
+        return sum(self.by_status.values())
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.history).hexdigest()
+
+    def summary(self) -> str:
+        statuses = ", ".join(f"{k} {v}" for k, v in sorted(self.by_status.items()))
+        lines = [
+            f"{self.processes} processes (seed {self.config.seed}): {statuses}",
+            f"deliveries: {dict(sorted(self.deliveries.items()))}; duplicate replies: "
+            f"{self.duplicates}; operator actions: {dict(sorted(self.operator_actions.items()))}"
+            f"; user cancels: {dict(sorted(self.cancels.items()))}",
+            f"router: applied {self.router.applied}, ignored {self.router.ignored}, "
+            f"parked {self.router.parked}; virtual time {self.virtual_seconds:.0f} s, "
+            f"wall time {self.wall_seconds:.2f} s, {self.steps} steps",
+            f"history sha256 {self.digest}",
+        ]
+        if self.violations:
+            lines.append(f"{len(self.violations)} invariant violation(s):")
+            lines.extend(f"  {v}" for v in self.violations[:20])
+        else:
+            lines.append("all invariants hold")
+        return "\n".join(lines)
+
+    def raise_for_violations(self) -> None:
+        if self.violations:
+            raise AssertionError(self.summary())
+
+
+class _Events:
+    """Due times of the simulation (a heap), each with an optional action."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[datetime, int, Callable[[], Any] | None]] = []
+        self._seq = 0
+
+    def at(self, when: datetime, action: Callable[[], Any] | None = None) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (when, self._seq, action))
+
+    def pop_due(self, now: datetime) -> list[Callable[[], Any]]:
+        due: list[Callable[[], Any]] = []
+        while self._heap and self._heap[0][0] <= now:
+            _, _, action = heapq.heappop(self._heap)
+            if action is not None:
+                due.append(action)
+        return due
+
+    def next_time(self) -> datetime | None:
+        return self._heap[0][0] if self._heap else None
+
+
+class _Recorder:
+    def __init__(self, start: datetime) -> None:
+        self.start = start
+        self.lines: list[str] = []
+
+    def add(self, now: datetime, kind: str, *fields: Any) -> None:
+        offset = round((now - self.start).total_seconds(), 6)
+        self.lines.append(_dumps([offset, kind, *fields]))
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
+
+
+class _ObservedCommands:
+    """The backend's command store, seen by the simulation: sends get their latency,
+    settlements may be delivered twice and schedule what becomes due."""
+
+    def __init__(self, inner: Any, sim: ProcessSimulation) -> None:
+        self._inner = inner
+        self._sim = sim
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def insert(
+        self,
+        requests: Sequence[SendRequest],
+        default_max_attempts: int,
+        *,
+        conn: Any = None,
+    ) -> list[SendResult]:
+        sim = self._sim
+        delayed = []
+        for request in requests:
+            latency = sim._latency()
+            delayed.append(replace(request, delay=(request.delay or 0.0) + latency))
+            sim._events.at(sim._now() + timedelta(seconds=latency + (request.delay or 0.0)))
+        result: list[SendResult] = await self._inner.insert(
+            delayed, default_max_attempts, conn=conn
+        )
+        return result
+
+    async def settle(self, settlements: Sequence[Settlement], *, conn: Any = None) -> None:
+        await self._inner.settle(settlements, conn=conn)
+        sim = self._sim
+        for s in settlements:
+            if s.status is CommandStatus.PENDING:  # a retry after the backoff
+                sim._events.at(sim._now() + timedelta(seconds=s.retry_delay))
+            elif s.status is CommandStatus.IN_TROUBLESHOOTING_QUEUE:
+                sim._schedule_operator(s.domain, s.command_id)
+            if s.reply is not None and sim._draw_duplicate():
+                await sim._duplicate(s.reply.queue, s.reply.reply.to_message())
+
+
+class _ObservedQueue:
+    """The backend's queue: delayed messages (step timers) schedule their due time."""
+
+    def __init__(self, inner: Any, sim: ProcessSimulation) -> None:
+        self._inner = inner
+        self._sim = sim
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def enqueue(
+        self, queue: str, messages: Sequence[JsonObject], delay: float = 0.0, *, conn: Any = None
+    ) -> list[int]:
+        ids: list[int] = await self._inner.enqueue(queue, messages, delay, conn=conn)
+        self._sim._events.at(self._sim._now() + timedelta(seconds=max(delay, 0.0)))
+        return ids
+
+
+class _SimulatedServices(HandlerRegistry):
+    """A registry that hands every command of a served domain to the simulated service."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._services: dict[str, HandlerFn] = {}
+
+    def serve(self, domain: str, fn: HandlerFn) -> None:
+        self._services[domain] = fn
+
+    def find(self, domain: str, command_type: str) -> RegisteredHandler | None:
+        fn = self._services.get(domain)
+        if fn is None:
+            return super().find(domain, command_type)
+        return RegisteredHandler(domain, command_type, fn, False)
+
+
+class ProcessSimulation:
+    """Runs ``config.processes`` processes of ``manager`` to the end; see the module doc.
+
+    ``initial_data(index, rng)`` builds each start input; ``results`` maps command types
+    to simulated services (a command type without one succeeds with no result).
+    """
+
+    def __init__(
+        self,
+        manager: ManagerFactory[Any],
+        initial_data: InitialDataFn,
+        results: Mapping[str, ResultFn],
+        config: SimulationConfig | None = None,
+        *,
+        domains: Sequence[str] | None = None,
+    ) -> None:
+        self.config = config or SimulationConfig()
+        seed = self.config.seed
+        self.clock = VirtualClock()
+        self.backend: InMemoryBackend = memory_backend(self.clock)
+        self.backend.commands = _ObservedCommands(self.backend.commands, self)
+        self.backend.queue = _ObservedQueue(self.backend.queue, self)
+        self.bus = CommandBus(self.backend, retry_policy=self.config.retry_policy)
+        self.manager: AnyManager = manager(self.bus)
+        self.router = ProcessReplyRouter(
+            self.backend, managers=[self.manager], batch_size=self.config.batch_size
+        )
+        self.tsq = TroubleshootingQueue(self.backend)
+        self.results = dict(results)
+        self.registry = _SimulatedServices()
+        worker_domains = list(domains) if domains is not None else [self.manager.domain]
+        for domain in worker_domains:
+            self._register(domain)
+        self.workers = [
+            Worker(
+                self.backend,
+                domain,
+                self.registry,
+                visibility_timeout=300,
+                retry_policy=self.config.retry_policy,
+                batch_size=self.config.batch_size,
+            )
+            for domain in worker_domains
+        ]
+        self._initial_data_fn = initial_data
+        self.initial_data: dict[UUID, JsonObject] = {}
+        self.process_ids: list[UUID] = []
+        self._rng_ids = random.Random(f"{seed}:ids")
+        self._rng_data = random.Random(f"{seed}:data")
+        self._rng_latency = random.Random(f"{seed}:latency")
+        self._rng_failures = random.Random(f"{seed}:failures")
+        self._rng_duplicates = random.Random(f"{seed}:duplicates")
+        self._rng_operator = random.Random(f"{seed}:operator")
+        self._rng_cancel = random.Random(f"{seed}:cancel")
+        self._events = _Events()
+        self._recorder = _Recorder(self.clock.now())
+        self.deliveries: Counter[str] = Counter()
+        self.duplicates = 0
+        self.operator_actions: Counter[str] = Counter()
+        self.cancels: Counter[str] = Counter()
+
+    # -- the simulated world ---------------------------------------------------------------
+
+    def _now(self) -> datetime:
+        return self.clock.now()
+
+    def _latency(self) -> float:
+        low, high = self.config.latency
+        return self._rng_latency.uniform(low, high) if high > low else low
+
+    def _draw_duplicate(self) -> bool:
+        rate = self.config.duplicate_rate
+        return rate > 0 and self._rng_duplicates.random() < rate
+
+    async def _duplicate(self, queue: str, message: JsonObject) -> None:
+        delay = self._latency()
+        self.duplicates += 1
+        self._recorder.add(self._now(), "duplicate", message.get("command_id"), round(delay, 6))
+        await self.backend.queue.enqueue(queue, [message], delay)
+
+    def _register(self, domain: str) -> None:
+        sim = self
+
+        async def service(command: Command, context: HandlerContext) -> JsonObject | None:
+            rates = sim.config.rates_for(command.command_type)
+            roll = sim._rng_failures.random()
+            outcome = "SUCCESS"
+            if roll < rates.business:
+                outcome = "BUSINESS"
+            elif roll < rates.business + rates.permanent:
+                outcome = "PERMANENT"
+            elif roll < rates.business + rates.permanent + rates.transient:
+                outcome = "TRANSIENT"
+            sim.deliveries[outcome] += 1
+            sim._recorder.add(
+                sim._now(),
+                "deliver",
+                command.command_type,
+                str(command.command_id),
+                context.attempt,
+                outcome,
+            )
+            if outcome == "BUSINESS":
+                raise BusinessRuleException("SIMULATED_REFUSAL", f"{command.command_type} refused")
+            if outcome == "PERMANENT":
+                raise PermanentCommandError("SIMULATED_BREAKDOWN", f"{command.command_type} broke")
+            if outcome == "TRANSIENT":
+                raise TransientCommandError("SIMULATED_BUSY", f"{command.command_type} busy")
+            return sim._result(command)
+
+        self.registry.serve(domain, service)
+
+    def _result(self, command: Command) -> JsonObject | None:
+        fn = self.results.get(command.command_type)
+        return fn(command) if fn is not None else None
+
+    def _schedule_operator(self, domain: str, command_id: UUID) -> None:
+        policy = self.config.operator
+        if policy is None:
+            return
+        low, high = policy.reaction
+        delay = self._rng_operator.uniform(low, high) if high > low else low
+
+        async def act() -> None:
+            await self._operate(domain, command_id)
+
+        self._events.at(self._now() + timedelta(seconds=delay), act)
+
+    async def _operate(self, domain: str, command_id: UUID) -> None:
+        policy = self.config.operator
+        assert policy is not None
+        weights = [policy.retry, policy.cancel, policy.complete]
+        if sum(weights) <= 0:
+            return
+        action = self._rng_operator.choices(["retry", "cancel", "complete"], weights)[0]
+        meta = await self.backend.commands.get(domain, command_id)
+        if meta is None or meta.status is not CommandStatus.IN_TROUBLESHOOTING_QUEUE:
+            return
+        self.operator_actions[action] += 1
+        self._recorder.add(self._now(), "operator", action, str(command_id))
+        if action == "retry":
+            await self.tsq.operator_retry(domain, command_id, operator="simulated")
+        elif action == "cancel":
+            await self.tsq.operator_cancel(domain, command_id, "simulated cancel", "simulated")
+        else:
+            archived = await self.backend.commands.archived_message(domain, command_id) or {}
+            data = archived.get("data")
+            item = Command(
+                domain=domain,
+                command_type=meta.command_type,
+                command_id=command_id,
+                data=data if isinstance(data, dict) else {},
+                correlation_id=meta.correlation_id,
+                reply_to=meta.reply_to,
+            )
+            await self.tsq.operator_complete(
+                domain, command_id, self._result(item), operator="simulated"
+            )
+
+    def _maybe_cancel_later(self, process_id: UUID) -> None:
+        config = self.config
+        if config.cancel_rate <= 0 or self._rng_cancel.random() >= config.cancel_rate:
+            return
+        low, high = config.cancel_after
+        delay = self._rng_cancel.uniform(low, high) if high > low else low
+
+        async def cancel() -> None:
+            try:
+                await self.manager.cancel(process_id, "simulated user cancel")
+            except InvalidOperationError:  # it finished first
+                self.cancels["too_late"] += 1
+                self._recorder.add(self._now(), "cancel", str(process_id), "too late")
+                return
+            self.cancels["canceled"] += 1
+            self._recorder.add(self._now(), "cancel", str(process_id), "canceled")
+
+        self._events.at(self._now() + timedelta(seconds=delay), cancel)
+
+    # -- running ---------------------------------------------------------------------------
+
+    async def start_processes(self) -> None:
+        """Start the configured number of processes (``start_many`` in batches)."""
+        total = self.config.processes
+        for first in range(0, total, self.config.start_batch):
+            items: list[tuple[UUID | str | None, dict[str, Any]]] = []
+            for index in range(first, min(first + self.config.start_batch, total)):
+                pid = UUID(int=self._rng_ids.getrandbits(128), version=4)
+                data = self._initial_data_fn(index, self._rng_data)
+                self.initial_data[pid] = data
+                self.process_ids.append(pid)
+                items.append((pid, data))
+                self._maybe_cancel_later(pid)
+            await self.manager.start_many(items)
+            self._recorder.add(self._now(), "started", len(items))
+
+    async def run(self) -> SimulationReport:
+        """Start the processes, run until nothing is due any more, check the invariants."""
+        saved = gc.get_threshold()
+        if self.config.gc_threshold is not None:
+            gc.set_threshold(self.config.gc_threshold, saved[1], max(saved[2], 100))
+        try:
+            return await self._run()
+        finally:
+            gc.set_threshold(*saved)
+
+    async def _run(self) -> SimulationReport:
+        wall = time.perf_counter()
+        started_at = self.clock.now()
+        limit = started_at + timedelta(seconds=self.config.max_virtual_seconds)
+        await self.start_processes()
+        steps = 0
+        violations: list[InvariantViolation] = []
+        while True:
+            steps += 1
+            await self._drain()
+            following = self._events.next_time()
+            if following is None:
+                break
+            if following > limit:
+                violations.append(
+                    InvariantViolation(
+                        None,
+                        "terminal",
+                        f"stopped after {self.config.max_virtual_seconds:.0f} virtual seconds "
+                        "with work still due",
+                    )
+                )
+                break
+            await self.clock.advance_to(self._on_tick(max(following, self.clock.now())))
+        virtual = (self.clock.now() - started_at).total_seconds()
+        processes, audits = await self._load()
+        violations.extend(
+            await check_invariants(
+                self.manager,
+                processes,
+                audits,
+                initial_data=self.initial_data if self.config.check_replay else None,
+                backend=self.backend,
+                domains=[w.domain for w in self.workers],
+            )
+        )
+        by_status = Counter(p.status.value for p in processes)
+        for process in processes:
+            audit = audits[process.process_id]
+            self._recorder.lines.append(_dumps(["final", *_process_record(process, audit)]))
+        router = self.router.stats
+        self._recorder.lines.append(_dumps(["router", vars(router)]))
+        return SimulationReport(
+            config=self.config,
+            by_status=dict(sorted(by_status.items())),
+            violations=violations,
+            deliveries=self.deliveries,
+            duplicates=self.duplicates,
+            operator_actions=self.operator_actions,
+            cancels=self.cancels,
+            router=router,
+            worker=self._worker_stats(),
+            virtual_seconds=virtual,
+            wall_seconds=time.perf_counter() - wall,
+            steps=steps,
+            history=("\n".join(self._recorder.lines) + "\n").encode(),
+        )
+
+    def _on_tick(self, when: datetime) -> datetime:
+        """``when`` rounded up to the next tick: workers and routers wake every ``tick``
+        seconds, like polling consumers, and handle everything that became due since."""
+        tick = self.config.tick
+        if tick <= 0:
+            return when
+        elapsed = (when - self._recorder.start).total_seconds()
+        ticks = math.ceil(round(elapsed / tick, 9))
+        return self._recorder.start + timedelta(seconds=ticks * tick)
+
+    async def _drain(self) -> None:
+        """Run workers, router and due operator actions until none of them has work."""
+        while True:
+            busy = 0
+            for worker in self.workers:
+                busy += await worker.process_once()
+            retried = self.router.stats.retried
+            busy += await self.router.process_once()
+            if self.router.stats.retried != retried:  # read again after the vt
+                self._events.at(self._now() + timedelta(seconds=self.router.visibility_timeout))
+            for action in self._events.pop_due(self._now()):
+                await action()
+                busy += 1
+            if busy == 0:
+                return
+
+    def _worker_stats(self) -> WorkerStats:
+        total = WorkerStats()
+        for worker in self.workers:
+            for name, value in vars(worker.stats).items():
+                setattr(total, name, getattr(total, name) + value)
+        return total
+
+    async def _load(self) -> tuple[list[AnyProcess], dict[UUID, list[ProcessAuditEntry]]]:
+        """Every simulated process with its audit trail (one transaction, one read)."""
+        repo = self.manager.process_repo
+        async with self.backend.transaction() as tx:
+            snapshots = await repo.lock([self.manager.domain], self.process_ids, conn=tx)
+        by_id = {s.process.process_id: s for s in snapshots}
+        found = [by_id[pid] for pid in self.process_ids if pid in by_id]
+        return [s.process for s in found], {s.process.process_id: s.audit for s in found}
+
+
+def _process_record(process: AnyProcess, audit: Sequence[ProcessAuditEntry]) -> list[Any]:
+    return [
+        str(process.process_id),
+        process.status.value,
+        process.error_code,
+        state_to_dict(process.state),
+        [
+            [
+                e.step_name,
+                str(e.kind),
+                e.command_type,
+                str(e.command_id),
+                e.reply_outcome.value if e.reply_outcome else None,
+                e.reply_data,
+                e.received_at.isoformat() if e.received_at else None,
+                e.timed_out_at.isoformat() if e.timed_out_at else None,
+            ]
+            for e in audit
+        ],
+    ]
+
+
+_REPLY_TO_COMMAND_STATUS = {
+    ReplyOutcome.SUCCESS: CommandStatus.COMPLETED,
+    ReplyOutcome.FAILED: CommandStatus.FAILED,
+    ReplyOutcome.CANCELED: CommandStatus.CANCELED,
+}
+
+
+async def check_invariants(
+    manager: AnyManager,
+    processes: Sequence[AnyProcess],
+    audits: Mapping[UUID, Sequence[ProcessAuditEntry]],
+    *,
+    initial_data: Mapping[UUID, JsonObject] | None = None,
+    backend: Any = None,
+    domains: Sequence[str] | None = None,
+) -> list[InvariantViolation]:
+    """The simulation's invariants (see the module doc) for stored ``processes``.
+
+    The replay part runs when ``initial_data`` is given; the command-store cross-check
+    when ``backend`` is given (commands are looked up in ``domains``, by default the
+    manager's)."""
+    violations: list[InvariantViolation] = []
+    lookup_domains = list(domains) if domains is not None else [manager.domain]
+    commands: dict[UUID, Any] = {}
+    if backend is not None:
+        async with backend.transaction() as tx:
+            for process in processes:
+                for entry in audits.get(process.process_id, ()):
+                    commands[entry.command_id] = await _command_of(
+                        backend, lookup_domains, entry.command_id, tx
+                    )
+    for process in processes:
+        pid = process.process_id
+        audit = list(audits.get(pid, ()))
+
+        def bad(invariant: str, detail: str, pid: UUID = pid) -> None:
+            violations.append(InvariantViolation(pid, invariant, detail))
+
+        status = process.status
+        if not status.is_terminal:
+            bad("terminal", f"ended the simulation {status.value} at {process.current_step}")
+
+        # single_advance
+        ids = Counter(e.command_id for e in audit)
+        twice = [str(c) for c, n in ids.items() if n > 1]
+        if twice:
+            bad("single_advance", f"commands recorded twice: {twice}")
+        completed = Counter(
+            e.step_name
+            for e in audit
+            if e.kind is AuditEntryKind.STEP and e.reply_outcome is ReplyOutcome.SUCCESS
+        )
+        for step, count in completed.items():
+            if count > 1:
+                bad("single_advance", f"step {step} completed {count} times")
+        for before, after in itertools.pairwise(audit):
+            if (
+                before.kind is AuditEntryKind.STEP
+                and after.kind is AuditEntryKind.STEP
+                and not before.is_answered
+                and before.timed_out_at is None
+            ):
+                bad(
+                    "single_advance",
+                    f"step {after.step_name} was sent while {before.step_name} "
+                    "still awaited its reply (and had not timed out)",
+                )
+
+        # compensation_order
+        first_comp = next(
+            (i for i, e in enumerate(audit) if e.kind is AuditEntryKind.COMPENSATION), None
+        )
+        forward = audit if first_comp is None else audit[:first_comp]
+        done = [
+            e.step_name
+            for e in forward
+            if e.kind is AuditEntryKind.STEP and e.reply_outcome is ReplyOutcome.SUCCESS
+        ]
+        compensations = audit[len(forward) :]
+        if any(e.kind is AuditEntryKind.STEP for e in compensations):
+            bad("compensation_order", "a forward step was sent after compensation started")
+        try:
+            expected = [
+                str(c)
+                for c in (
+                    manager.get_compensation_step(manager.parse_step(s)) for s in reversed(done)
+                )
+                if c is not None
+            ]
+        except Exception as exc:  # a hook that cannot even name the compensation
+            bad("compensation_order", f"get_compensation_step raised {exc!r}")
+            expected = []
+        actual = [e.step_name for e in compensations]
+        must_compensate = status in (ProcessStatus.COMPENSATED, ProcessStatus.CANCELED) or (
+            status is ProcessStatus.FAILED
+            and process.error_code not in ("STEP_TIMEOUT", "STATE_LOAD_FAILED")
+        )
+        if status is ProcessStatus.COMPLETED:
+            if actual:
+                bad("compensation_order", f"a COMPLETED process compensated {actual}")
+        elif (actual or must_compensate) and actual != expected:
+            bad(
+                "compensation_order",
+                f"compensations {actual}, expected {expected} "
+                f"(reverse of the completed steps {done})",
+            )
+        comp_ok = all(e.reply_outcome is ReplyOutcome.SUCCESS for e in compensations)
+        if status in (ProcessStatus.COMPENSATED, ProcessStatus.CANCELED) and not comp_ok:
+            bad("compensation_order", f"{status.value} although a compensation did not succeed")
+        if (
+            status is ProcessStatus.FAILED
+            and process.error_code == "COMPENSATION_FAILED"
+            and comp_ok
+        ):
+            bad("compensation_order", "COMPENSATION_FAILED although every compensation succeeded")
+
+        # audit_matches_state
+        if initial_data is not None and pid in initial_data:
+            result = await replay_process(manager, process, audit, initial_data=initial_data[pid])
+            if not result.ok:
+                bad("audit_matches_state", str(result.mismatches[0]))
+        if backend is not None:
+            for entry in audit:
+                meta = commands.get(entry.command_id)
+                if meta is None:
+                    bad(
+                        "audit_matches_state",
+                        f"command {entry.command_id} ({entry.step_name}) is not in the command "
+                        f"store of {lookup_domains}",
+                    )
+                    continue
+                wanted = _REPLY_TO_COMMAND_STATUS.get(entry.reply_outcome or ReplyOutcome.SUCCESS)
+                if entry.is_answered and meta.status is not wanted:
+                    bad(
+                        "audit_matches_state",
+                        f"command {entry.command_id} ({entry.step_name}) is {meta.status.value} "
+                        f"but the process recorded {entry.reply_outcome}",
+                    )
+    return violations
+
+
+async def _command_of(backend: Any, domains: Sequence[str], command_id: UUID, tx: Any) -> Any:
+    for domain in domains:
+        meta = await backend.commands.get(domain, command_id, conn=tx)
+        if meta is not None:
+            return meta
+    return None
