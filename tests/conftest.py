@@ -5,8 +5,7 @@
 - ``pg_pool``: an open ``psycopg_pool.AsyncConnectionPool`` on ``pg_dsn``.
 - ``pg_backend``: a ``PostgresBackend`` on ``pg_pool``.
 
-Server: ``COMMANDBUS_DATABASE_URL`` / ``DATABASE_URL``, else the local development server
-``postgresql://postgres@127.0.0.1:5432/test`` if it answers, else the embedded server.
+Server: ``COMMANDBUS_DATABASE_URL`` / ``DATABASE_URL``, else the embedded server.
 """
 
 from __future__ import annotations

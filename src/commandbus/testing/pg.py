@@ -3,8 +3,7 @@
 The template gets the commandbus schema once (``apply_schema``); each test then gets its
 own database with ``CREATE DATABASE … TEMPLATE …`` (a copy of a few megabytes, tens of
 milliseconds), dropped afterwards. Which server: ``COMMANDBUS_DATABASE_URL`` /
-``DATABASE_URL`` if set, else ``postgresql://postgres@127.0.0.1:5432/test`` if it
-answers, else the embedded server (``commandbus.embedded``).
+``DATABASE_URL`` if set, else the embedded server (``commandbus.embedded``).
 
 In a ``conftest.py``::
 
@@ -41,9 +40,6 @@ from commandbus.embedded import configured_url, start_embedded
 from commandbus.postgres.backend import PostgresBackend
 from commandbus.postgres.schema import apply_schema
 
-#: The development server tried when no URL is configured.
-DEFAULT_TEST_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-
 
 def server_reachable(dsn: str, timeout: float = 2.0) -> bool:
     try:
@@ -55,11 +51,11 @@ def server_reachable(dsn: str, timeout: float = 2.0) -> bool:
 
 def resolve_server_dsn(data_dir: Path | None = None) -> str:
     """The server tests run against (see the module docstring)."""
+    # No probing for a "usual" local server: without a URL the suite must not create
+    # databases on whatever happens to listen on 5432. Explicit, or embedded.
     url = configured_url()
     if url is not None:
         return url
-    if server_reachable(DEFAULT_TEST_DSN):
-        return DEFAULT_TEST_DSN
     return start_embedded(data_dir).uri
 
 
