@@ -30,6 +30,7 @@ from commandbus.policies import RetryPolicy
 from commandbus.ports import Backend, Clock, Conn, Waiter
 from commandbus.settlement import Outcome, OutcomeKind, settle_outcome
 from commandbus.validation import MAX_PAYLOAD_BYTES, command_queue, encode_payload, validate_name
+from commandbus.waiting import wait_for_work
 from commandbus.wiring import backend_from
 
 logger = logging.getLogger(__name__)
@@ -223,20 +224,7 @@ class Worker:
                 await self._idle(waiter, poll_interval)
 
     async def _idle(self, waiter: Waiter | None, poll_interval: float) -> None:
-        """Wait for a notification, the poll timer, or stop() — whichever comes first."""
-        self._wake.clear()
-        sleeper: asyncio.Task[Any] = asyncio.create_task(
-            waiter.wait(poll_interval) if waiter else self._clock.sleep(poll_interval)
-        )
-        stopper = asyncio.create_task(self._wake.wait())
-        try:
-            await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (sleeper, stopper):
-                task.cancel()
-            for task in (sleeper, stopper):
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        await wait_for_work(self._wake, waiter, self._clock, poll_interval)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)

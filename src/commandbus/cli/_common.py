@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import importlib
 import json
 import os
 import re
@@ -391,3 +392,32 @@ def windows_event_loop_policy() -> None:
     """psycopg's async mode needs the selector event loop on Windows."""
     if sys.platform == "win32":  # pragma: no cover
         asyncio.set_event_loop_policy(asyncio.WindowsSelectorEventLoopPolicy())
+
+
+def import_target(app: str, example: str) -> Any:
+    """Import ``MODULE:ATTRIBUTE`` (``--app``); the current directory is importable, as for
+    ``python -m``. Errors are ``click.BadParameter`` naming what is wrong."""
+    module_name, sep, attribute = app.partition(":")
+    if not sep or not module_name or not attribute:
+        raise click.BadParameter(
+            f"{app!r}: use MODULE:ATTRIBUTE, e.g. {example!r}", param_hint="--app"
+        )
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise click.BadParameter(
+                f"cannot import module {module_name!r} (is it on PYTHONPATH?)", param_hint="--app"
+            ) from None
+        raise
+    target: Any = module
+    for part in attribute.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise click.BadParameter(
+                f"module {module_name!r} has no attribute {attribute!r}", param_hint="--app"
+            ) from None
+    return target

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import os
-import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
@@ -21,6 +18,7 @@ from commandbus.cli._common import (
     domain_option,
     err_console,
     fmt_time,
+    import_target,
     json_option,
     new_table,
     option,
@@ -405,30 +403,7 @@ def _print_replay(total: int, different: Sequence[Any], not_replayable: Sequence
 
 def load_app(app: str) -> Any:
     """Import ``module:attribute`` (the managers, or a factory of them)."""
-    module_name, sep, attribute = app.partition(":")
-    if not sep or not module_name or not attribute:
-        raise click.BadParameter(
-            f"{app!r}: use MODULE:ATTRIBUTE, e.g. 'myapp.processes:managers'", param_hint="--app"
-        )
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            raise click.BadParameter(
-                f"cannot import module {module_name!r} (is it on PYTHONPATH?)", param_hint="--app"
-            ) from None
-        raise
-    target: Any = module
-    for part in attribute.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise click.BadParameter(
-                f"module {module_name!r} has no attribute {attribute!r}", param_hint="--app"
-            ) from None
-    return target
+    return import_target(app, "myapp.processes:managers")
 
 
 def build_managers(target: Any, bus: Any, app: str = "--app") -> list[Any]:

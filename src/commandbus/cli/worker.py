@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import os
 import signal
-import sys
 import time
 from typing import Any
 
@@ -17,6 +15,7 @@ from commandbus.cli._common import (
     connect,
     domain_option,
     err_console,
+    import_target,
     new_table,
     option,
     redact,
@@ -183,29 +182,7 @@ def worker_run_cmd(
 
 def load_registry(app: str) -> HandlerRegistry:
     """Import ``module:attribute`` and return the ``HandlerRegistry`` it names."""
-    module_name, sep, attribute = app.partition(":")
-    if not sep or not module_name or not attribute:
-        raise click.BadParameter(
-            f"{app!r}: use MODULE:ATTRIBUTE, e.g. 'myapp.handlers:registry'", param_hint="--app"
-        )
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            raise click.BadParameter(
-                f"cannot import module {module_name!r} (is it on PYTHONPATH?)", param_hint="--app"
-            ) from None
-        raise
-    target: Any = module
-    for part in attribute.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise click.BadParameter(
-                f"module {module_name!r} has no attribute {attribute!r}", param_hint="--app"
-            ) from None
+    target = import_target(app, "myapp.handlers:registry")
     if not isinstance(target, HandlerRegistry) and callable(target):
         target = target()
     if not isinstance(target, HandlerRegistry):

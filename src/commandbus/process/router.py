@@ -46,6 +46,7 @@ from commandbus.process.models import (
 )
 from commandbus.process.repository import ProcessRepository, ProcessWrites
 from commandbus.validation import validate_queue_name
+from commandbus.waiting import wait_for_work
 from commandbus.wiring import backend_from
 
 __all__ = ["ProcessReplyRouter", "RouterStats"]
@@ -303,19 +304,7 @@ class ProcessReplyRouter:
                 await self._idle(waiter, poll_interval)
 
     async def _idle(self, waiter: Waiter | None, poll_interval: float) -> None:
-        self._wake.clear()
-        sleeper: asyncio.Task[Any] = asyncio.create_task(
-            waiter.wait(poll_interval) if waiter else self._clock.sleep(poll_interval)
-        )
-        stopper = asyncio.create_task(self._wake.wait())
-        try:
-            await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (sleeper, stopper):
-                task.cancel()
-            for task in (sleeper, stopper):
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        await wait_for_work(self._wake, waiter, self._clock, poll_interval)
 
     # -- operations ----------------------------------------------------------------------
 
