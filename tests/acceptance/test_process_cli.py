@@ -25,7 +25,6 @@ from commandbus import CommandBus, HandlerRegistry, Worker
 from commandbus.models import Reply
 from commandbus.postgres import PostgresBackend
 from commandbus.process import ProcessReplyRouter
-from commandbus.process.models import ProcessMetadata
 
 pytestmark = pytest.mark.acceptance
 
@@ -45,10 +44,6 @@ class RenderWritesAnotherField(StatementReportProcess):
 
 def CHANGED(bus: CommandBus) -> dict[str, StatementReportProcess]:
     return {"StatementReport": RenderWritesAnotherField(bus)}
-
-
-#: Whether the process row stores its start input (what replay needs to start from).
-STORES_INITIAL_DATA = "initial_data" in getattr(ProcessMetadata, "__dataclass_fields__", {})
 
 
 def cli(*args: str, dsn: str) -> subprocess.CompletedProcess[str]:
@@ -147,7 +142,7 @@ async def test_list_and_show(pg_pool: AsyncConnectionPool[Any], pg_dsn: str) -> 
 
 
 async def test_replay_check(pg_pool: AsyncConnectionPool[Any], pg_dsn: str) -> None:
-    await populate(pg_pool)
+    done, other, waiting = await populate(pg_pool)
 
     same = cli("process", "replay", "--check", "--app", f"{APP}:MANAGERS", dsn=pg_dsn)
     changed = cli("process", "replay", "--check", "--app", f"{APP}:CHANGED", dsn=pg_dsn)
@@ -170,31 +165,47 @@ async def test_replay_check(pg_pool: AsyncConnectionPool[Any], pg_dsn: str) -> N
     assert as_json.returncode == 0, as_json.stderr  # without --check: a report, exit 0
     report = json.loads(as_json.stdout)
     assert report["replayed"] == 3
-    assert len(report["mismatches"]) + len(report["not_replayable"]) == 3 - report["reproduced"]
+    assert report["not_replayable"] == []
 
-    if not STORES_INITIAL_DATA:
-        # The process table does not keep the start input yet: nothing can be replayed,
-        # and the check says so (exit 2) instead of passing or inventing a mismatch.
-        for result in (same, changed, waiting_only):
-            assert result.returncode == 2, (result.stdout, result.stderr)
-            assert "cannot be replayed" in result.stderr
-            assert "initial_data" in result.stderr
-        pytest.skip("the process row does not store initial_data: replay cannot start")
-
+    # The manager as it is reproduces every stored process, from its stored start input.
     assert same.returncode == 0, (same.stdout, same.stderr)
     assert "Replayed 3 process(es): 3 reproduced" in same.stdout
+    assert "MISMATCH" not in same.stdout
 
+    # The changed manager: the two completed processes differ at their render step.
     assert report["reproduced"] == 1
+    assert {m["process_id"] for m in report["mismatches"]} == {str(done), str(other)}
     assert {m["field"] for m in report["mismatches"]} == {"state.aggregated_data_path"}
     assert changed.returncode == 1, (changed.stdout, changed.stderr)
     assert "2 process(es) the current code does not reproduce" in changed.stdout
     mismatch_lines = [line for line in changed.stdout.splitlines() if line.startswith("MISMATCH")]
     assert len(mismatch_lines) == 2
+    for pid, line in zip(sorted((done, other), key=str), sorted(mismatch_lines), strict=True):
+        assert line.startswith(f"MISMATCH StatementReport process {pid}"), line
     assert all("at step statement_render" in line for line in mismatch_lines)
     assert all("state.aggregated_data_path" in line for line in mismatch_lines)
+    assert str(waiting) not in "\n".join(mismatch_lines)
 
     # The waiting process never reached the changed step: the check passes for it.
     assert waiting_only.returncode == 0, (waiting_only.stdout, waiting_only.stderr)
+    assert "Replayed 1 process(es): 1 reproduced" in waiting_only.stdout
+
+
+async def test_replay_check_reports_processes_without_a_stored_start_input(
+    pg_pool: AsyncConnectionPool[Any], pg_dsn: str
+) -> None:
+    done, _other, _waiting = await populate(pg_pool)
+    # A process started before migration 003 has no start input stored.
+    async with pg_pool.connection() as conn:
+        await conn.execute(
+            "UPDATE commandbus.process SET initial_data = NULL WHERE process_id = %s", (done,)
+        )
+    result = cli("process", "replay", "--check", "--app", f"{APP}:MANAGERS", dsn=pg_dsn)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    assert "Replayed 3 process(es): 2 reproduced" in result.stdout
+    assert "1 process(es) cannot be replayed" in result.stderr
+    assert "initial_data" in result.stderr
 
 
 def test_replay_needs_an_app() -> None:

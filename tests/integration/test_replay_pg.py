@@ -105,3 +105,22 @@ async def test_histories_stored_in_postgres_replay(pg_backend: PostgresBackend) 
     rendered = [p for p in processes if p.status is ProcessStatus.COMPLETED]
     assert {m.process_id for m in mismatches} == {p.process_id for p in rendered}
     assert {(m.step, m.field) for m in mismatches} == {(Step.RENDER, "state.aggregated_data_path")}
+
+
+async def test_replay_reads_the_start_input_stored_with_each_process(
+    pg_backend: PostgresBackend,
+) -> None:
+    manager, initial = await run_processes(pg_backend, 12)
+    stored = await pg_backend.processes.find_by_status("reporting", list(ProcessStatus))
+    assert {p.process_id: p.initial_data for p in stored} == initial
+
+    # No initial_data= given: replay starts each process from its row.
+    results = await replay_all(pg_backend, [manager])
+    assert len(results) == 12
+    assert [str(r.first) for r in results if not r.ok] == []
+    changed = RenderWritesAnotherField(manager.command_bus)
+    mismatches = await check_replay(pg_backend, [changed])
+    completed = {p.process_id for p in stored if p.status is ProcessStatus.COMPLETED}
+    assert completed
+    assert {m.process_id for m in mismatches} == completed
+    assert {(m.step, m.field) for m in mismatches} == {(Step.RENDER, "state.aggregated_data_path")}

@@ -45,6 +45,10 @@ def _encode(value: object) -> str:
     return json.dumps(value, allow_nan=False, separators=(",", ":"))
 
 
+def _encode_opt(value: object) -> str | None:
+    return None if value is None else _encode(value)
+
+
 def _decode(body: str | None) -> Any:
     return None if body is None else json.loads(body)
 
@@ -55,11 +59,13 @@ def _lock_key(domain: str, process_id: UUID) -> tuple[str, str, UUID]:
 
 @dataclass(slots=True, eq=False)
 class _Row:
-    process: AnyProcess  # state is the JSON encoding (str)
+    process: AnyProcess  # state and initial_data are JSON encodings (str)
     tx: MemoryTransaction | None
 
     def read(self) -> AnyProcess:
-        return self.process.copy(state=_decode(self.process.state))
+        p = self.process
+        initial_data = _decode(p.initial_data)  # type: ignore[arg-type]  # str when stored
+        return p.copy(state=_decode(p.state), initial_data=initial_data)
 
 
 @dataclass(slots=True, eq=False)
@@ -112,11 +118,16 @@ class InMemoryProcessRepository:
             return None
         return row
 
-    def _stored(self, process: AnyProcess, version: int, now: datetime) -> AnyProcess:
+    def _stored(
+        self, process: AnyProcess, version: int, now: datetime, *, initial_data: str | None
+    ) -> AnyProcess:
+        """The row to store; ``initial_data`` is the encoded start input (the new one on
+        insert, the row's own on update: it is never updated)."""
         state = state_to_json(process.state)
         step = process.current_step
         return process.copy(
             state=state,
+            initial_data=initial_data,
             current_step=str(step) if step is not None else None,
             status=ProcessStatus(process.status),
             version=version,
@@ -222,7 +233,7 @@ class InMemoryProcessRepository:
             if await self._wait_for_inserter(tx, key) is not None:
                 raise ProcessAlreadyExistsError(process.domain, process.process_id)
             now = self._backend.clock.now()
-            stored = self._stored(process, 1, now)
+            stored = self._stored(process, 1, now, initial_data=_encode_opt(process.initial_data))
             self._insert_row(tx, stored)
             await tx.lock(_lock_key(*key))
         process.version = 1
@@ -304,7 +315,10 @@ class InMemoryProcessRepository:
                 key = (process.domain, process.process_id)
                 if await self._wait_for_inserter(tx, key) is not None:
                     continue
-                stored = self._stored(process, max(process.version, 1), now)
+                initial_data = _encode_opt(process.initial_data)
+                stored = self._stored(
+                    process, max(process.version, 1), now, initial_data=initial_data
+                )
                 self._insert_row(tx, stored)
                 await tx.lock(_lock_key(*key))
                 inserted.append(process.process_id)
@@ -340,7 +354,9 @@ class InMemoryProcessRepository:
                 if row is None or row.process.version != process.version:
                     conflicts.append(process)
                     continue
-                self._set_process(tx, row, self._stored(process, process.version + 1, now))
+                kept: Any = row.process.initial_data  # the stored encoding (str)
+                stored = self._stored(process, process.version + 1, now, initial_data=kept)
+                self._set_process(tx, row, stored)
             if conflicts:
                 raise ProcessVersionConflictError(
                     conflicts[0].domain, [p.process_id for p in conflicts]

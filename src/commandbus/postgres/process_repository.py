@@ -69,6 +69,7 @@ def _process_of(row: dict[str, Any]) -> AnyProcess:
         command_seq=row["command_seq"],
         deadline_at=row["deadline_at"],
         compensation=CompensationPlan.from_dict(compensation) if compensation else None,
+        initial_data=row["initial_data"],
     )
 
 
@@ -133,6 +134,15 @@ def _columns(processes: Sequence[AnyProcess]) -> dict[str, list[Any]]:
     return cols
 
 
+def _insert_columns(processes: Sequence[AnyProcess]) -> dict[str, list[Any]]:
+    """The columns of new rows: ``version`` is 1, and ``initial_data`` is written here only
+    (never by an update)."""
+    cols = _columns(processes)
+    del cols["version"]
+    cols["initial_data"] = [_dumps(p.initial_data) for p in processes]
+    return cols
+
+
 def _audit_columns(items: Sequence[tuple[str, UUID, ProcessAuditEntry]]) -> dict[str, list[Any]]:
     names = (
         "domain",
@@ -180,8 +190,7 @@ class PostgresProcessRepository:
     # -- the seed's API ------------------------------------------------------------------
 
     async def save(self, process: AnyProcess, *, conn: Conn | None = None) -> None:
-        cols = _columns([process])
-        del cols["version"]
+        cols = _insert_columns([process])
         async with statement_conn(self._pool, conn) as c:
             cur = await c.execute(Q.insert_processes, cols)
             row = await cur.fetchone()
@@ -270,8 +279,7 @@ class PostgresProcessRepository:
     async def insert_new(self, processes: Sequence[AnyProcess], *, conn: Conn) -> list[UUID]:
         if not processes:
             return []
-        cols = _columns(processes)
-        del cols["version"]
+        cols = _insert_columns(processes)
         async with statement_conn(self._pool, conn) as c:
             cur = await c.execute(Q.insert_processes, cols)
             rows = await cur.fetchall()

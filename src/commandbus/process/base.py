@@ -46,6 +46,8 @@ from commandbus.process.models import (
 )
 from commandbus.process.repository import ProcessRepository
 from commandbus.validation import (
+    MAX_PAYLOAD_BYTES,
+    encode_payload,
     process_reply_queue,
     validate_name,
     validate_queue_name,
@@ -230,7 +232,11 @@ class BaseProcessManager(ABC, Generic[TState, TStep]):
         Idempotent for a caller-supplied ``process_id`` that already exists with this
         process type (nothing is written, the id is returned); another type raises
         ``ProcessAlreadyExistsError``. If ``create_initial_state`` or another hook raises,
-        the error propagates and nothing is written."""
+        the error propagates and nothing is written.
+
+        ``initial_data`` must be a JSON object within the bus's payload size limit
+        (``ValidationError`` otherwise, nothing written); a copy is stored with the process
+        (``ProcessMetadata.initial_data``) so that replay can fold its history."""
         ids = await self.start_many([(process_id, initial_data)], conn=conn)
         return ids[0]
 
@@ -242,6 +248,7 @@ class BaseProcessManager(ABC, Generic[TState, TStep]):
         """Start many processes in one transaction (all or nothing); ``items`` are initial
         data dicts or ``(process_id, initial_data)`` pairs. Same rules as ``start``."""
         now = self.backend.clock.now()
+        max_bytes = getattr(self.command_bus, "max_payload_bytes", MAX_PAYLOAD_BYTES)
         staged = Staged()
         new: list[ProcessMetadata[Any, Any]] = []
         decisions: dict[UUID, Decision[TState, TStep]] = {}
@@ -252,6 +259,9 @@ class BaseProcessManager(ABC, Generic[TState, TStep]):
             ids.append(pid)
             if pid in decisions:
                 continue
+            # Stored with the row for replay: a JSON object within the payload limit, and
+            # a deep copy (taken before the hook sees the data).
+            initial_data = json.loads(encode_payload(data, "initial_data", max_bytes))
             state = self.create_initial_state(data)
             process: ProcessMetadata[TState, TStep] = ProcessMetadata(
                 domain=self.domain,
@@ -262,6 +272,7 @@ class BaseProcessManager(ABC, Generic[TState, TStep]):
                 created_at=now,
                 updated_at=now,
                 version=1,
+                initial_data=initial_data,
             )
             decision = await decide_start(self, process, now)
             state_json = checked_state(decision, self.process_type)

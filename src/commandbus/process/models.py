@@ -16,6 +16,9 @@ columns of the ``commandbus.process`` row:
 - ``deadline_at`` — when the awaited command times out (``StepDefinition.timeout_seconds``);
 - ``compensation`` — while COMPENSATING: the compensation steps still to send, those that
   failed, and the status to end in.
+
+and the start input, ``initial_data``, written with the new row and never updated (replay
+folds a process's history from it: ``commandbus.testing.replay``).
 """
 
 from __future__ import annotations
@@ -186,6 +189,11 @@ class ProcessMetadata(Generic[TState, TStep]):
     command_seq: int = 0
     deadline_at: datetime | None = None
     compensation: CompensationPlan | None = None
+
+    #: The start input given to ``start``/``start_many`` (a copy), kept for replay.
+    #: Written once with the new row and never updated; None for processes stored
+    #: before it was kept (they cannot be replayed without it).
+    initial_data: JsonObject | None = None
 
     def copy(self, **changes: Any) -> ProcessMetadata[TState, TStep]:
         """A shallow copy with ``changes`` applied (the state object is shared).

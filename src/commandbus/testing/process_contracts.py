@@ -165,6 +165,57 @@ class ProcessRepositoryContract:
         again = await repo.get_by_id(DOMAIN, p.process_id)
         assert again is not None and again.state["n"] == 1
 
+    async def test_initial_data_round_trips_and_is_never_updated(
+        self, backend: Backend, repo: ProcessRepository
+    ) -> None:
+        start = {"account_list": ["ACC-1", "ACC-2"], "range": {"from": "2025-01-01"}, "n": 1.5}
+        saved = make_process(deadline_at=T0)
+        saved.initial_data = start
+        await repo.save(saved)
+        batched = make_process(deadline_at=T0)
+        batched.initial_data = {"output_type": "pdf"}
+        plain = make_process(deadline_at=T0)
+        async with backend.transaction() as tx:
+            assert await repo.insert_new([batched, plain], conn=tx) == [
+                batched.process_id,
+                plain.process_id,
+            ]
+        expected = {
+            saved.process_id: {
+                "account_list": ["ACC-1", "ACC-2"],
+                "range": {"from": "2025-01-01"},
+                "n": 1.5,
+            },
+            batched.process_id: {"output_type": "pdf"},
+            plain.process_id: None,
+        }
+        start["n"] = 2  # the caller's dict is not shared with the store
+        # every read of a process row returns it
+        for pid, data in expected.items():
+            got = await repo.get_by_id(DOMAIN, pid)
+            assert got is not None and got.initial_data == data
+        found = await repo.find_by_status(DOMAIN, [ProcessStatus.WAITING_FOR_REPLY])
+        assert {p.process_id: p.initial_data for p in found} == expected
+        stuck = await repo.find_stuck(DOMAIN, deadline_before=T0 + timedelta(seconds=1))
+        assert {p.process_id: p.initial_data for p in stuck} == expected
+        async with backend.transaction() as tx:
+            snaps = await repo.lock([DOMAIN], list(expected), conn=tx)
+        assert {s.process.process_id: s.process.initial_data for s in snaps} == expected
+        # a returned copy can be changed without touching the store
+        got = await repo.get_by_id(DOMAIN, saved.process_id)
+        assert got is not None and got.initial_data is not None
+        got.initial_data["range"]["from"] = "changed"
+        # updates never write it: not a changed value, not None
+        saved.initial_data = {"other": True}
+        saved.status = ProcessStatus.COMPLETED
+        await repo.update(saved)
+        batched.initial_data, batched.version = None, 1  # insert_new leaves version alone
+        await repo.apply(ProcessWrites(updates=[batched]))
+        for pid in (saved.process_id, batched.process_id):
+            got = await repo.get_by_id(DOMAIN, pid)
+            assert got is not None and got.initial_data == expected[pid]
+            assert got.version == 2
+
     # -- update --------------------------------------------------------------------------
 
     async def test_update_writes_fields_and_bumps_version(self, repo: ProcessRepository) -> None:

@@ -27,6 +27,7 @@ from commandbus.errors import (
     PermanentCommandError,
     ProcessNotFoundError,
     TransientCommandError,
+    ValidationError,
 )
 from commandbus.handler import HandlerContext, HandlerRegistry
 from commandbus.models import Command, Reply, ReplyOutcome
@@ -667,6 +668,34 @@ class ProcessBehaviourContract:
             await env.manager.start({"invalid": True}, process_id=uuid4())
         assert await env.manager.find_by_status(list(ProcessStatus)) == []
         assert await env.backend.queue.depth(f"{DOMAIN}__commands") == 0
+
+    async def test_start_stores_a_copy_of_the_start_input(self, env: Env) -> None:
+        given: dict[str, Any] = {"skip_b": True, "meta": {"tags": ["x"], "ratio": 0.5}}
+        pid = await env.manager.start(given)
+        given["meta"]["tags"].append("changed later")  # the stored copy is a deep copy
+        expected = {"skip_b": True, "meta": {"tags": ["x"], "ratio": 0.5}}
+        assert (await self.process(env, pid)).initial_data == expected
+        await self.drive(env)
+        p = await self.process(env, pid)
+        assert p.status is ProcessStatus.COMPLETED
+        assert p.initial_data == expected  # step updates never change it
+        [many] = await env.manager.start_many([(uuid4(), {"n": 1})])
+        assert (await self.process(env, many)).initial_data == {"n": 1}
+
+    async def test_start_input_must_be_a_json_object_within_the_limit(self, env: Env) -> None:
+        small = PipelineProcess(CommandBus(env.backend, max_payload_bytes=64))
+        bad: list[Any] = [
+            ["not", "an", "object"],
+            {"nan": float("nan")},
+            {"blob": "x" * 100},
+        ]
+        for data in bad:
+            with pytest.raises(ValidationError, match="initial_data"):
+                # all or nothing: the good item before it is not started either
+                await small.start_many([{"skip_b": True}, data])
+        assert await env.manager.find_by_status(list(ProcessStatus)) == []
+        assert await env.backend.queue.depth(f"{DOMAIN}__commands") == 0
+        assert (await small.get(await small.start({"blob": "x" * 10}))) is not None
 
     async def test_start_is_idempotent_for_a_given_id(self, env: Env) -> None:
         pid = uuid4()

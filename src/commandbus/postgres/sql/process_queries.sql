@@ -4,23 +4,26 @@
 
 -- name: insert_processes
 -- Insert new processes; ids that exist already are skipped (a concurrent insert of the same
--- id waits for the other transaction, then skips). Returns the ids inserted.
+-- id waits for the other transaction, then skips). Returns the ids inserted. initial_data
+-- (the start input) is written here only: update_processes never touches it.
 INSERT INTO commandbus.process (
     domain, process_id, process_type, status, current_step, state, error_code,
     error_message, created_at, updated_at, completed_at, version, awaiting_command_id,
-    command_seq, deadline_at, compensation)
+    command_seq, deadline_at, compensation, initial_data)
 SELECT u.domain, u.process_id, u.process_type, u.status, u.current_step, u.state::jsonb,
        u.error_code, u.error_message, u.created_at, now(), u.completed_at, 1,
-       u.awaiting_command_id, u.command_seq, u.deadline_at, u.compensation::jsonb
+       u.awaiting_command_id, u.command_seq, u.deadline_at, u.compensation::jsonb,
+       u.initial_data::jsonb
 FROM unnest(
     %(domain)b::text[], %(process_id)b::uuid[], %(process_type)b::text[],
     %(status)b::text[], %(current_step)b::text[], %(state)b::text[],
     %(error_code)b::text[], %(error_message)b::text[], %(created_at)b::timestamptz[],
     %(completed_at)b::timestamptz[], %(awaiting_command_id)b::uuid[],
-    %(command_seq)b::int[], %(deadline_at)b::timestamptz[], %(compensation)b::text[]
+    %(command_seq)b::int[], %(deadline_at)b::timestamptz[], %(compensation)b::text[],
+    %(initial_data)b::text[]
 ) AS u(domain, process_id, process_type, status, current_step, state, error_code,
        error_message, created_at, completed_at, awaiting_command_id, command_seq,
-       deadline_at, compensation)
+       deadline_at, compensation, initial_data)
 ON CONFLICT (domain, process_id) DO NOTHING
 RETURNING process_id, updated_at;
 
@@ -57,7 +60,7 @@ RETURNING p.domain, p.process_id, p.version, p.updated_at;
 -- name: get_process
 SELECT domain, process_id, process_type, status, current_step, state, error_code,
        error_message, created_at, updated_at, completed_at, version, awaiting_command_id,
-       command_seq, deadline_at, compensation
+       command_seq, deadline_at, compensation, initial_data
 FROM commandbus.process
 WHERE domain = %(domain)s AND process_id = %(process_id)s;
 
@@ -68,7 +71,7 @@ WHERE domain = %(domain)s AND process_id = %(process_id)s;
 -- its lock is released, so the values returned are the latest committed ones.
 SELECT domain, process_id, process_type, status, current_step, state, error_code,
        error_message, created_at, updated_at, completed_at, version, awaiting_command_id,
-       command_seq, deadline_at, compensation
+       command_seq, deadline_at, compensation, initial_data
 FROM commandbus.process
 WHERE domain = ANY(%(domains)b::text[]) AND process_id = ANY(%(process_ids)b::uuid[])
 ORDER BY domain, process_id
@@ -78,7 +81,7 @@ FOR UPDATE;
 -- name: find_processes_by_status
 SELECT domain, process_id, process_type, status, current_step, state, error_code,
        error_message, created_at, updated_at, completed_at, version, awaiting_command_id,
-       command_seq, deadline_at, compensation
+       command_seq, deadline_at, compensation, initial_data
 FROM commandbus.process
 WHERE domain = %(domain)s AND status = ANY(%(statuses)b::text[])
 ORDER BY created_at, process_id
@@ -89,7 +92,7 @@ LIMIT %(limit)s;
 -- In-flight processes past their step deadline, or unchanged since updated_before.
 SELECT domain, process_id, process_type, status, current_step, state, error_code,
        error_message, created_at, updated_at, completed_at, version, awaiting_command_id,
-       command_seq, deadline_at, compensation
+       command_seq, deadline_at, compensation, initial_data
 FROM commandbus.process
 WHERE domain = %(domain)s
   AND status IN ('PENDING', 'IN_PROGRESS', 'WAITING', 'WAITING_FOR_TSQ', 'COMPENSATING')
