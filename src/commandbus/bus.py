@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Sequence
@@ -38,6 +39,10 @@ logger = logging.getLogger(__name__)
 #: The most commands one ``send_batch`` call writes in one transaction; larger lists are
 #: still accepted and written in chunks of this size, each chunk atomic.
 SEND_CHUNK = 5_000
+#: How many chunks of one ``send_batch`` call (without ``conn``) are in flight at once,
+#: each on a pooled connection of its own: encoding the next chunk overlaps the database
+#: writing the previous one.
+SEND_CONCURRENCY = 2
 
 
 class CommandBus:
@@ -103,26 +108,46 @@ class CommandBus:
     async def send_batch(
         self, requests: Sequence[SendRequest], conn: Conn | None = None
     ) -> list[SendResult]:
-        """Send many commands. Each chunk of ``SEND_CHUNK`` is one transaction (all of
-        ``requests`` in one when ``conn`` is given). Everything is validated first."""
+        """Send many commands. Everything is validated first (nothing is written if a
+        request is invalid). With ``conn`` all of ``requests`` are one transaction, the
+        caller's. Without it, each chunk of ``SEND_CHUNK`` commands is one transaction, and
+        up to ``SEND_CONCURRENCY`` chunks are written at once on separate pooled
+        connections; so chunks may commit in any order, and when a chunk fails (e.g.
+        ``DuplicateCommandError``) the chunks already in flight still commit and no further
+        chunk starts. The first error, in chunk order, is raised; results are in request
+        order."""
         checked = [self._checked(r) for r in requests]
-        results: list[SendResult] = []
+        max_attempts = self.retry_policy.max_attempts
+        insert = self._backend.commands.insert
         if conn is not None:
-            return await self._backend.commands.insert(
-                checked, self.retry_policy.max_attempts, conn=conn
-            )
-        for start in range(0, len(checked), SEND_CHUNK):
-            chunk = checked[start : start + SEND_CHUNK]
-            results.extend(
-                await self._backend.commands.insert(chunk, self.retry_policy.max_attempts)
-            )
-        return results
+            return await insert(checked, max_attempts, conn=conn)
+        chunks = [checked[i : i + SEND_CHUNK] for i in range(0, len(checked), SEND_CHUNK)]
+        if len(chunks) <= 1:
+            return await insert(checked, max_attempts) if checked else []
+        done: list[list[SendResult]] = [[] for _ in chunks]
+        errors: dict[int, Exception] = {}
+        pending = iter(range(len(chunks)))
+
+        async def lane() -> None:
+            for index in pending:
+                if errors:
+                    return
+                try:
+                    done[index] = await insert(chunks[index], max_attempts)
+                except Exception as exc:
+                    errors[index] = exc
+                    return
+
+        await asyncio.gather(*(lane() for _ in range(min(SEND_CONCURRENCY, len(chunks)))))
+        if errors:
+            raise errors[min(errors)]
+        return [result for chunk in done for result in chunk]
 
     def _checked(self, request: SendRequest) -> SendRequest:
         domain = validate_name(request.domain)
         command_type = validate_command_type(request.command_type)
         command_id = validate_uuid(request.command_id)
-        encode_payload(request.data, "command data", self.max_payload_bytes)
+        encoded = encode_payload(request.data, "command data", self.max_payload_bytes)
         correlation_id = (
             validate_uuid(request.correlation_id, "correlation_id")
             if request.correlation_id is not None
@@ -152,6 +177,7 @@ class CommandBus:
             reply_to=request.reply_to,
             max_attempts=request.max_attempts,
             delay=float(delay) if delay else None,
+            encoded_data=encoded,
         )
 
     # -- queries -----------------------------------------------------------------------

@@ -109,7 +109,7 @@ class Reply:
             command_id = UUID(str(message["command_id"]))
             raw_corr = message.get("correlation_id")
             correlation_id = UUID(str(raw_corr)) if raw_corr else None
-            outcome = ReplyOutcome(message["outcome"])
+            outcome = _OUTCOMES.get(message["outcome"]) or ReplyOutcome(message["outcome"])
         except (KeyError, ValueError, TypeError) as exc:
             raise ValueError(f"malformed reply message: {exc!r}") from exc
         result = message.get("result")
@@ -125,6 +125,9 @@ class Reply:
             domain=message.get("domain"),
             command_type=message.get("command_type"),
         )
+
+
+_OUTCOMES = {o.value: o for o in ReplyOutcome}
 
 
 @dataclass(frozen=True)
@@ -183,7 +186,12 @@ class TroubleshootingItem:
 
 @dataclass(frozen=True)
 class SendRequest:
-    """One command to send; the fields mirror ``CommandBus.send``."""
+    """One command to send; the fields mirror ``CommandBus.send``.
+
+    ``encoded_data`` is internal: the JSON text of ``data``, filled in when ``CommandBus``
+    validates the request (validation encodes the payload anyway), so that the storage
+    adapter does not encode it a second time. Leave it None; the bus overwrites it.
+    """
 
     domain: str
     command_type: str
@@ -193,6 +201,7 @@ class SendRequest:
     reply_to: str | None = None
     max_attempts: int | None = None
     delay: float | None = None
+    encoded_data: str | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)

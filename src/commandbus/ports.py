@@ -124,7 +124,8 @@ class CommandStore(Protocol):
         """Send commands: for each, a message on ``{domain}__commands`` (visible after its
         ``delay``), a PENDING metadata row and a SENT audit event, all or nothing.
 
-        Requests are already validated. ``correlation_id`` is already filled in.
+        Requests are already validated. ``correlation_id`` is already filled in, and
+        ``encoded_data`` (when not None) is the JSON of ``data``, to be used as it is.
         Raises ``DuplicateCommandError`` (naming the ids) when a ``(domain, command_id)``
         exists or repeats within ``requests``, also when a concurrent sender races: then
         nothing of the call is written.

@@ -13,6 +13,7 @@ from enum import StrEnum
 from commandbus.models import (
     AuditEventType,
     ClaimedCommand,
+    Command,
     CommandStatus,
     JsonObject,
     QueuedReply,
@@ -42,10 +43,41 @@ class Outcome:
     details: JsonObject | None = None
 
 
+def _queued_reply(
+    command: Command, kind: ReplyOutcome, outcome: Outcome, data: JsonObject | None = None
+) -> QueuedReply | None:
+    if command.reply_to is None:
+        return None
+    return QueuedReply(
+        command.reply_to,
+        Reply(
+            command_id=command.command_id,
+            correlation_id=command.correlation_id,
+            outcome=kind,
+            data=data,
+            error_code=None if kind is ReplyOutcome.SUCCESS else outcome.error_code,
+            error_message=None if kind is ReplyOutcome.SUCCESS else outcome.error_message,
+            domain=command.domain,
+            command_type=command.command_type,
+        ),
+    )
+
+
 def settle_outcome(claimed: ClaimedCommand, outcome: Outcome, policy: RetryPolicy) -> Settlement:
     """The settlement for one delivery of ``claimed`` that ended with ``outcome``."""
     command = claimed.command
     attempt = claimed.attempt
+    if outcome.kind is OutcomeKind.SUCCESS:  # the common case, first and without detours
+        return Settlement(
+            domain=command.domain,
+            command_id=command.command_id,
+            msg_id=claimed.msg_id,
+            action=SettleAction.DELETE,
+            status=CommandStatus.COMPLETED,
+            attempts=attempt,
+            audit=((AuditEventType.COMPLETED, {"attempt": attempt}),),
+            reply=_queued_reply(command, ReplyOutcome.SUCCESS, outcome, outcome.result),
+        )
     error: JsonObject = {
         "attempt": attempt,
         "error_type": outcome.error_type,
@@ -55,29 +87,14 @@ def settle_outcome(claimed: ClaimedCommand, outcome: Outcome, policy: RetryPolic
     if outcome.details:
         error["details"] = outcome.details
 
-    def reply(kind: ReplyOutcome, data: JsonObject | None = None) -> QueuedReply | None:
-        if command.reply_to is None:
-            return None
-        return QueuedReply(
-            command.reply_to,
-            Reply(
-                command_id=command.command_id,
-                correlation_id=command.correlation_id,
-                outcome=kind,
-                data=data,
-                error_code=None if kind is ReplyOutcome.SUCCESS else outcome.error_code,
-                error_message=None if kind is ReplyOutcome.SUCCESS else outcome.error_message,
-                domain=command.domain,
-                command_type=command.command_type,
-            ),
-        )
+    def reply(kind: ReplyOutcome) -> QueuedReply | None:
+        return _queued_reply(command, kind, outcome)
 
     def make(
         action: SettleAction,
         status: CommandStatus,
         audit: tuple[tuple[AuditEventType, JsonObject | None], ...],
         *,
-        failed: bool = True,
         retry_delay: float = 0.0,
         queued: QueuedReply | None = None,
     ) -> Settlement:
@@ -90,20 +107,12 @@ def settle_outcome(claimed: ClaimedCommand, outcome: Outcome, policy: RetryPolic
             attempts=attempt,
             audit=audit,
             retry_delay=retry_delay,
-            error_type=outcome.error_type if failed else None,
-            error_code=outcome.error_code if failed else None,
-            error_message=outcome.error_message if failed else None,
+            error_type=outcome.error_type,
+            error_code=outcome.error_code,
+            error_message=outcome.error_message,
             reply=queued,
         )
 
-    if outcome.kind is OutcomeKind.SUCCESS:
-        return make(
-            SettleAction.DELETE,
-            CommandStatus.COMPLETED,
-            ((AuditEventType.COMPLETED, {"attempt": attempt}),),
-            failed=False,
-            queued=reply(ReplyOutcome.SUCCESS, outcome.result),
-        )
     if outcome.kind is OutcomeKind.BUSINESS_RULE:
         return make(
             SettleAction.ARCHIVE,

@@ -439,6 +439,29 @@ async def test_duplicate_command_ids_are_refused(bus):
     await bus.send("refunds", "Debit", command_id, {})
 
 
+async def test_send_batch_in_concurrent_chunks_keeps_request_order_and_chunk_atomicity(
+    bus, monkeypatch
+):
+    """Chunks of one send_batch call are written two at a time: results still come back in
+    request order, and a duplicate fails its own chunk only (the first error is raised)."""
+    import commandbus.bus as bus_module
+
+    monkeypatch.setattr(bus_module, "SEND_CHUNK", 3)
+    requests = [SendRequest(DOMAIN, "Debit", uuid4(), {"n": n}) for n in range(10)]
+    results = await bus.send_batch(requests)
+    assert [r.command_id for r in results] == [r.command_id for r in requests]
+    assert len({r.msg_id for r in results}) == 10
+
+    taken = requests[0].command_id
+    fresh = [SendRequest(DOMAIN, "Debit", uuid4(), {}) for _ in range(3)]
+    failing = [SendRequest(DOMAIN, "Debit", uuid4(), {}), SendRequest(DOMAIN, "Debit", taken, {})]
+    with pytest.raises(DuplicateCommandError) as info:
+        await bus.send_batch([*fresh, *failing])  # chunks: fresh (3), failing (2)
+    assert info.value.command_ids == [taken]
+    assert all([await bus.get_command(DOMAIN, r.command_id) for r in fresh])
+    assert await bus.get_command(DOMAIN, failing[0].command_id) is None
+
+
 async def test_concurrent_duplicate_sends_yield_exactly_one_command(bus):
     command_id = uuid4()
     results = await asyncio.gather(

@@ -10,6 +10,7 @@ from commandbus.models import Reply, ReplyOutcome
 from commandbus.policies import RetryPolicy
 from commandbus.validation import (
     encode_payload,
+    json_text,
     validate_command_type,
     validate_name,
     validate_queue_name,
@@ -81,6 +82,31 @@ def test_payloads_must_be_json_objects_within_the_limit():
         encode_payload({"x": "a\x00b"})
     with pytest.raises(PayloadTooLargeError, match="limit is 100 bytes"):
         encode_payload({"x": "y" * 200}, max_bytes=100)
+    circular: dict[str, object] = {}
+    circular["self"] = circular
+    with pytest.raises(ValidationError, match="not JSON-serialisable"):
+        encode_payload(circular)
+
+
+def test_json_text_is_json_dumps_compact():
+    import json
+
+    for value in ({"a": [1, 2.5, None, True, "é\n"], "b": {}}, {1: "k"}, [], "s", 3, None):
+        assert json_text(value) == json.dumps(value, separators=(",", ":"), allow_nan=False)
+    with pytest.raises(ValueError):
+        json_text({"x": math.inf})
+    with pytest.raises(TypeError):
+        json_text({"x": object()})
+
+
+def test_valid_names_are_remembered_but_invalid_ones_still_fail():
+    for _ in range(2):
+        assert validate_name("payments") == "payments"
+        assert validate_queue_name("payments__replies") == "payments__replies"
+        assert validate_command_type("Debit") == "Debit"
+    for bad in ("Payments", "a__b", 3):
+        with pytest.raises(ValidationError):
+            validate_name(bad)
 
 
 json_values = st.recursive(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID, uuid4, uuid5
 
 import pytest
 
@@ -24,6 +24,7 @@ from commandbus.process import (
     decide_start,
 )
 from commandbus.process.kernel import (
+    PROCESS_COMMAND_NAMESPACE,
     CancelRequested,
     ReplyReceived,
     TimerFired,
@@ -96,6 +97,7 @@ async def test_start_sends_first_step_with_a_deterministic_id(manager: PipelineP
     [command] = d1.commands
     pid = UUID("00000000-0000-0000-0000-000000000001")
     assert command.command_id == command_id_for("pipeline", pid, 1)
+    assert command.command_id == uuid5(PROCESS_COMMAND_NAMESPACE, f"pipeline/{pid}/1")
     assert (command.command_type, command.step_name, command.kind) == (
         "StepA",
         "a",
@@ -117,6 +119,16 @@ async def test_decide_does_not_modify_its_input(manager: PipelineProcess) -> Non
     assert decision.process is not None
     assert decision.process.state.results == {"a": "v"}
     assert snap.process.state.results == {}
+
+
+async def test_decide_without_a_state_copy_hands_the_state_over(manager: PipelineProcess) -> None:
+    """copy_state=False (the engine, for the last message of a process in a batch): the
+    same decision, made on the snapshot's own state object."""
+    snap = await started(manager)
+    copied = await decide(manager, copy.deepcopy(snap), ReplyReceived(answer(snap)), NOW)
+    handed = await decide(manager, snap, ReplyReceived(answer(snap)), NOW, copy_state=False)
+    assert handed == copied
+    assert handed.process is not None and handed.process.state is snap.process.state
 
 
 async def test_sync_build_command_is_supported(manager: PipelineProcess) -> None:

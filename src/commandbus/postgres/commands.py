@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
+from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -29,7 +30,7 @@ from commandbus.models import (
     Settlement,
     TroubleshootingItem,
 )
-from commandbus.postgres.connections import statement_conn, transaction_conn
+from commandbus.postgres.connections import fast_cursor, statement_conn, transaction_conn
 from commandbus.postgres.queries import Queries
 from commandbus.postgres.queue import dumps
 from commandbus.validation import command_queue
@@ -55,18 +56,6 @@ def _metadata(row: dict[str, Any]) -> CommandMetadata:
         msg_id=row["msg_id"],
         batch_id=row["batch_id"],
     )
-
-
-def command_message(request: SendRequest) -> JsonObject:
-    """The queue message of a command (ids as strings)."""
-    return {
-        "domain": request.domain,
-        "command_type": request.command_type,
-        "command_id": str(request.command_id),
-        "correlation_id": str(request.correlation_id) if request.correlation_id else None,
-        "reply_to": request.reply_to,
-        "data": request.data,
-    }
 
 
 def _repeated_ids(requests: Sequence[SendRequest]) -> tuple[str, list[UUID]] | None:
@@ -108,7 +97,10 @@ class PostgresCommandStore:
             "domains": [r.domain for r in requests],
             "command_ids": [r.command_id for r in requests],
             "command_types": [r.command_type for r in requests],
-            "messages": [dumps(command_message(r)) for r in requests],
+            # The bus hands over the encoding its validation made; encode only otherwise.
+            "data": [
+                r.encoded_data if r.encoded_data is not None else dumps(r.data) for r in requests
+            ],
             "correlation_ids": [r.correlation_id for r in requests],
             "reply_tos": [r.reply_to for r in requests],
             "max_attempts": [
@@ -116,17 +108,45 @@ class PostgresCommandStore:
                 for r in requests
             ],
             "delays": [float(r.delay or 0.0) for r in requests],
+            "queues": sorted({command_queue(r.domain) for r in requests}),
         }
-        # A transaction of its own, or a savepoint in the caller's: when a row was skipped
-        # as a duplicate, raising inside undoes the rest of this call and nothing else.
-        async with transaction_conn(self._pool, conn) as c:
-            cur = await c.execute(Q.insert_commands, params)
-            rows = await cur.fetchall()
-            duplicates = [(row[1], row[2]) for row in rows if not row[4]]
-            if duplicates:
-                domain = duplicates[0][0]
-                raise DuplicateCommandError(domain, [cid for d, cid in duplicates if d == domain])
-        return [SendResult(command_id=row[2], msg_id=row[3]) for row in rows]
+        # One statement, atomic on its own: alone it runs in autocommit mode (one round
+        # trip); in the caller's transaction it runs in a savepoint, so that a duplicate
+        # undoes this call only and leaves the caller's transaction usable. The savepoint
+        # and the statement are pipelined (SAVEPOINT + INSERT, then RELEASE).
+        try:
+            if conn is None:
+                async with statement_conn(self._pool, None) as c:
+                    cur = await c.execute(Q.insert_commands, params)
+                    row = await cur.fetchone()
+            else:
+                async with conn.pipeline(), transaction_conn(self._pool, conn) as c:
+                    cur = await c.execute(Q.insert_commands, params)
+                    row = await cur.fetchone()
+        except pg_errors.UniqueViolation as exc:
+            if exc.diag.constraint_name != "command_pkey":
+                raise
+            raise await self._duplicate_error(requests, params, conn) from None
+        assert row is not None
+        return [
+            SendResult(command_id=r.command_id, msg_id=msg_id)
+            for r, msg_id in zip(requests, row[0], strict=True)
+        ]
+
+    async def _duplicate_error(
+        self, requests: Sequence[SendRequest], params: dict[str, Any], conn: Any | None
+    ) -> DuplicateCommandError:
+        """The error naming the requested ids that exist (the insert wrote nothing)."""
+        keys = {"domains": params["domains"], "command_ids": params["command_ids"]}
+        async with statement_conn(self._pool, conn) as c:
+            cur = await c.execute(Q.existing_commands, keys)
+            found = await cur.fetchall()
+        if not found:
+            # Only when the caller's snapshot cannot see the committed duplicate
+            # (REPEATABLE READ): name every requested id of the first domain.
+            found = [(r.domain, r.command_id) for r in requests]
+        domain = found[0][0]
+        return DuplicateCommandError(domain, [cid for d, cid in found if d == domain])
 
     # -- workers -------------------------------------------------------------------------
 
@@ -147,23 +167,25 @@ class PostgresCommandStore:
             "vt": float(visibility_timeout),
         }
         async with statement_conn(self._pool, conn) as c:
-            cur = c.cursor(row_factory=dict_row)
+            cur = fast_cursor(c)
             await cur.execute(Q.claim_commands, params)
             rows = await cur.fetchall()
+        # Columns: msg_id, command_id, command_type, attempts, max_attempts,
+        # correlation_id, reply_to, created_at, data.
         return [
             ClaimedCommand(
-                msg_id=r["msg_id"],
+                msg_id=r[0],
                 command=Command(
                     domain=domain,
-                    command_type=r["command_type"],
-                    command_id=r["command_id"],
-                    data=r["data"] if isinstance(r["data"], dict) else {},
-                    correlation_id=r["correlation_id"],
-                    reply_to=r["reply_to"],
-                    created_at=r["created_at"],
+                    command_type=r[2],
+                    command_id=r[1],
+                    data=r[8] if isinstance(r[8], dict) else {},
+                    correlation_id=r[5],
+                    reply_to=r[6],
+                    created_at=r[7],
                 ),
-                attempt=r["attempts"],
-                max_attempts=r["max_attempts"],
+                attempt=r[3],
+                max_attempts=r[4],
             )
             for r in rows
         ]
@@ -171,28 +193,66 @@ class PostgresCommandStore:
     async def settle(self, settlements: Sequence[Settlement], *, conn: Any | None = None) -> None:
         if not settlements:
             return
-        audit = [(s, event, details) for s in settlements for event, details in s.audit]
-        replies = [s.reply for s in settlements if s.reply is not None]
+        # One pass over the settlements (this runs for every command a worker handles).
+        domains: list[str] = []
+        command_ids: list[UUID] = []
+        msg_ids: list[int] = []
+        remove_msg_ids: list[int] = []
+        retry_msg_ids: list[int] = []
+        actions: list[str] = []
+        statuses: list[str] = []
+        attempts: list[int] = []
+        delays: list[float] = []
+        error_types: list[str | None] = []
+        error_codes: list[str | None] = []
+        error_messages: list[str | None] = []
+        audit_domains: list[str] = []
+        audit_command_ids: list[UUID] = []
+        audit_types: list[str] = []
+        audit_details: list[str | None] = []
+        reply_queues: list[str] = []
+        reply_messages: list[str] = []
+        retry = SettleAction.RETRY
+        for s in settlements:
+            domains.append(s.domain)
+            command_ids.append(s.command_id)
+            msg_ids.append(s.msg_id)
+            (retry_msg_ids if s.action is retry else remove_msg_ids).append(s.msg_id)
+            actions.append(s.action.value)
+            statuses.append(s.status.value)
+            attempts.append(s.attempts)
+            delays.append(float(s.retry_delay))
+            error_types.append(s.error_type)
+            error_codes.append(s.error_code)
+            error_messages.append(s.error_message)
+            for event, details in s.audit:
+                audit_domains.append(s.domain)
+                audit_command_ids.append(s.command_id)
+                audit_types.append(event.value)
+                audit_details.append(None if details is None else dumps(details))
+            if s.reply is not None:
+                reply_queues.append(s.reply.queue)
+                reply_messages.append(dumps(s.reply.reply.to_message()))
         params = {
-            "domains": [s.domain for s in settlements],
-            "command_ids": [s.command_id for s in settlements],
-            "msg_ids": [s.msg_id for s in settlements],
-            "remove_msg_ids": [s.msg_id for s in settlements if s.action is not SettleAction.RETRY],
-            "retry_msg_ids": [s.msg_id for s in settlements if s.action is SettleAction.RETRY],
-            "domain_set": sorted({s.domain for s in settlements}),
-            "actions": [s.action.value for s in settlements],
-            "statuses": [s.status.value for s in settlements],
-            "attempts": [s.attempts for s in settlements],
-            "delays": [float(s.retry_delay) for s in settlements],
-            "error_types": [s.error_type for s in settlements],
-            "error_codes": [s.error_code for s in settlements],
-            "error_messages": [s.error_message for s in settlements],
-            "audit_domains": [s.domain for s, _, _ in audit],
-            "audit_command_ids": [s.command_id for s, _, _ in audit],
-            "audit_types": [event.value for _, event, _ in audit],
-            "audit_details": [None if d is None else dumps(d) for _, _, d in audit],
-            "reply_queues": [r.queue for r in replies],
-            "reply_messages": [dumps(r.reply.to_message()) for r in replies],
+            "domains": domains,
+            "command_ids": command_ids,
+            "msg_ids": msg_ids,
+            "remove_msg_ids": remove_msg_ids,
+            "retry_msg_ids": retry_msg_ids,
+            "domain_set": sorted(set(domains)),
+            "actions": actions,
+            "statuses": statuses,
+            "attempts": attempts,
+            "delays": delays,
+            "error_types": error_types,
+            "error_codes": error_codes,
+            "error_messages": error_messages,
+            "audit_domains": audit_domains,
+            "audit_command_ids": audit_command_ids,
+            "audit_types": audit_types,
+            "audit_details": audit_details,
+            "reply_queues": reply_queues,
+            "reply_messages": reply_messages,
         }
         async with statement_conn(self._pool, conn) as c:
             await c.execute(Q.settle, params)

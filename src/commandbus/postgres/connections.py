@@ -12,6 +12,7 @@ caller's transaction) or ``None``, in which case the method borrows a pooled con
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -19,6 +20,8 @@ from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg.abc import Buffer
+from psycopg.types.json import JsonbLoader
 from psycopg_pool import AsyncConnectionPool
 
 from commandbus.errors import SchemaError
@@ -31,6 +34,26 @@ SCHEMA_HINT = (
     "the commandbus schema is missing or out of date in this database; apply it with "
     "`commandbus schema apply` or `await commandbus.postgres.apply_schema(dsn)`"
 )
+
+
+_raw_decode = json.JSONDecoder().raw_decode
+
+
+class _FastJsonbLoader(JsonbLoader):
+    """``jsonb`` (text format) to Python: what ``json.loads`` returns, in half the time on
+    small documents (``json.loads`` of bytes first sniffs their encoding; PostgreSQL
+    always sends UTF-8 and never pads a ``jsonb`` value with whitespace)."""
+
+    def load(self, data: Buffer) -> Any:
+        return _raw_decode(bytes(data).decode())[0]
+
+
+def fast_cursor(conn: Any, row_factory: Any = None) -> Any:
+    """A cursor of ``conn`` that decodes ``jsonb`` with ``_FastJsonbLoader`` (only this
+    cursor: the connection's own adapters are left alone). For the hot reads."""
+    cur = conn.cursor(row_factory=row_factory) if row_factory is not None else conn.cursor()
+    cur.adapters.register_loader("jsonb", _FastJsonbLoader)
+    return cur
 
 
 @contextmanager

@@ -12,7 +12,6 @@ and ``version`` are set by the database on every write.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -23,7 +22,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from commandbus.models import ReplyOutcome
 from commandbus.ports import Conn
-from commandbus.postgres.connections import statement_conn, transaction_conn
+from commandbus.postgres.connections import fast_cursor, statement_conn, transaction_conn
 from commandbus.postgres.queries import Queries
 from commandbus.process.errors import ProcessAlreadyExistsError, ProcessVersionConflictError
 from commandbus.process.models import (
@@ -37,6 +36,7 @@ from commandbus.process.models import (
     ProcessStatus,
 )
 from commandbus.process.repository import ProcessWrites, state_to_json
+from commandbus.validation import json_text
 
 __all__ = ["PostgresProcessRepository"]
 
@@ -47,47 +47,68 @@ AnyProcess = ProcessMetadata[Any, Any]
 def _dumps(value: object) -> str | None:
     if value is None:
         return None
-    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    return json_text(value)
 
 
-def _process_of(row: dict[str, Any]) -> AnyProcess:
-    compensation = row["compensation"]
+# Stored value -> enum member, for reading rows (faster than calling the enum).
+_STATUS = {s.value: s for s in ProcessStatus}
+_OUTCOME = {o.value: o for o in ReplyOutcome}
+_KIND = {k.value: k for k in AuditEntryKind}
+# Member (or its value: a StrEnum member is equal to its value) -> the plain str to store.
+_STATUS_VALUE = {s.value: s.value for s in ProcessStatus}
+_OUTCOME_VALUE = {o.value: o.value for o in ReplyOutcome}
+_KIND_VALUE = {k.value: k.value for k in AuditEntryKind}
+
+
+def _process_of(row: Sequence[Any]) -> AnyProcess:
+    """A process from a row of the process columns, in the order every query selects them:
+    domain, process_id, process_type, status, current_step, state, error_code,
+    error_message, created_at, updated_at, completed_at, version, awaiting_command_id,
+    command_seq, deadline_at, compensation, initial_data."""
+    status = row[3]
+    compensation = row[15]
     return ProcessMetadata(
-        domain=row["domain"],
-        process_id=row["process_id"],
-        process_type=row["process_type"],
-        status=ProcessStatus(row["status"]),
-        current_step=row["current_step"],
-        state=row["state"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        completed_at=row["completed_at"],
-        error_code=row["error_code"],
-        error_message=row["error_message"],
-        version=row["version"],
-        awaiting_command_id=row["awaiting_command_id"],
-        command_seq=row["command_seq"],
-        deadline_at=row["deadline_at"],
+        domain=row[0],
+        process_id=row[1],
+        process_type=row[2],
+        status=_STATUS.get(status) or ProcessStatus(status),
+        current_step=row[4],
+        state=row[5],
+        created_at=row[8],
+        updated_at=row[9],
+        completed_at=row[10],
+        error_code=row[6],
+        error_message=row[7],
+        version=row[11],
+        awaiting_command_id=row[12],
+        command_seq=row[13],
+        deadline_at=row[14],
         compensation=CompensationPlan.from_dict(compensation) if compensation else None,
-        initial_data=row["initial_data"],
+        initial_data=row[16],
     )
 
 
-def _entry_of(row: dict[str, Any]) -> ProcessAuditEntry:
-    outcome = row["reply_outcome"]
+def _entry_of(row: Sequence[Any], at: int) -> ProcessAuditEntry:
+    """An audit entry from the columns of ``row`` from index ``at`` on: step_name,
+    command_id, command_type, command_data, sent_at, reply_outcome, reply_data,
+    received_at, kind, error_code, error_message, timed_out_at."""
+    outcome = row[at + 5]
+    kind = row[at + 8]
     return ProcessAuditEntry(
-        step_name=row["step_name"],
-        command_id=row["command_id"],
-        command_type=row["command_type"],
-        command_data=row["command_data"],
-        sent_at=row["sent_at"],
-        reply_outcome=ReplyOutcome(outcome) if outcome is not None else None,
-        reply_data=row["reply_data"],
-        received_at=row["received_at"],
-        kind=AuditEntryKind(row["kind"]),
-        error_code=row["error_code"],
-        error_message=row["error_message"],
-        timed_out_at=row["timed_out_at"],
+        step_name=row[at],
+        command_id=row[at + 1],
+        command_type=row[at + 2],
+        command_data=row[at + 3],
+        sent_at=row[at + 4],
+        reply_outcome=(_OUTCOME.get(outcome) or ReplyOutcome(outcome))
+        if outcome is not None
+        else None,
+        reply_data=row[at + 6],
+        received_at=row[at + 7],
+        kind=_KIND.get(kind) or AuditEntryKind(kind),
+        error_code=row[at + 9],
+        error_message=row[at + 10],
+        timed_out_at=row[at + 11],
     )
 
 
@@ -118,7 +139,7 @@ def _columns(processes: Sequence[AnyProcess]) -> dict[str, list[Any]]:
         cols["process_id"].append(p.process_id)
         cols["process_type"].append(p.process_type)
         cols["version"].append(p.version)
-        cols["status"].append(ProcessStatus(p.status).value)
+        cols["status"].append(_STATUS_VALUE.get(p.status) or ProcessStatus(p.status).value)
         cols["current_step"].append(str(p.current_step) if p.current_step is not None else None)
         cols["state"].append(state_to_json(p.state))
         cols["error_code"].append(p.error_code)
@@ -165,13 +186,16 @@ def _audit_columns(items: Sequence[tuple[str, UUID, ProcessAuditEntry]]) -> dict
         cols["domain"].append(domain)
         cols["process_id"].append(process_id)
         cols["step_name"].append(str(e.step_name))
-        cols["kind"].append(AuditEntryKind(e.kind).value)
+        cols["kind"].append(_KIND_VALUE.get(e.kind) or AuditEntryKind(e.kind).value)
         cols["command_id"].append(e.command_id)
         cols["command_type"].append(e.command_type)
         cols["command_data"].append(_dumps(e.command_data))
         cols["sent_at"].append(e.sent_at)
+        outcome = e.reply_outcome
         cols["reply_outcome"].append(
-            ReplyOutcome(e.reply_outcome).value if e.reply_outcome is not None else None
+            (_OUTCOME_VALUE.get(outcome) or ReplyOutcome(outcome).value)
+            if outcome is not None
+            else None
         )
         cols["reply_data"].append(_dumps(e.reply_data))
         cols["received_at"].append(e.received_at)
@@ -206,7 +230,7 @@ class PostgresProcessRepository:
         self, domain: str, process_id: UUID, *, conn: Conn | None = None
     ) -> AnyProcess | None:
         async with statement_conn(self._pool, conn) as c:
-            cur = c.cursor(row_factory=dict_row)
+            cur = fast_cursor(c)
             await cur.execute(Q.get_process, {"domain": domain, "process_id": process_id})
             row = await cur.fetchone()
         return _process_of(row) if row is not None else None
@@ -225,7 +249,7 @@ class PostgresProcessRepository:
             "limit": limit,
         }
         async with statement_conn(self._pool, conn) as c:
-            cur = c.cursor(row_factory=dict_row)
+            cur = fast_cursor(c)
             await cur.execute(Q.find_processes_by_status, params)
             rows = await cur.fetchall()
         return [_process_of(r) for r in rows]
@@ -259,10 +283,10 @@ class PostgresProcessRepository:
         self, domain: str, process_id: UUID, *, conn: Conn | None = None
     ) -> list[ProcessAuditEntry]:
         async with statement_conn(self._pool, conn) as c:
-            cur = c.cursor(row_factory=dict_row)
+            cur = fast_cursor(c)
             await cur.execute(Q.audit_trail, {"domain": domain, "process_id": process_id})
             rows = await cur.fetchall()
-        return [_entry_of(r) for r in rows]
+        return [_entry_of(r, 2) for r in rows]
 
     async def get_completed_steps(
         self, domain: str, process_id: UUID, *, conn: Conn | None = None
@@ -290,22 +314,28 @@ class PostgresProcessRepository:
     ) -> list[ProcessSnapshot[Any, Any]]:
         if not process_ids or not domains:
             return []
-        params = {"domains": list(domains), "process_ids": list(process_ids)}
+        # Every (domain, id) pair, in one fixed order whatever the caller's: the rows are
+        # locked in this order, so overlapping lockers cannot deadlock.
+        pairs = sorted({(d, p) for d in domains for p in process_ids})
+        params = {"domains": [d for d, _ in pairs], "process_ids": [p for _, p in pairs]}
         async with statement_conn(self._pool, conn) as c:
-            cur = c.cursor(row_factory=dict_row)
-            await cur.execute(Q.lock_processes, params)
-            rows = await cur.fetchall()
+            # One round trip: the audit is read by a second statement on purpose (see
+            # audit_of_processes in the .sql file), sent in the same pipeline; the server
+            # runs it once the first one holds its locks.
+            async with c.pipeline():
+                cur = fast_cursor(c)
+                await cur.execute(Q.lock_processes, params)
+                audit_cur = fast_cursor(c)
+                await audit_cur.execute(Q.audit_of_processes, params)
+                rows = await cur.fetchall()
+                audit_rows = await audit_cur.fetchall()
             if not rows:
                 return []
-            # A second statement on purpose: see audit_of_processes in the .sql file.
-            params["process_ids"] = [r["process_id"] for r in rows]
-            await cur.execute(Q.audit_of_processes, params)
-            audit_rows = await cur.fetchall()
-        snapshots = {(r["domain"], r["process_id"]): ProcessSnapshot(_process_of(r)) for r in rows}
+        snapshots = {(r[0], r[1]): ProcessSnapshot(_process_of(r)) for r in rows}
         for a in audit_rows:
-            snap = snapshots.get((a["domain"], a["process_id"]))
+            snap = snapshots.get(pairs[a[0] - 1])
             if snap is not None:
-                snap.audit.append(_entry_of(a))
+                snap.audit.append(_entry_of(a, 1))
         return list(snapshots.values())
 
     async def apply(self, writes: ProcessWrites, *, conn: Conn | None = None) -> None:
@@ -356,7 +386,7 @@ class PostgresProcessRepository:
             "limit": limit,
         }
         async with statement_conn(self._pool, conn) as c:
-            cur = c.cursor(row_factory=dict_row)
+            cur = fast_cursor(c)
             await cur.execute(Q.find_stuck_processes, params)
             rows = await cur.fetchall()
         return [_process_of(r) for r in rows]
@@ -409,7 +439,9 @@ def _reply_columns(items: Sequence[tuple[str, UUID, ProcessAuditEntry]]) -> dict
         "process_id": [p for _, p, _ in items],
         "command_id": [e.command_id for _, _, e in items],
         "reply_outcome": [
-            ReplyOutcome(e.reply_outcome).value if e.reply_outcome is not None else None
+            (_OUTCOME_VALUE.get(e.reply_outcome) or ReplyOutcome(e.reply_outcome).value)
+            if e.reply_outcome is not None
+            else None
             for _, _, e in items
         ],
         "reply_data": [_dumps(e.reply_data) for _, _, e in items],

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
-from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from commandbus.models import JsonObject, QueueMessage
-from commandbus.postgres.connections import statement_conn
+from commandbus.postgres.connections import fast_cursor, statement_conn
 from commandbus.postgres.queries import Queries
+from commandbus.validation import json_text
 
 Q = Queries()
 
 
 def dumps(value: object) -> str:
     """Compact JSON for a jsonb parameter (NaN is rejected, as PostgreSQL would)."""
-    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    return json_text(value)
 
 
 class PostgresMessageQueue:
@@ -63,17 +62,18 @@ class PostgresMessageQueue:
             return []
         params = {"queue": queue, "limit": limit, "vt": float(visibility_timeout)}
         async with statement_conn(self._pool, conn) as c:
-            cur = c.cursor(row_factory=dict_row)
+            cur = fast_cursor(c)
             await cur.execute(Q.read, params)
             rows = await cur.fetchall()
+        # Columns: msg_id, queue_name, message, read_ct, enqueued_at, vt.
         return [
             QueueMessage(
-                msg_id=r["msg_id"],
-                queue_name=r["queue_name"],
-                message=r["message"],
-                read_count=r["read_ct"],
-                enqueued_at=r["enqueued_at"],
-                visible_at=r["vt"],
+                msg_id=r[0],
+                queue_name=r[1],
+                message=r[2],
+                read_count=r[3],
+                enqueued_at=r[4],
+                visible_at=r[5],
             )
             for r in rows
         ]

@@ -48,6 +48,7 @@ from commandbus.process.repository import ProcessRepository
 from commandbus.validation import (
     MAX_PAYLOAD_BYTES,
     encode_payload,
+    json_text,
     process_reply_queue,
     validate_name,
     validate_queue_name,
@@ -186,7 +187,7 @@ class BaseProcessManager(ABC, Generic[TState, TStep]):
         to_dict = getattr(state, "to_dict", None)
         from_dict = getattr(type(state), "from_dict", None)
         if callable(to_dict) and callable(from_dict):
-            result: TState = from_dict(json.loads(json.dumps(to_dict())))
+            result: TState = from_dict(json.loads(json_text(to_dict())))
             return result
         return copy.deepcopy(state)
 
@@ -274,7 +275,8 @@ class BaseProcessManager(ABC, Generic[TState, TStep]):
                 version=1,
                 initial_data=initial_data,
             )
-            decision = await decide_start(self, process, now)
+            # The state was made just now and is not used again: no copy needed.
+            decision = await decide_start(self, process, now, copy_state=False)
             state_json = checked_state(decision, self.process_type)
             assert decision.process is not None
             new.append(

@@ -20,6 +20,7 @@ state is kept as is) and parks the message. The other messages of the batch go t
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -149,6 +150,7 @@ class Staged:
                     correlation_id=process_id,
                     reply_to=manager.reply_queue,
                     max_attempts=manager.max_attempts,
+                    encoded_data=command.data_json,
                 )
             )
         for timer in decision.timers:
@@ -200,6 +202,9 @@ class ProcessEngine:
         typed: dict[UUID, tuple[AnyManager, ProcessSnapshot[Any, Any], int]] = {}
         failed_load: set[UUID] = set()
         staged = Staged()
+        # Messages still to come per process: deciding the last one of a process needs no
+        # copy of its state (nothing looks at that snapshot again, even if a hook fails).
+        remaining = Counter(e.process_id for e in envelopes if e.process_id is not None)
 
         for env in envelopes:
             if env.message is None:
@@ -237,8 +242,15 @@ class ProcessEngine:
                     continue
                 typed[env.process_id] = current
             manager, snapshot, version = current
+            remaining[env.process_id] -= 1
             try:
-                decision = await decide(manager, snapshot, env.message, now)
+                decision = await decide(
+                    manager,
+                    snapshot,
+                    env.message,
+                    now,
+                    copy_state=remaining[env.process_id] > 0,
+                )
                 state_json = JsonText("{}")
                 if decision.process is not None:
                     state_json = checked_state(decision, manager.process_type)

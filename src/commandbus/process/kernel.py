@@ -41,14 +41,14 @@ Rules (ARCHITECTURE §1.2, §5):
 
 from __future__ import annotations
 
-import copy
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from hashlib import sha1
 from typing import Any, Generic, Protocol, TypeVar
-from uuid import UUID, uuid5
+from uuid import UUID
 
 from commandbus.models import JsonObject, Reply, ReplyOutcome
 from commandbus.process.errors import ProcessHookError
@@ -180,7 +180,8 @@ def parse_timer_message(message: JsonObject) -> tuple[str, UUID, TimerFired] | N
 @dataclass(frozen=True)
 class OutgoingCommand:
     """A command to send, with ``correlation_id`` = process id and ``reply_to`` = the
-    manager's reply queue (added by the engine)."""
+    manager's reply queue (added by the engine). ``data_json`` is ``data`` encoded (the
+    validation encodes it anyway; the engine hands it on so it is not encoded again)."""
 
     domain: str
     command_type: str
@@ -188,6 +189,7 @@ class OutgoingCommand:
     data: JsonObject
     step_name: str
     kind: AuditEntryKind
+    data_json: str | None = None
 
 
 @dataclass(frozen=True)
@@ -216,19 +218,33 @@ class Decision(Generic[S, T]):
         return cls(process=None, ignored=reason)
 
 
+_NAMESPACE_BYTES = PROCESS_COMMAND_NAMESPACE.bytes
+
+
 def command_id_for(domain: str, process_id: UUID, seq: int) -> UUID:
-    """The id of the ``seq``-th command (1-based) of a process: deterministic, unique."""
-    return uuid5(PROCESS_COMMAND_NAMESPACE, f"{domain}/{process_id}/{seq}")
+    """The id of the ``seq``-th command (1-based) of a process: deterministic, unique.
+
+    ``uuid5(PROCESS_COMMAND_NAMESPACE, f"{domain}/{process_id}/{seq}")``, computed as
+    ``uuid.uuid5`` does but without converting the namespace to bytes on every call."""
+    name = f"{domain}/{process_id}/{seq}".encode()
+    digest = sha1(_NAMESPACE_BYTES + name, usedforsecurity=False).digest()
+    return UUID(bytes=digest[:16], version=5)
 
 
 # -- deciding -----------------------------------------------------------------------------
 
 
 async def decide_start(
-    hooks: ProcessHooks[S, T], process: ProcessMetadata[S, T], now: datetime
+    hooks: ProcessHooks[S, T],
+    process: ProcessMetadata[S, T],
+    now: datetime,
+    *,
+    copy_state: bool = True,
 ) -> Decision[S, T]:
-    """Decide the start of ``process`` (new, with its initial state): send the first step."""
-    draft = _Draft(hooks, ProcessSnapshot(process, []), now)
+    """Decide the start of ``process`` (new, with its initial state): send the first step.
+
+    ``copy_state=False``: see ``decide``."""
+    draft = _Draft(hooks, ProcessSnapshot(process, []), now, copy_state)
     first = draft.call("get_first_step", hooks.get_first_step, draft.state)
     await draft.send(first, AuditEntryKind.STEP)
     draft.process.status = ProcessStatus.WAITING_FOR_REPLY
@@ -240,20 +256,31 @@ async def decide(
     snapshot: ProcessSnapshot[S, T],
     message: IncomingMessage,
     now: datetime,
+    *,
+    copy_state: bool = True,
 ) -> Decision[S, T]:
-    """Decide what ``message`` does to the process in ``snapshot`` (not modified)."""
+    """Decide what ``message`` does to the process in ``snapshot`` (not modified).
+
+    The hooks work on a copy of the state (``hooks.copy_state``). A caller that will not
+    look at ``snapshot`` again may pass ``copy_state=False`` to save the copy: the hooks
+    then change ``snapshot.process.state`` in place (also when they fail halfway), and the
+    decision's process carries that very state object."""
     process = snapshot.process
     if process.status.is_terminal:
         return Decision.ignore(f"process is {process.status.value}")
     if isinstance(message, ReplyReceived):
-        return await _on_reply(hooks, snapshot, message.reply, now)
+        return await _on_reply(hooks, snapshot, message.reply, now, copy_state)
     if isinstance(message, TimerFired):
-        return await _on_timer(hooks, snapshot, message.command_id, now)
-    return await _on_cancel(hooks, snapshot, message.reason, now)
+        return await _on_timer(hooks, snapshot, message.command_id, now, copy_state)
+    return await _on_cancel(hooks, snapshot, message.reason, now, copy_state)
 
 
 async def _on_reply(
-    hooks: ProcessHooks[S, T], snapshot: ProcessSnapshot[S, T], reply: Reply, now: datetime
+    hooks: ProcessHooks[S, T],
+    snapshot: ProcessSnapshot[S, T],
+    reply: Reply,
+    now: datetime,
+    copy_state: bool,
 ) -> Decision[S, T]:
     process = snapshot.process
     if reply.correlation_id is not None and reply.correlation_id != process.process_id:
@@ -267,7 +294,7 @@ async def _on_reply(
     if reply.command_id != process.awaiting_command_id:
         return Decision.ignore("stale reply: the process no longer awaits this command")
 
-    draft = _Draft(hooks, snapshot, now)
+    draft = _Draft(hooks, snapshot, now, copy_state)
     step = draft.parse(entry.step_name)
     draft.record_reply(entry, reply)
 
@@ -306,7 +333,11 @@ async def _on_reply(
 
 
 async def _on_timer(
-    hooks: ProcessHooks[S, T], snapshot: ProcessSnapshot[S, T], command_id: UUID, now: datetime
+    hooks: ProcessHooks[S, T],
+    snapshot: ProcessSnapshot[S, T],
+    command_id: UUID,
+    now: datetime,
+    copy_state: bool,
 ) -> Decision[S, T]:
     process = snapshot.process
     if command_id != process.awaiting_command_id:
@@ -317,7 +348,7 @@ async def _on_timer(
     if process.status is ProcessStatus.WAITING_FOR_TSQ:
         return Decision.ignore("timer while the process waits for an operator")
 
-    draft = _Draft(hooks, snapshot, now)
+    draft = _Draft(hooks, snapshot, now, copy_state)
     step = draft.parse(entry.step_name)
     draft.mark_timed_out(entry)
     if entry.kind is AuditEntryKind.COMPENSATION:
@@ -346,11 +377,15 @@ async def _on_timer(
 
 
 async def _on_cancel(
-    hooks: ProcessHooks[S, T], snapshot: ProcessSnapshot[S, T], reason: str, now: datetime
+    hooks: ProcessHooks[S, T],
+    snapshot: ProcessSnapshot[S, T],
+    reason: str,
+    now: datetime,
+    copy_state: bool,
 ) -> Decision[S, T]:
     if snapshot.process.status is ProcessStatus.COMPENSATING:
         return Decision.ignore("process is already compensating")
-    draft = _Draft(hooks, snapshot, now)
+    draft = _Draft(hooks, snapshot, now, copy_state)
     draft.set_error("CANCELED", reason)
     await draft.compensate(ProcessStatus.CANCELED)
     return draft.decision()
@@ -371,13 +406,19 @@ class _Draft(Generic[S, T]):
     """The decision under construction: a copy of the process plus the effects."""
 
     def __init__(
-        self, hooks: ProcessHooks[S, T], snapshot: ProcessSnapshot[S, T], now: datetime
+        self,
+        hooks: ProcessHooks[S, T],
+        snapshot: ProcessSnapshot[S, T],
+        now: datetime,
+        copy_state: bool = True,
     ) -> None:
         self.hooks = hooks
         self.snapshot = snapshot
         self.now = now
         source = snapshot.process
-        state = self.call("copy_state", hooks.copy_state, source.state)
+        state = (
+            self.call("copy_state", hooks.copy_state, source.state) if copy_state else source.state
+        )
         self.process: ProcessMetadata[S, T] = source.copy(state=state, updated_at=now)
         self.commands: list[OutgoingCommand] = []
         self.audit_inserts: list[ProcessAuditEntry] = []
@@ -404,7 +445,7 @@ class _Draft(Generic[S, T]):
         self.process.error_message = message
 
     def record_reply(self, entry: ProcessAuditEntry, reply: Reply) -> None:
-        updated = copy.copy(entry)
+        updated = entry.copy()
         updated.reply_outcome = reply.outcome
         updated.reply_data = reply.data
         updated.received_at = self.now
@@ -413,7 +454,7 @@ class _Draft(Generic[S, T]):
         self.audit_updates.append(updated)
 
     def mark_timed_out(self, entry: ProcessAuditEntry) -> None:
-        updated = copy.copy(entry)
+        updated = entry.copy()
         updated.timed_out_at = self.now
         self.audit_updates.append(updated)
 
@@ -436,7 +477,7 @@ class _Draft(Generic[S, T]):
             data = built.data_dict()
             command_type = validate_command_type(built.command_type)
             domain = validate_name(built.domain or process.domain)
-            encode_payload(data, f"command data of step {step}")
+            data_json = encode_payload(data, f"command data of step {step}")
         except Exception as exc:
             raise ProcessHookError("build_command", hooks.process_type, exc) from exc
         seq = process.command_seq + 1
@@ -446,7 +487,7 @@ class _Draft(Generic[S, T]):
         process.awaiting_command_id = command_id
         process.current_step = step
         self.commands.append(
-            OutgoingCommand(domain, command_type, command_id, data, step_name, kind)
+            OutgoingCommand(domain, command_type, command_id, data, step_name, kind, data_json)
         )
         self.audit_inserts.append(
             ProcessAuditEntry(

@@ -200,8 +200,8 @@ class ProcessMetadata(Generic[TState, TStep]):
 
         Same result as ``dataclasses.replace`` at a fraction of its cost (the engine makes
         a few copies per message)."""
-        unknown = changes.keys() - _PROCESS_FIELDS
-        if unknown:
+        if not _PROCESS_FIELDS.issuperset(changes):
+            unknown = changes.keys() - _PROCESS_FIELDS
             raise TypeError(f"ProcessMetadata has no field(s) {sorted(unknown)}")
         new = object.__new__(type(self))
         new.__dict__.update(self.__dict__)
@@ -241,6 +241,12 @@ class ProcessAuditEntry:
     def is_answered(self) -> bool:
         """True once a final reply (not a troubleshooting notice) was recorded."""
         return self.reply_outcome in FINAL_REPLY_OUTCOMES
+
+    def copy(self) -> ProcessAuditEntry:
+        """A shallow copy (like ``copy.copy``, several times faster)."""
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        return new
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from commandbus.process.models import (
     ProcessSnapshot,
     ProcessStatus,
 )
+from commandbus.validation import json_text
 
 __all__ = ["JsonText", "ProcessRepository", "ProcessWrites", "state_to_dict", "state_to_json"]
 
@@ -53,7 +54,7 @@ def state_to_json(state: object) -> str:
     """The JSON text stored for a state."""
     if isinstance(state, JsonText):
         return str(state)
-    return json.dumps(state_to_dict(state), separators=(",", ":"), allow_nan=False)
+    return json_text(state_to_dict(state))
 
 
 def state_to_dict(state: object) -> JsonObject:

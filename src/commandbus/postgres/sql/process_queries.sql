@@ -31,6 +31,12 @@ RETURNING process_id, updated_at;
 -- name: update_processes
 -- Write whole rows, each only if its version is still the expected one; updated_at is the
 -- database's time. Returns what was updated (the caller detects missing rows).
+--
+-- Each array is wrapped in a scalar subquery: the planner then cannot see how many rows
+-- the batch has and assumes a few, so it probes the primary key per row. Seeing 100 rows,
+-- it would rather scan the whole table while it believes the table small (a young table
+-- whose statistics lag behind: measured 2.3 ms per batch of 100 on 5,000 rows, growing
+-- with the table, instead of 0.8 ms).
 UPDATE commandbus.process p
 SET status = u.status,
     current_step = u.current_step,
@@ -45,11 +51,12 @@ SET status = u.status,
     version = p.version + 1,
     updated_at = now()
 FROM unnest(
-    %(domain)b::text[], %(process_id)b::uuid[], %(version)b::int[], %(status)b::text[],
-    %(current_step)b::text[], %(state)b::text[], %(error_code)b::text[],
-    %(error_message)b::text[], %(completed_at)b::timestamptz[],
-    %(awaiting_command_id)b::uuid[], %(command_seq)b::int[],
-    %(deadline_at)b::timestamptz[], %(compensation)b::text[]
+    (SELECT %(domain)b::text[]), (SELECT %(process_id)b::uuid[]), (SELECT %(version)b::int[]),
+    (SELECT %(status)b::text[]), (SELECT %(current_step)b::text[]),
+    (SELECT %(state)b::text[]), (SELECT %(error_code)b::text[]),
+    (SELECT %(error_message)b::text[]), (SELECT %(completed_at)b::timestamptz[]),
+    (SELECT %(awaiting_command_id)b::uuid[]), (SELECT %(command_seq)b::int[]),
+    (SELECT %(deadline_at)b::timestamptz[]), (SELECT %(compensation)b::text[])
 ) AS u(domain, process_id, version, status, current_step, state, error_code,
        error_message, completed_at, awaiting_command_id, command_seq, deadline_at,
        compensation)
@@ -66,16 +73,23 @@ WHERE domain = %(domain)s AND process_id = %(process_id)s;
 
 
 -- name: lock_processes
--- Lock in a fixed order (domain, process_id) so that two routers locking overlapping sets
--- never deadlock. Under READ COMMITTED a row another transaction changed is re-read after
--- its lock is released, so the values returned are the latest committed ones.
-SELECT domain, process_id, process_type, status, current_step, state, error_code,
-       error_message, created_at, updated_at, completed_at, version, awaiting_command_id,
-       command_seq, deadline_at, compensation, initial_data
-FROM commandbus.process
-WHERE domain = ANY(%(domains)b::text[]) AND process_id = ANY(%(process_ids)b::uuid[])
-ORDER BY domain, process_id
-FOR UPDATE;
+-- Lock the (domain, process_id) pairs given, in the order given: callers pass them sorted,
+-- so two routers locking overlapping sets never deadlock. One primary-key probe per pair
+-- (a LATERAL subquery: the plan cannot depend on the table's statistics, which are often
+-- stale or missing on a young table). Under READ COMMITTED a row another transaction
+-- changed is re-read after its lock is released, so the values returned are the latest
+-- committed ones.
+SELECT p.domain, p.process_id, p.process_type, p.status, p.current_step, p.state,
+       p.error_code, p.error_message, p.created_at, p.updated_at, p.completed_at,
+       p.version, p.awaiting_command_id, p.command_seq, p.deadline_at, p.compensation,
+       p.initial_data
+FROM unnest(%(domains)b::text[], %(process_ids)b::uuid[]) AS k(domain, process_id)
+CROSS JOIN LATERAL (
+    SELECT x.*
+    FROM commandbus.process x
+    WHERE x.domain = k.domain AND x.process_id = k.process_id
+    FOR UPDATE
+) p;
 
 
 -- name: find_processes_by_status
@@ -104,13 +118,21 @@ LIMIT %(limit)s;
 
 
 -- name: audit_of_processes
--- Read after lock_processes, as a separate statement: its snapshot is taken after the
--- locks were granted, so it includes what the previous lock holder committed.
-SELECT domain, process_id, step_name, command_id, command_type, command_data, sent_at,
-       reply_outcome, reply_data, received_at, kind, error_code, error_message, timed_out_at
-FROM commandbus.process_audit
-WHERE domain = ANY(%(domains)b::text[]) AND process_id = ANY(%(process_ids)b::uuid[])
-ORDER BY domain, process_id, sent_at, id;
+-- Read after lock_processes, as a separate statement (the adapter pipelines the two): its
+-- snapshot is taken after the locks were granted, so it includes what the previous lock
+-- holder committed. One index range scan per (domain, process_id) pair, in the pairs'
+-- order; each process's entries in send order. pair: the 1-based index of the pair.
+SELECT k.pair, a.step_name, a.command_id, a.command_type, a.command_data, a.sent_at,
+       a.reply_outcome, a.reply_data, a.received_at, a.kind, a.error_code, a.error_message,
+       a.timed_out_at
+FROM unnest(%(domains)b::text[], %(process_ids)b::uuid[]) WITH ORDINALITY
+     AS k(domain, process_id, pair)
+CROSS JOIN LATERAL (
+    SELECT x.*
+    FROM commandbus.process_audit x
+    WHERE x.domain = k.domain AND x.process_id = k.process_id
+    ORDER BY x.sent_at, x.id
+) a;
 
 
 -- name: audit_trail
@@ -141,7 +163,8 @@ ORDER BY u.ord;
 
 
 -- name: update_audit
--- Record replies (and timeouts) on the audit entries of their commands.
+-- Record replies (and timeouts) on the audit entries of their commands. Arrays wrapped in
+-- scalar subqueries for per-row index probes, as in update_processes.
 UPDATE commandbus.process_audit a
 SET reply_outcome = u.reply_outcome,
     reply_data = u.reply_data::jsonb,
@@ -150,9 +173,11 @@ SET reply_outcome = u.reply_outcome,
     error_message = u.error_message,
     timed_out_at = u.timed_out_at
 FROM unnest(
-    %(domain)b::text[], %(process_id)b::uuid[], %(command_id)b::uuid[],
-    %(reply_outcome)b::text[], %(reply_data)b::text[], %(received_at)b::timestamptz[],
-    %(error_code)b::text[], %(error_message)b::text[], %(timed_out_at)b::timestamptz[]
+    (SELECT %(domain)b::text[]), (SELECT %(process_id)b::uuid[]),
+    (SELECT %(command_id)b::uuid[]), (SELECT %(reply_outcome)b::text[]),
+    (SELECT %(reply_data)b::text[]), (SELECT %(received_at)b::timestamptz[]),
+    (SELECT %(error_code)b::text[]), (SELECT %(error_message)b::text[]),
+    (SELECT %(timed_out_at)b::timestamptz[])
 ) AS u(domain, process_id, command_id, reply_outcome, reply_data, received_at, error_code,
        error_message, timed_out_at)
 WHERE a.domain = u.domain AND a.process_id = u.process_id AND a.command_id = u.command_id;

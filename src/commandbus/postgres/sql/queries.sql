@@ -61,20 +61,27 @@ SELECT count(*) AS depth FROM commandbus.queue_message WHERE queue_name = %(queu
 
 
 -- name: insert_commands
--- Send a batch: message + PENDING row + SENT audit event per command, one round trip.
--- Duplicates are detected by the primary key (ON CONFLICT DO NOTHING waits for a
--- concurrent sender of the same id and then skips): the caller compares the inserted
--- flags with the request and rolls the whole call back if any row was skipped.
--- msg_ids are drawn up front (materialised CTE) so the command row can record its own.
--- Command rows are inserted in key order so that two batch senders with overlapping ids
--- lock them in the same order and cannot deadlock.
+-- Send a batch: message + PENDING row + SENT audit event per command, one statement.
+-- Everything is written straight from the arrays (no join, no sort but the one below).
+-- Duplicates are refused by the primary key: a plain INSERT raises unique_violation on
+-- the first id that exists (committed, or written earlier by this transaction); an id
+-- that a concurrent sender has written but not yet committed makes this statement wait
+-- for that sender, then fail (or go on if it rolled back). A failing statement writes
+-- nothing, so the caller needs no check of its own (see existing_commands).
+-- msg_ids are drawn up front (materialised CTE, in request order) so the command row and
+-- the SENT event can record them. Command rows are inserted in key order so that two
+-- batch senders with overlapping ids lock them in the same order and cannot deadlock.
+-- The queue message is built here from the columns and the encoded data. One NOTIFY per
+-- queue (the queues parameter: the distinct queue names).
 WITH req AS MATERIALIZED (
-    SELECT r.*, nextval('commandbus.queue_message_msg_id_seq'::regclass) AS msg_id
+    SELECT r.domain, r.command_id, r.command_type, r.data, r.correlation_id, r.reply_to,
+           r.max_attempts, r.delay, r.ord,
+           nextval('commandbus.queue_message_msg_id_seq'::regclass) AS msg_id
     FROM unnest(
         %(domains)b::text[], %(command_ids)b::uuid[], %(command_types)b::text[],
-        %(messages)b::text[], %(correlation_ids)b::uuid[], %(reply_tos)b::text[],
+        %(data)b::text[], %(correlation_ids)b::uuid[], %(reply_tos)b::text[],
         %(max_attempts)b::integer[], %(delays)b::float8[]
-    ) WITH ORDINALITY AS r(domain, command_id, command_type, message, correlation_id,
+    ) WITH ORDINALITY AS r(domain, command_id, command_type, data, correlation_id,
                            reply_to, max_attempts, delay, ord)
 ), cmd AS (
     INSERT INTO commandbus.command (
@@ -85,33 +92,37 @@ WITH req AS MATERIALIZED (
            correlation_id, reply_to
     FROM req
     ORDER BY domain, command_id
-    ON CONFLICT (domain, command_id) DO NOTHING
-    RETURNING domain, command_id
-), ok AS (
-    SELECT req.* FROM req JOIN cmd USING (domain, command_id)
 ), msg AS (
     INSERT INTO commandbus.queue_message (msg_id, queue_name, message, vt)
     OVERRIDING SYSTEM VALUE
-    SELECT msg_id, domain || '__commands', message::jsonb,
+    SELECT msg_id, domain || '__commands',
+           jsonb_build_object(
+               'domain', domain, 'command_type', command_type, 'command_id', command_id,
+               'correlation_id', correlation_id, 'reply_to', reply_to, 'data', data::jsonb),
            statement_timestamp() + make_interval(secs => delay)
-    FROM ok
-    ORDER BY ord
-    RETURNING queue_name
+    FROM req
 ), sent AS (
     INSERT INTO commandbus.audit (domain, command_id, event_type, details)
     SELECT domain, command_id, 'SENT', jsonb_build_object('msg_id', msg_id)
-    FROM ok
-    ORDER BY ord
-), notified AS (
-    SELECT pg_notify('commandbus', q.queue_name)
-    FROM (SELECT DISTINCT queue_name FROM msg) AS q
+    FROM req
 )
-SELECT req.ord, req.domain, req.command_id, req.msg_id,
-       cmd.command_id IS NOT NULL AS inserted,
-       (SELECT count(*) FROM notified) AS notified
-FROM req
-LEFT JOIN cmd USING (domain, command_id)
-ORDER BY req.ord;
+SELECT (SELECT array_agg(msg_id ORDER BY ord) FROM req) AS msg_ids,
+       (SELECT count(*)
+        FROM (SELECT pg_notify('commandbus', q.queue)
+              FROM unnest(%(queues)b::text[]) AS q(queue)) AS n) AS notified;
+
+
+-- name: existing_commands
+-- After insert_commands failed on the primary key: which of the requested ids exist (in
+-- request order), to name them in the error.
+SELECT k.domain, k.command_id
+FROM unnest(%(domains)b::text[], %(command_ids)b::uuid[]) WITH ORDINALITY
+     AS k(domain, command_id, ord)
+WHERE EXISTS (
+    SELECT 1 FROM commandbus.command c
+    WHERE c.command_id = k.command_id AND c.domain = k.domain
+)
+ORDER BY k.ord;
 
 
 -- name: claim_commands
