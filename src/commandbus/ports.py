@@ -151,8 +151,19 @@ class CommandStore(Protocol):
         """
         ...
 
-    async def settle(self, settlements: Sequence[Settlement], *, conn: Conn | None = None) -> None:
-        """Apply settlements mechanically, all in one transaction:
+    async def settle(self, settlements: Sequence[Settlement], *, conn: Conn | None = None) -> int:
+        """Apply the settlements of current deliveries, all in one transaction; return how
+        many were applied.
+
+        A settlement is applied only if it settles the command's current delivery: the
+        command's row is still ``IN_PROGRESS`` (the status a claim sets) and its
+        ``attempts`` equals ``settlement.attempts`` (re-checked after waiting for a
+        concurrent writer of the row); at most one settlement per command is applied per
+        call. Any other settlement is stale (an older delivery whose visibility timeout
+        ran out and that was claimed again, or a command an operator has moved) and is
+        skipped entirely: its message is left as it is, the row is not updated, no audit
+        event, no reply; the newer delivery settles the command. An applied settlement
+        is applied mechanically:
 
         - ``DELETE``: delete the message; ``ARCHIVE``: move it to the archive;
           ``RETRY``: keep it, visible again after ``retry_delay`` seconds.

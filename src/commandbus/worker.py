@@ -274,7 +274,8 @@ class Worker:
 
     async def _execute(self, claimed: ClaimedCommand) -> Settlement | None:
         """Run the handler of one delivery; return its settlement, or None if the handler
-        was transactional and its settlement already committed with the handler's writes."""
+        was transactional and its settlement already committed with the handler's writes
+        (or was stale, and the handler's writes rolled back)."""
         command = claimed.command
         if claimed.attempt > claimed.max_attempts:
             outcome = Outcome(
@@ -311,10 +312,16 @@ class Worker:
                 if outcome.kind is not OutcomeKind.SUCCESS:
                     raise _RollBack(outcome)
                 settlement = settle_outcome(claimed, outcome, self.retry_policy)
-                await self._backend.commands.settle([settlement], conn=conn)
+                if not await self._backend.commands.settle([settlement], conn=conn):
+                    # A stale delivery (claimed again after its visibility timeout, or
+                    # moved by an operator): its writes are undone and the current
+                    # delivery settles the command.
+                    raise _Stale
         except _RollBack as rollback:
             # The handler's own writes are undone with the failed attempt.
             return settle_outcome(claimed, rollback.outcome, self.retry_policy)
+        except _Stale:
+            return None
         self.stats.count(settlement)
         return None
 
@@ -371,6 +378,10 @@ class Worker:
 class _RollBack(Exception):
     def __init__(self, outcome: Outcome) -> None:
         self.outcome = outcome
+
+
+class _Stale(Exception):
+    """Rolls back a transactional handler whose settlement was stale."""
 
 
 def _failure(

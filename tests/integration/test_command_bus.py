@@ -546,6 +546,43 @@ async def test_transactional_handler_writes_commit_with_completion_or_roll_back(
     assert meta is not None and meta.status is CommandStatus.COMPLETED
 
 
+@pytest.mark.parametrize("transactional", [False, True])
+async def test_an_overrunning_delivery_does_not_settle_over_the_newer_one(
+    bus, registry, worker, pg_backend, pg_pool, transactional
+):
+    async with pg_pool.connection() as conn:
+        await conn.execute("CREATE TABLE public.ledger (command_id uuid, attempt int)")
+    other = Worker(pg_backend, DOMAIN, registry, visibility_timeout=30, retry_policy=NO_BACKOFF)
+
+    @registry.handler(DOMAIN, "Debit", transactional=transactional)
+    async def debit(command, context):
+        if context.conn is not None:
+            await context.conn.execute(
+                "INSERT INTO public.ledger VALUES (%s, %s)", (command.command_id, context.attempt)
+            )
+        if context.attempt == 1:
+            # Overrun the lease: another worker claims the command again and finishes it.
+            await expire_visibility(pg_pool)
+            assert await other.process_once() == 1
+        return {"attempt": context.attempt}
+
+    command_id = uuid4()
+    await bus.send(DOMAIN, "Debit", command_id, {}, reply_to=REPLIES)
+    assert await worker.process_once() == 1
+
+    meta = await bus.get_command(DOMAIN, command_id)
+    assert meta is not None
+    assert (meta.status, meta.attempts) == (CommandStatus.COMPLETED, 2)
+    trail = audit_types(await bus.get_audit_trail(command_id, DOMAIN))
+    assert trail.count(AuditEventType.COMPLETED) == 1
+    replies = await pg_backend.queue.read(REPLIES, 10, 30)
+    assert [m.message["result"] for m in replies] == [{"attempt": 2}]
+    if transactional:  # the stale delivery's writes were rolled back
+        async with pg_pool.connection() as conn:
+            cur = await conn.execute("SELECT attempt FROM public.ledger")
+            assert await cur.fetchall() == [(2,)]
+
+
 async def test_extend_visibility_keeps_a_long_handler_exclusive(
     bus, registry, worker, pg_backend, pg_pool
 ):

@@ -367,11 +367,25 @@ class InMemoryCommandStore:
             return None
         return self._live_row(tx, domain, command_id)
 
-    async def settle(self, settlements: Sequence[Settlement], *, conn: Conn | None = None) -> None:
+    async def settle(self, settlements: Sequence[Settlement], *, conn: Conn | None = None) -> int:
         async with self._backend.transaction(conn) as tx:
+            # Like the SQL: a settlement is applied only if its row is still IN_PROGRESS
+            # with the settlement's attempts (the current delivery), one at most per row;
+            # any other settlement writes nothing.
+            current: list[tuple[Settlement, CommandRow]] = []
+            settled: set[tuple[str, UUID]] = set()
             for s in settlements:
-                # Mechanical, like the SQL: a missing row is simply not updated.
+                key = (s.domain, s.command_id)
                 row = await self._locked_row(tx, s.domain, s.command_id)
+                if (
+                    row is not None
+                    and key not in settled
+                    and row.status is CommandStatus.IN_PROGRESS
+                    and row.attempts == s.attempts
+                ):
+                    settled.add(key)
+                    current.append((s, row))
+            for s, row in current:
                 now = self._backend.clock.now()
                 queue = command_queue(s.domain)
                 if s.action is SettleAction.DELETE:
@@ -391,14 +405,12 @@ class InMemoryCommandStore:
                         "last_error_code": s.error_code,
                         "last_error_msg": s.error_message,
                     }
-                if row is not None:
-                    self._update_row(
-                        tx, row, status=s.status, attempts=s.attempts, now=now, **errors
-                    )
+                self._update_row(tx, row, status=s.status, attempts=s.attempts, now=now, **errors)
                 for event_type, details in s.audit:
                     self._append(tx, s.domain, s.command_id, event_type, now, details)
                 if s.reply is not None:
                     self._queue.put(tx, s.reply.queue, _encode(s.reply.reply.to_message()))
+            return len(current)
 
     # -- reads ---------------------------------------------------------------------------
 

@@ -26,7 +26,6 @@ from commandbus.models import (
     JsonObject,
     SendRequest,
     SendResult,
-    SettleAction,
     Settlement,
     TroubleshootingItem,
 )
@@ -190,15 +189,13 @@ class PostgresCommandStore:
             for r in rows
         ]
 
-    async def settle(self, settlements: Sequence[Settlement], *, conn: Any | None = None) -> None:
+    async def settle(self, settlements: Sequence[Settlement], *, conn: Any | None = None) -> int:
         if not settlements:
-            return
+            return 0
         # One pass over the settlements (this runs for every command a worker handles).
         domains: list[str] = []
         command_ids: list[UUID] = []
         msg_ids: list[int] = []
-        remove_msg_ids: list[int] = []
-        retry_msg_ids: list[int] = []
         actions: list[str] = []
         statuses: list[str] = []
         attempts: list[int] = []
@@ -206,18 +203,20 @@ class PostgresCommandStore:
         error_types: list[str | None] = []
         error_codes: list[str | None] = []
         error_messages: list[str | None] = []
+        # Audit events and replies name their settlement (its ordinal, from 1): they are
+        # written only when it settles the current delivery.
+        audit_settlements: list[int] = []
         audit_domains: list[str] = []
         audit_command_ids: list[UUID] = []
         audit_types: list[str] = []
         audit_details: list[str | None] = []
+        reply_settlements: list[int] = []
         reply_queues: list[str] = []
         reply_messages: list[str] = []
-        retry = SettleAction.RETRY
-        for s in settlements:
+        for ord_, s in enumerate(settlements, 1):
             domains.append(s.domain)
             command_ids.append(s.command_id)
             msg_ids.append(s.msg_id)
-            (retry_msg_ids if s.action is retry else remove_msg_ids).append(s.msg_id)
             actions.append(s.action.value)
             statuses.append(s.status.value)
             attempts.append(s.attempts)
@@ -226,19 +225,19 @@ class PostgresCommandStore:
             error_codes.append(s.error_code)
             error_messages.append(s.error_message)
             for event, details in s.audit:
+                audit_settlements.append(ord_)
                 audit_domains.append(s.domain)
                 audit_command_ids.append(s.command_id)
                 audit_types.append(event.value)
                 audit_details.append(None if details is None else dumps(details))
             if s.reply is not None:
+                reply_settlements.append(ord_)
                 reply_queues.append(s.reply.queue)
                 reply_messages.append(dumps(s.reply.reply.to_message()))
         params = {
             "domains": domains,
             "command_ids": command_ids,
             "msg_ids": msg_ids,
-            "remove_msg_ids": remove_msg_ids,
-            "retry_msg_ids": retry_msg_ids,
             "domain_set": sorted(set(domains)),
             "actions": actions,
             "statuses": statuses,
@@ -247,15 +246,21 @@ class PostgresCommandStore:
             "error_types": error_types,
             "error_codes": error_codes,
             "error_messages": error_messages,
+            "audit_settlements": audit_settlements,
             "audit_domains": audit_domains,
             "audit_command_ids": audit_command_ids,
             "audit_types": audit_types,
             "audit_details": audit_details,
+            "reply_settlements": reply_settlements,
             "reply_queues": reply_queues,
             "reply_messages": reply_messages,
         }
         async with statement_conn(self._pool, conn) as c:
-            await c.execute(Q.settle, params)
+            cur = await c.execute(Q.settle, params)
+            row = await cur.fetchone()
+        assert row is not None
+        applied: int = row[0]
+        return applied
 
     # -- reads ---------------------------------------------------------------------------
 

@@ -320,7 +320,7 @@ class BackendContract:
         assert await backend.commands.insert([], DEFAULT_MAX_ATTEMPTS) == []
         await self.send(backend, request())
         assert await backend.commands.claim(DOMAIN, 0, 30) == []
-        await backend.commands.settle([])
+        assert await backend.commands.settle([]) == 0
         assert await backend.queue.enqueue(REPLIES, []) == []
         assert await backend.queue.read(COMMANDS, 0, 30) == []
         assert await backend.queue.delete(COMMANDS, []) == 0
@@ -624,6 +624,200 @@ class BackendContract:
         )
         # FAILED is terminal, not a troubleshooting item.
         assert await backend.commands.count_troubleshooting(DOMAIN) == 0
+
+    async def test_settle_of_a_stale_delivery_is_skipped(self, backend: Backend) -> None:
+        req = request()
+        [sent] = await self.send(backend, req)
+        [first] = await backend.commands.claim(DOMAIN, 1, 30)
+        await self.advance(backend, 31)  # the first handler overran its lease
+        [second] = await backend.commands.claim(DOMAIN, 1, 30)
+        assert (first.msg_id, second.msg_id) == (sent.msg_id, sent.msg_id)
+        assert (first.attempt, second.attempt) == (1, 2)
+
+        def completed(attempt: int) -> Settlement:
+            return self.settlement(
+                req,
+                sent.msg_id,
+                SettleAction.DELETE,
+                CommandStatus.COMPLETED,
+                attempt,
+                [(A.COMPLETED, {"attempt": attempt})],
+                reply=reply_for(req, ReplyOutcome.SUCCESS, data={"attempt": attempt}),
+            )
+
+        stale = [
+            completed(1),
+            self.settlement(
+                req,
+                sent.msg_id,
+                SettleAction.ARCHIVE,
+                CommandStatus.IN_TROUBLESHOOTING_QUEUE,
+                1,
+                [(A.MOVED_TO_TSQ, None)],
+                error_type="PermanentCommandError",
+                error_code="P",
+                error_message="p",
+                reply=reply_for(req, ReplyOutcome.IN_TROUBLESHOOTING_QUEUE),
+            ),
+            self.settlement(
+                req,
+                sent.msg_id,
+                SettleAction.RETRY,
+                CommandStatus.PENDING,
+                1,
+                [(A.RETRY_SCHEDULED, None)],
+                retry_delay=100,
+                error_type="TransientCommandError",
+                error_code="T",
+                error_message="t",
+            ),
+        ]
+        for settlement in stale:
+            assert await backend.commands.settle([settlement]) == 0
+
+        meta = await backend.commands.get(DOMAIN, req.command_id)
+        assert meta is not None
+        assert (meta.status, meta.attempts, meta.last_error_type) == (
+            CommandStatus.IN_PROGRESS,
+            2,
+            None,
+        )
+        assert await self.audit_types(backend, req.command_id) == [A.SENT, A.RECEIVED, A.RECEIVED]
+        assert await backend.queue.depth(COMMANDS) == 1
+        assert await backend.queue.depth(REPLIES) == 0
+        assert await backend.commands.archived_message(DOMAIN, req.command_id) is None
+        assert await backend.commands.count_troubleshooting(DOMAIN) == 0
+        # The message keeps the second delivery's lease (no retry pushed its vt).
+        assert await backend.commands.claim(DOMAIN, 1, 30) == []
+
+        assert await backend.commands.settle([completed(2)]) == 1
+        # Settled now: a late settlement of either delivery is stale.
+        assert await backend.commands.settle([completed(1)]) == 0
+        assert await backend.commands.settle([completed(2)]) == 0
+
+        meta = await backend.commands.get(DOMAIN, req.command_id)
+        assert meta is not None
+        assert (meta.status, meta.attempts) == (CommandStatus.COMPLETED, 2)
+        assert await self.audit_types(backend, req.command_id) == [
+            A.SENT,
+            A.RECEIVED,
+            A.RECEIVED,
+            A.COMPLETED,
+        ]
+        trail = await backend.commands.audit_trail(req.command_id, DOMAIN)
+        assert trail[-1].details == {"attempt": 2}
+        assert await backend.queue.depth(COMMANDS) == 0
+        replies = await backend.queue.read(REPLIES, 10, 30)
+        expected = reply_for(req, ReplyOutcome.SUCCESS, data={"attempt": 2})
+        assert [m.message for m in replies] == [expected.reply.to_message()]
+
+    async def test_settle_applies_only_the_current_delivery_of_one_call(
+        self, backend: Backend
+    ) -> None:
+        req, other = request(), request()
+        await self.send(backend, req, other)
+        [first] = await backend.commands.claim(DOMAIN, 1, 30)
+        assert first.command.command_id == req.command_id
+        await self.advance(backend, 31)
+        claimed = {c.command.command_id: c for c in await backend.commands.claim(DOMAIN, 5, 30)}
+        second = claimed[req.command_id]
+        assert second.attempt == 2
+
+        applied = await backend.commands.settle(
+            [
+                self.settlement(
+                    req,
+                    first.msg_id,
+                    SettleAction.ARCHIVE,
+                    CommandStatus.IN_TROUBLESHOOTING_QUEUE,
+                    1,
+                    [(A.FAILED, None), (A.MOVED_TO_TSQ, None)],
+                    error_type="PermanentCommandError",
+                    error_code="P",
+                    error_message="p",
+                    reply=reply_for(req, ReplyOutcome.IN_TROUBLESHOOTING_QUEUE),
+                ),
+                self.settlement(
+                    other,
+                    claimed[other.command_id].msg_id,
+                    SettleAction.DELETE,
+                    CommandStatus.COMPLETED,
+                    1,
+                    [(A.COMPLETED, None)],
+                    reply=reply_for(other, ReplyOutcome.SUCCESS),
+                ),
+                self.settlement(
+                    req,
+                    second.msg_id,
+                    SettleAction.DELETE,
+                    CommandStatus.COMPLETED,
+                    2,
+                    [(A.COMPLETED, {"attempt": 2})],
+                    reply=reply_for(req, ReplyOutcome.SUCCESS),
+                ),
+            ]
+        )
+
+        assert applied == 2
+        for r, attempts in ((req, 2), (other, 1)):
+            meta = await backend.commands.get(DOMAIN, r.command_id)
+            assert meta is not None
+            assert (meta.status, meta.attempts, meta.last_error_type) == (
+                CommandStatus.COMPLETED,
+                attempts,
+                None,
+            )
+        assert await self.audit_types(backend, req.command_id) == [
+            A.SENT,
+            A.RECEIVED,
+            A.RECEIVED,
+            A.COMPLETED,
+        ]
+        assert await self.audit_types(backend, other.command_id) == [
+            A.SENT,
+            A.RECEIVED,
+            A.COMPLETED,
+        ]
+        assert await backend.queue.depth(COMMANDS) == 0
+        assert await backend.commands.archived_message(DOMAIN, req.command_id) is None
+        replies = await backend.queue.read(REPLIES, 10, 30)
+        assert [(m.message["command_id"], m.message["outcome"]) for m in replies] == [
+            (str(other.command_id), "SUCCESS"),
+            (str(req.command_id), "SUCCESS"),
+        ]
+
+    async def test_settle_of_a_command_moved_by_an_operator_is_skipped(
+        self, backend: Backend
+    ) -> None:
+        req = request()
+        [sent] = await self.send(backend, req)
+        [claimed] = await backend.commands.claim(DOMAIN, 1, 30)
+        # An operator cancels it while the handler runs (same attempts, another status).
+        await backend.commands.set_status(DOMAIN, req.command_id, CommandStatus.CANCELED)
+
+        settlement = self.settlement(
+            req,
+            claimed.msg_id,
+            SettleAction.DELETE,
+            CommandStatus.COMPLETED,
+            1,
+            [(A.COMPLETED, None)],
+            reply=reply_for(req, ReplyOutcome.SUCCESS),
+        )
+        assert await backend.commands.settle([settlement]) == 0
+
+        meta = await backend.commands.get(DOMAIN, req.command_id)
+        assert meta is not None
+        assert (meta.status, meta.attempts) == (CommandStatus.CANCELED, 1)
+        assert await self.audit_types(backend, req.command_id) == [A.SENT, A.RECEIVED]
+        assert await backend.queue.depth(COMMANDS) == 1
+        assert await backend.queue.depth(REPLIES) == 0
+        # A command without a row is not settled either.
+        ghost = self.settlement(
+            request(), sent.msg_id, SettleAction.DELETE, CommandStatus.COMPLETED, 1, []
+        )
+        assert await backend.commands.settle([ghost]) == 0
+        assert await backend.queue.depth(COMMANDS) == 1
 
     # -- transactions --------------------------------------------------------------------
 

@@ -313,8 +313,8 @@ class _ObservedCommands:
         )
         return result
 
-    async def settle(self, settlements: Sequence[Settlement], *, conn: Any = None) -> None:
-        await self._inner.settle(settlements, conn=conn)
+    async def settle(self, settlements: Sequence[Settlement], *, conn: Any = None) -> int:
+        applied: int = await self._inner.settle(settlements, conn=conn)
         sim = self._sim
         for s in settlements:
             if s.status is CommandStatus.PENDING:  # a retry after the backoff
@@ -323,6 +323,7 @@ class _ObservedCommands:
                 sim._schedule_operator(s.domain, s.command_id)
             if s.reply is not None and sim._draw_duplicate():
                 await sim._duplicate(s.reply.queue, s.reply.reply.to_message())
+        return applied
 
 
 class _ObservedQueue:

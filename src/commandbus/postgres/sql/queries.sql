@@ -206,8 +206,19 @@ ORDER BY visible_since, msg_id;
 -- Apply a list of settlements in one statement: delete / archive / retry the messages,
 -- update the command rows, append audit events in the given order, enqueue replies and
 -- notify each reply queue once. Messages are never updated and then deleted.
--- As in the claim, rows are reached through "= ANY(...)" of their keys (the caller
--- passes the message ids per action).
+-- Only a settlement of the current delivery is applied: its command row must still be
+-- IN_PROGRESS with attempts = the settlement's attempts. The row update ("current") is
+-- the test: it writes only such rows and returns the settlements it applied, and every
+-- other CTE is driven by it, so a stale settlement (an older delivery whose visibility
+-- timeout ran out and that was claimed again, or a command an operator moved) writes
+-- nothing at all. A row changed by a concurrent transaction is waited for and the test
+-- re-checked on its committed version (READ COMMITTED), no lock is taken beforehand.
+-- One settlement at most is applied per row. Audit rows and replies carry the ordinal of
+-- their settlement (from 1).
+-- As in the claim, rows are reached through "= ANY(...)" of their keys; ARRAY(SELECT ...)
+-- hides the values from the planner, so the primary key is probed whatever the
+-- statistics say (a parameter array of 50 keys on a table of a few thousand rows would
+-- be planned as a sequential scan).
 WITH s AS MATERIALIZED (
     SELECT *
     FROM unnest(
@@ -215,28 +226,9 @@ WITH s AS MATERIALIZED (
         %(actions)b::text[], %(statuses)b::text[], %(attempts)b::integer[],
         %(delays)b::float8[], %(error_types)b::text[], %(error_codes)b::text[],
         %(error_messages)b::text[]
-    ) AS s(domain, command_id, msg_id, action, status, attempts, delay, error_type,
-           error_code, error_message)
-), removed AS (
-    DELETE FROM commandbus.queue_message q
-    WHERE q.msg_id = ANY (%(remove_msg_ids)b::bigint[])
-    RETURNING q.*
-), archived AS (
-    INSERT INTO commandbus.queue_archive (
-        msg_id, queue_name, message, headers, enqueued_at, vt, read_ct, command_id
-    )
-    SELECT r.msg_id, r.queue_name, r.message, r.headers, r.enqueued_at, r.vt, r.read_ct,
-           s.command_id
-    FROM removed r
-    JOIN s ON s.msg_id = r.msg_id
-    WHERE s.action = 'ARCHIVE'
-), retried AS (
-    UPDATE commandbus.queue_message q
-    SET vt = statement_timestamp() + make_interval(secs => s.delay)
-    FROM s
-    WHERE q.msg_id = ANY (%(retry_msg_ids)b::bigint[])
-      AND s.msg_id = q.msg_id AND s.action = 'RETRY'
-), updated AS (
+    ) WITH ORDINALITY AS s(domain, command_id, msg_id, action, status, attempts, delay,
+                           error_type, error_code, error_message, ord)
+), current AS (
     UPDATE commandbus.command c
     SET status = s.status,
         attempts = s.attempts,
@@ -248,29 +240,55 @@ WITH s AS MATERIALIZED (
                               ELSE s.error_message END,
         updated_at = now()
     FROM s
-    WHERE c.command_id = ANY (%(command_ids)b::uuid[])
+    WHERE c.command_id = ANY (ARRAY(SELECT command_id FROM s))
       AND c.domain = ANY (%(domain_set)b::text[])
       AND c.command_id = s.command_id AND c.domain = s.domain
+      AND c.status = 'IN_PROGRESS' AND c.attempts = s.attempts
+    RETURNING s.ord, s.command_id, s.msg_id, s.action, s.delay
+), removed AS (
+    DELETE FROM commandbus.queue_message q
+    WHERE q.msg_id = ANY (ARRAY(SELECT msg_id FROM current WHERE action <> 'RETRY'))
+    RETURNING q.*
+), archived AS (
+    INSERT INTO commandbus.queue_archive (
+        msg_id, queue_name, message, headers, enqueued_at, vt, read_ct, command_id
+    )
+    SELECT r.msg_id, r.queue_name, r.message, r.headers, r.enqueued_at, r.vt, r.read_ct,
+           s.command_id
+    FROM removed r
+    JOIN current s ON s.msg_id = r.msg_id
+    WHERE s.action = 'ARCHIVE'
+), retried AS (
+    UPDATE commandbus.queue_message q
+    SET vt = statement_timestamp() + make_interval(secs => s.delay)
+    FROM current s
+    WHERE q.msg_id = ANY (ARRAY(SELECT msg_id FROM current WHERE action = 'RETRY'))
+      AND s.msg_id = q.msg_id AND s.action = 'RETRY'
 ), events AS (
     INSERT INTO commandbus.audit (domain, command_id, event_type, details)
     SELECT a.domain, a.command_id, a.event_type, a.details::jsonb
     FROM unnest(
-        %(audit_domains)b::text[], %(audit_command_ids)b::uuid[],
-        %(audit_types)b::text[], %(audit_details)b::text[]
-    ) WITH ORDINALITY AS a(domain, command_id, event_type, details, ord)
+        %(audit_settlements)b::bigint[], %(audit_domains)b::text[],
+        %(audit_command_ids)b::uuid[], %(audit_types)b::text[], %(audit_details)b::text[]
+    ) WITH ORDINALITY AS a(settlement, domain, command_id, event_type, details, ord)
+    WHERE a.settlement = ANY (ARRAY(SELECT ord FROM current))
     ORDER BY a.ord
 ), replies AS (
     INSERT INTO commandbus.queue_message (queue_name, message)
     SELECT r.queue_name, r.message::jsonb
-    FROM unnest(%(reply_queues)b::text[], %(reply_messages)b::text[])
-         WITH ORDINALITY AS r(queue_name, message, ord)
+    FROM unnest(
+        %(reply_settlements)b::bigint[], %(reply_queues)b::text[],
+        %(reply_messages)b::text[]
+    ) WITH ORDINALITY AS r(settlement, queue_name, message, ord)
+    WHERE r.settlement = ANY (ARRAY(SELECT ord FROM current))
     ORDER BY r.ord
     RETURNING queue_name
 ), notified AS (
     SELECT pg_notify('commandbus', q.queue_name)
     FROM (SELECT DISTINCT queue_name FROM replies) AS q
 )
-SELECT count(*) AS notified FROM notified;
+SELECT (SELECT count(*) FROM current) AS applied,
+       (SELECT count(*) FROM notified) AS notified;
 
 
 -- name: get_command
