@@ -30,7 +30,7 @@ from commandbus.process.models import (
     ProcessSnapshot,
     ProcessStatus,
 )
-from commandbus.process.repository import ProcessWrites, state_to_json
+from commandbus.process.repository import ProcessWrites, completed_steps, state_to_json
 
 if TYPE_CHECKING:
     from commandbus.memory.backend import InMemoryBackend
@@ -298,12 +298,7 @@ class InMemoryProcessRepository:
     async def get_completed_steps(
         self, domain: str, process_id: UUID, *, conn: Conn | None = None
     ) -> list[str]:
-        trail = await self.get_audit_trail(domain, process_id, conn=conn)
-        return [
-            e.step_name
-            for e in trail
-            if e.kind is AuditEntryKind.STEP and e.reply_outcome is ReplyOutcome.SUCCESS
-        ]
+        return completed_steps(await self.get_audit_trail(domain, process_id, conn=conn))
 
     # -- engine --------------------------------------------------------------------------
 

@@ -35,7 +35,7 @@ from commandbus.process.models import (
     ProcessSnapshot,
     ProcessStatus,
 )
-from commandbus.process.repository import ProcessWrites, state_to_json
+from commandbus.process.repository import ProcessWrites, completed_steps, state_to_json
 from commandbus.validation import json_text
 
 __all__ = ["PostgresProcessRepository"]
@@ -291,12 +291,7 @@ class PostgresProcessRepository:
     async def get_completed_steps(
         self, domain: str, process_id: UUID, *, conn: Conn | None = None
     ) -> list[str]:
-        trail = await self.get_audit_trail(domain, process_id, conn=conn)
-        return [
-            e.step_name
-            for e in trail
-            if e.kind is AuditEntryKind.STEP and e.reply_outcome is ReplyOutcome.SUCCESS
-        ]
+        return completed_steps(await self.get_audit_trail(domain, process_id, conn=conn))
 
     # -- engine --------------------------------------------------------------------------
 

@@ -26,9 +26,10 @@ from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
-from commandbus.models import JsonObject
+from commandbus.models import JsonObject, ReplyOutcome
 from commandbus.ports import Conn
 from commandbus.process.models import (
+    AuditEntryKind,
     ProcessAuditEntry,
     ProcessMessageDisposition,
     ProcessMessageRecord,
@@ -38,7 +39,14 @@ from commandbus.process.models import (
 )
 from commandbus.validation import json_text
 
-__all__ = ["JsonText", "ProcessRepository", "ProcessWrites", "state_to_dict", "state_to_json"]
+__all__ = [
+    "JsonText",
+    "ProcessRepository",
+    "ProcessWrites",
+    "completed_steps",
+    "state_to_dict",
+    "state_to_json",
+]
 
 AnyProcess = ProcessMetadata[Any, Any]
 
@@ -48,6 +56,16 @@ class JsonText(str):
     state once; repositories store it as it is instead of encoding it again)."""
 
     __slots__ = ()
+
+
+def completed_steps(trail: Sequence[ProcessAuditEntry]) -> list[str]:
+    """Forward steps answered SUCCESS, in the order they were sent (what compensation
+    walks backwards); compensation commands themselves are not steps."""
+    return [
+        e.step_name
+        for e in trail
+        if e.kind is AuditEntryKind.STEP and e.reply_outcome is ReplyOutcome.SUCCESS
+    ]
 
 
 def state_to_json(state: object) -> str:
