@@ -678,3 +678,25 @@ async def test_notify_wakes_an_idle_worker_long_before_its_poll_interval(bus, re
     finally:
         await worker.stop(timeout=5)
         await run
+
+
+async def test_the_public_classes_accept_a_plain_psycopg_pool(pg_pool):
+    """``CommandBus(pool)`` as users of the seed API write it: no backend object needed."""
+    registry = HandlerRegistry()
+
+    @registry.handler(DOMAIN, "Debit")
+    async def refuse(command, context):
+        raise PermanentCommandError("NOPE", "needs a human")
+
+    bus = CommandBus(pg_pool)
+    worker = Worker(pg_pool, DOMAIN, registry)
+    tsq = TroubleshootingQueue(pg_pool)
+    command_id = uuid4()
+    await bus.send(DOMAIN, "Debit", command_id, {"amount": 1}, reply_to=REPLIES)
+    assert await worker.process_once() == 1
+    assert [i.command_id for i in await tsq.list_troubleshooting(DOMAIN)] == [command_id]
+    await tsq.operator_complete(DOMAIN, command_id, result_data={"by": "hand"})
+    replies = [r.reply.outcome for r in await bus.read_replies(REPLIES)]
+    assert replies == [ReplyOutcome.IN_TROUBLESHOOTING_QUEUE, ReplyOutcome.SUCCESS]
+    with pytest.raises(TypeError, match="AsyncConnectionPool or a commandbus Backend"):
+        CommandBus("postgresql://not-a-pool")
