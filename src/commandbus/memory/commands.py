@@ -11,7 +11,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from uuid import UUID
 
 from commandbus.errors import DuplicateCommandError
@@ -631,20 +631,7 @@ class InMemoryCommandStore:
             _encode(details) if details is not None else None,
             tx.root,
         )
-        trail = self._audit.setdefault(command_id, [])
-        trail.append(event)
-
-        def undo() -> None:
-            for i in range(len(trail) - 1, -1, -1):
-                if trail[i] is event:
-                    del trail[i]
-                    break
-
-        def publish() -> None:
-            event.tx = None
-
-        tx.record_undo(undo)
-        tx.on_commit(publish)
+        _append_in_transaction(tx, self._audit.setdefault(command_id, []), event)
 
     def _archive_message(
         self,
@@ -658,20 +645,7 @@ class InMemoryCommandStore:
             msg.msg_id, msg.queue, msg.body, msg.enqueued_at, now, msg.read_ct, tx.root
         )
         key = (msg.queue, command_id)
-        entries = self._archive.setdefault(key, [])
-        entries.append(entry)
-
-        def undo() -> None:
-            for i in range(len(entries) - 1, -1, -1):
-                if entries[i] is entry:
-                    del entries[i]
-                    break
-
-        def publish() -> None:
-            entry.tx = None
-
-        tx.record_undo(undo)
-        tx.on_commit(publish)
+        _append_in_transaction(tx, self._archive.setdefault(key, []), entry)
 
     def _latest_archived(
         self, tx: MemoryTransaction, domain: str, command_id: UUID
@@ -694,3 +668,28 @@ class InMemoryCommandStore:
             if row.status == CommandStatus.IN_TROUBLESHOOTING_QUEUE
             and (command_type is None or row.command_type == command_type)
         ]
+
+
+class _Published(Protocol):
+    #: The transaction that wrote the row until it commits (then None: visible to all).
+    tx: MemoryTransaction | None
+
+
+_P = TypeVar("_P", bound=_Published)
+
+
+def _append_in_transaction(tx: MemoryTransaction, rows: list[_P], row: _P) -> None:
+    """Append ``row``: removed again if ``tx`` rolls back, visible to all once it commits."""
+    rows.append(row)
+
+    def undo() -> None:
+        for i in range(len(rows) - 1, -1, -1):
+            if rows[i] is row:
+                del rows[i]
+                break
+
+    def publish() -> None:
+        row.tx = None
+
+    tx.record_undo(undo)
+    tx.on_commit(publish)
