@@ -104,11 +104,21 @@ class Reply:
 
     @classmethod
     def from_message(cls, message: JsonObject) -> Reply:
-        """Parse a reply message; raises ``ValueError`` with the reason if malformed."""
+        """Parse a reply message; raises ``ValueError`` with the reason if malformed
+        (see ``docs/reply.schema.json``)."""
+        if not isinstance(message, dict):
+            raise ValueError(
+                f"malformed reply message: a JSON object expected, got {type(message).__name__}"
+            )
+        if not isinstance(message.get("command_id"), str):
+            raise ValueError("malformed reply message: 'command_id' must be a UUID string")
+        for key in ("correlation_id", "error_code", "error_message", "domain", "command_type"):
+            if not isinstance(message.get(key), str | None):
+                raise ValueError(f"malformed reply message: {key!r} must be a string or null")
         try:
-            command_id = UUID(str(message["command_id"]))
+            command_id = UUID(message["command_id"])
             raw_corr = message.get("correlation_id")
-            correlation_id = UUID(str(raw_corr)) if raw_corr else None
+            correlation_id = UUID(raw_corr) if raw_corr else None
             outcome = _OUTCOMES.get(message["outcome"]) or ReplyOutcome(message["outcome"])
         except (KeyError, ValueError, TypeError) as exc:
             raise ValueError(f"malformed reply message: {exc!r}") from exc

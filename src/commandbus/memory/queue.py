@@ -108,6 +108,13 @@ class InMemoryMessageQueue:
         async with self._backend.transaction(conn) as tx:
             return [self.put(tx, queue, body, delay) for body in bodies]
 
+    async def enqueue_unchecked(self, queue: str, messages: Sequence[object]) -> list[int]:
+        """Store any JSON values, unvalidated: what another writer of a PostgreSQL queue
+        table can do. For tests of how readers cope with junk."""
+        bodies = [json.dumps(m) for m in messages]
+        async with self._backend.transaction() as tx:
+            return [self.put(tx, queue, body) for body in bodies]
+
     async def read(
         self,
         queue: str,

@@ -456,5 +456,6 @@ def _message_params(records: Sequence[ProcessMessageRecord]) -> dict[str, list[A
         "command_id": [r.command_id for r in records],
         "queue_name": [r.queue_name for r in records],
         "msg_id": [r.msg_id for r in records],
-        "message": [_dumps(r.message) for r in records],
+        # Any JSON value, JSON null included (a queue can hold anything).
+        "message": [json_text(r.message) for r in records],
     }

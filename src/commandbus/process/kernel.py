@@ -163,7 +163,7 @@ def timer_message(domain: str, process_id: UUID, command_id: UUID, fire_at: date
 def parse_timer_message(message: JsonObject) -> tuple[str, UUID, TimerFired] | None:
     """``(domain, process_id, TimerFired)`` for a timer message, None for anything else.
     Raises ``ValueError`` for a message that claims to be a timer but is malformed."""
-    if message.get("kind") != TIMER_MESSAGE_KIND:
+    if not isinstance(message, dict) or message.get("kind") != TIMER_MESSAGE_KIND:
         return None
     try:
         domain = validate_name(message["domain"])

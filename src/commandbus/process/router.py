@@ -53,6 +53,10 @@ __all__ = ["ProcessReplyRouter", "RouterStats"]
 
 logger = logging.getLogger(__name__)
 
+#: A parking reason longer than this is cut (it is an exception's text).
+_MAX_REASON_CHARS = 2_000
+_SET_ASIDE_SECONDS = 365 * 24 * 3600.0
+
 
 @dataclass
 class RouterStats:
@@ -210,7 +214,28 @@ class ProcessReplyRouter:
                         message.msg_id,
                         self.reply_queue,
                     )
-                    await self._park(envelope, message, f"{type(exc).__name__}: {exc}", tx)
+                    await self._park_or_set_aside(
+                        envelope, message, f"{type(exc).__name__}: {exc}", tx
+                    )
+
+    async def _park_or_set_aside(
+        self, env: Envelope, message: QueueMessage, reason: str, tx: Any
+    ) -> None:
+        """Park ``message`` in the message log; if even that fails, leave it on the queue
+        but invisible for a year (like ``read_replies`` does), so that it is kept and no
+        longer stops the messages behind it."""
+        try:
+            async with self._backend.transaction(tx) as savepoint:
+                await self._park(env, message, reason[:_MAX_REASON_CHARS], savepoint)
+        except Exception:
+            logger.exception(
+                "message %s on %s could not be parked; setting it aside on the queue",
+                message.msg_id,
+                self.reply_queue,
+            )
+            await self._backend.queue.set_visibility(
+                self.reply_queue, message.msg_id, _SET_ASIDE_SECONDS, conn=tx
+            )
 
     async def _park(self, env: Envelope, message: QueueMessage, reason: str, tx: Any) -> None:
         record = ProcessMessageRecord(
@@ -243,6 +268,9 @@ class ProcessReplyRouter:
             reply = Reply.from_message(raw)
         except ValueError as exc:
             return Envelope(message=None, error=str(exc), **common)
+        except Exception as exc:  # anyone can write to a queue: never let one message raise
+            error = f"malformed message ({type(exc).__name__}: {exc})"
+            return Envelope(message=None, error=error, **common)
         return Envelope(message=ReplyReceived(reply), process_id=reply.correlation_id, **common)
 
     # -- continuous operation ------------------------------------------------------------

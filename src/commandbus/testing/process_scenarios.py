@@ -11,7 +11,9 @@ memory backend; shifting visibility deadlines for PostgreSQL).
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
+import json
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
@@ -256,8 +258,14 @@ class ProcessBehaviourContract:
         trail = await env.manager.get_audit_trail(pid)
         return [(e.step_name, e.reply_outcome.value if e.reply_outcome else None) for e in trail]
 
-    async def inject(self, env: Env, *messages: dict[str, Any]) -> None:
-        await env.backend.queue.enqueue(REPLIES, list(messages))
+    async def inject(self, env: Env, *messages: Any) -> None:
+        """Put messages on the reply queue as any writer could (non-objects included)."""
+        queue = env.backend.queue
+        unchecked = getattr(queue, "enqueue_unchecked", None)  # the memory queue validates
+        if unchecked is not None:
+            await unchecked(REPLIES, list(messages))
+        else:
+            await queue.enqueue(REPLIES, list(messages))
 
     async def log(self, env: Env, disposition: ProcessMessageDisposition) -> list[str]:
         records = await env.manager.process_repo.list_messages(disposition=disposition)
@@ -369,6 +377,25 @@ class ProcessBehaviourContract:
         [parked] = await env.router.parked_messages()
         assert parked.message == {"what": "is this"}
         assert parked.reason.startswith("malformed reply message")
+
+    async def test_messages_that_are_not_objects_are_parked_and_the_queue_moves_on(
+        self, env: Env
+    ) -> None:
+        # Anyone can write to a queue: none of these may stop the router.
+        junk: list[Any] = [[], "a string", None, 42, True, 1.5, {"kind": 7}]
+        junk.append({"kind": "commandbus.process_timer", "domain": ["x"], "process_id": 1})
+        bad_types = Reply(uuid4(), uuid4(), ReplyOutcome.FAILED).to_message()
+        bad_types.update(error_code=["E"], error_message={"no": "text"})
+        junk.append(bad_types)
+        await self.inject(env, *junk)
+        pid = await env.manager.start({})  # a canary behind the junk
+        await self.drive(env)
+        assert (await self.process(env, pid)).status is ProcessStatus.COMPLETED
+        parked = await env.router.parked_messages()
+        canonical = functools.partial(json.dumps, sort_keys=True)
+        assert sorted(canonical(r.message) for r in parked) == sorted(map(canonical, junk))
+        assert all(r.reason.startswith("malformed") for r in parked), [r.reason for r in parked]
+        assert await env.backend.queue.depth(REPLIES) == 0
 
     async def test_reply_for_a_command_of_another_process_is_ignored(self, env: Env) -> None:
         pid = await env.manager.start({})
