@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import math
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -25,24 +23,22 @@ from commandbus.models import (
 from commandbus.policies import RetryPolicy
 from commandbus.ports import Backend, Clock, Conn
 from commandbus.validation import (
+    MAX_ATTEMPTS_LIMIT,
+    MAX_BATCH_LIMIT,
+    MAX_DELAY_SECONDS,
     MAX_PAYLOAD_BYTES,
+    MAX_VISIBILITY_SECONDS,
     encode_payload,
     validate_command_type,
+    validate_count,
     validate_name,
     validate_queue_name,
+    validate_seconds,
     validate_uuid,
 )
 from commandbus.wiring import backend_from, in_memory_backend
 
 logger = logging.getLogger(__name__)
-
-#: The most commands one ``send_batch`` call writes in one transaction; larger lists are
-#: still accepted and written in chunks of this size, each chunk atomic.
-SEND_CHUNK = 5_000
-#: How many chunks of one ``send_batch`` call (without ``conn``) are in flight at once,
-#: each on a pooled connection of its own: encoding the next chunk overlaps the database
-#: writing the previous one.
-SEND_CONCURRENCY = 2
 
 
 class CommandBus:
@@ -108,40 +104,16 @@ class CommandBus:
     async def send_batch(
         self, requests: Sequence[SendRequest], conn: Conn | None = None
     ) -> list[SendResult]:
-        """Send many commands. Everything is validated first (nothing is written if a
-        request is invalid). With ``conn`` all of ``requests`` are one transaction, the
-        caller's. Without it, each chunk of ``SEND_CHUNK`` commands is one transaction, and
-        up to ``SEND_CONCURRENCY`` chunks are written at once on separate pooled
-        connections; so chunks may commit in any order, and when a chunk fails (e.g.
-        ``DuplicateCommandError``) the chunks already in flight still commit and no further
-        chunk starts. The first error, in chunk order, is raised; results are in request
-        order."""
+        """Send many commands, atomically: every request is validated first, then all of
+        them are written in one transaction (the caller's, with ``conn``), so a call that
+        raises — a ``ValidationError``, a ``DuplicateCommandError``, a lost connection —
+        has written nothing. Results are in request order."""
         checked = [self._checked(r) for r in requests]
-        max_attempts = self.retry_policy.max_attempts
-        insert = self._backend.commands.insert
-        if conn is not None:
-            return await insert(checked, max_attempts, conn=conn)
-        chunks = [checked[i : i + SEND_CHUNK] for i in range(0, len(checked), SEND_CHUNK)]
-        if len(chunks) <= 1:
-            return await insert(checked, max_attempts) if checked else []
-        done: list[list[SendResult]] = [[] for _ in chunks]
-        errors: dict[int, Exception] = {}
-        pending = iter(range(len(chunks)))
-
-        async def lane() -> None:
-            for index in pending:
-                if errors:
-                    return
-                try:
-                    done[index] = await insert(chunks[index], max_attempts)
-                except Exception as exc:
-                    errors[index] = exc
-                    return
-
-        await asyncio.gather(*(lane() for _ in range(min(SEND_CONCURRENCY, len(chunks)))))
-        if errors:
-            raise errors[min(errors)]
-        return [result for chunk in done for result in chunk]
+        if not checked:
+            return []
+        return await self._backend.commands.insert(
+            checked, self.retry_policy.max_attempts, conn=conn
+        )
 
     def _checked(self, request: SendRequest) -> SendRequest:
         domain = validate_name(request.domain)
@@ -155,19 +127,12 @@ class CommandBus:
         )
         if request.reply_to is not None:
             validate_queue_name(request.reply_to)
-        if request.max_attempts is not None and (
-            not isinstance(request.max_attempts, int)
-            or isinstance(request.max_attempts, bool)
-            or request.max_attempts < 1
-        ):
-            raise ValidationError(
-                f"max_attempts must be a positive integer, got {request.max_attempts!r}"
-            )
+        max_attempts = request.max_attempts
+        if max_attempts is not None:
+            validate_count(max_attempts, "max_attempts", MAX_ATTEMPTS_LIMIT)
         delay = request.delay
-        if delay is not None and (
-            not isinstance(delay, int | float) or not math.isfinite(delay) or delay < 0
-        ):
-            raise ValidationError(f"delay must be a number of seconds >= 0, got {delay!r}")
+        if delay is not None:
+            delay = validate_seconds(delay, "delay", MAX_DELAY_SECONDS, allow_zero=True)
         return SendRequest(
             domain=domain,
             command_type=command_type,
@@ -175,8 +140,8 @@ class CommandBus:
             data=request.data,
             correlation_id=correlation_id,
             reply_to=request.reply_to,
-            max_attempts=request.max_attempts,
-            delay=float(delay) if delay else None,
+            max_attempts=max_attempts,
+            delay=delay or None,
             encoded_data=encoded,
         )
 
@@ -204,8 +169,13 @@ class CommandBus:
                 ) from None
         if domain is not None:
             validate_name(domain)
-        if not 1 <= limit <= 10_000 or offset < 0:
-            raise ValidationError("limit must be 1..10000 and offset >= 0")
+        if command_type is not None:
+            validate_command_type(command_type)
+        for bound in (created_after, created_before):
+            if bound is not None and not isinstance(bound, datetime):
+                raise ValidationError(f"created_after/created_before must be datetimes: {bound!r}")
+        validate_count(limit, "limit", MAX_BATCH_LIMIT)
+        validate_count(offset, "offset", 2**31 - 1, minimum=0)
         query = CommandQuery(
             status=status,
             domain=domain,
@@ -235,6 +205,10 @@ class CommandBus:
         year) rather than deleted: nothing is lost, and it no longer blocks the reader.
         """
         validate_queue_name(queue)
+        validate_count(limit, "limit", MAX_BATCH_LIMIT)
+        visibility_timeout = validate_seconds(
+            visibility_timeout, "visibility_timeout", MAX_VISIBILITY_SECONDS
+        )
         messages = await self._backend.queue.read(queue, limit, visibility_timeout)
         replies: list[ReceivedReply] = []
         malformed: list[int] = []
@@ -253,4 +227,5 @@ class CommandBus:
 
     async def ack_reply(self, queue: str, msg_id: int) -> bool:
         validate_queue_name(queue)
+        validate_count(msg_id, "msg_id", 2**63 - 1)
         return await self._backend.queue.delete(queue, [msg_id]) == 1

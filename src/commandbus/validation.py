@@ -7,6 +7,7 @@ keeps queue names predictable (``{domain}__commands``) and errors early and clea
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 from uuid import UUID
@@ -142,15 +143,64 @@ def encode_payload(data: object, what: str = "payload", max_bytes: int = MAX_PAY
         encoded = json_text(data)
     except (TypeError, ValueError) as exc:
         raise ValidationError(f"{what} is not JSON-serialisable: {exc}") from exc
-    size = len(encoded.encode("utf-8"))
+    size = len(encoded)  # ASCII: every character is one byte
     if size > max_bytes:
         raise PayloadTooLargeError(
             f"{what} is {size} bytes encoded; the limit is {max_bytes} bytes "
             "(store large data elsewhere and send a reference)"
         )
-    if "\\u0000" in encoded:
-        raise ValidationError(f"{what} contains a NUL character, which PostgreSQL cannot store")
+    # The encoding is ASCII, so characters PostgreSQL's jsonb refuses (NUL, and UTF-16
+    # surrogates that are not part of a pair) show up as "\u0000" / "\udXXX" escapes: a
+    # cheap hint, checked precisely only when present.
+    problem = _unstorable(data, strings="\\u0000" in encoded or "\\ud" in encoded)
+    if problem is not None:
+        raise ValidationError(f"{what} {problem}")
     return encoded
+
+
+def text_problem(text: str) -> str | None:
+    """Why PostgreSQL cannot store ``text`` (NUL, lone surrogate), or None."""
+    if "\x00" in text:
+        return "contains a NUL character, which PostgreSQL cannot store"
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return "contains a lone UTF-16 surrogate, which is not valid Unicode text"
+    return None
+
+
+def _unstorable(data: object, *, strings: bool) -> str | None:
+    """The first reason ``data`` (already JSON-encodable) would not round-trip through
+    jsonb: a non-string object key (``json`` would silently turn ``1`` into ``"1"`` and
+    merge it with a real ``"1"``), and with ``strings`` a NUL or lone surrogate."""
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    return (
+                        f"has a key {key!r} of type {type(key).__name__}: JSON object keys "
+                        "must be strings"
+                    )
+                if strings and (problem := text_problem(key)) is not None:
+                    return f"has a key {key!r} that {problem}"
+                if isinstance(item, dict | list | tuple) or (strings and isinstance(item, str)):
+                    stack.append(item)
+        elif isinstance(value, list | tuple):
+            stack.extend(
+                item
+                for item in value
+                if isinstance(item, dict | list | tuple) or (strings and isinstance(item, str))
+            )
+        elif isinstance(value, str) and (problem := text_problem(value)) is not None:
+            return f"has a text value {_preview(value)} that {problem}"
+    return None
+
+
+def _preview(text: str, limit: int = 40) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "…")
 
 
 def validate_payload(
@@ -159,6 +209,59 @@ def validate_payload(
     encode_payload(data, what, max_bytes)
     assert isinstance(data, dict)
     return data
+
+
+#: Bounds of numbers that end up in the database (its columns are 32-bit integers and
+#: timestamps): checked here so that a bad value is a ``ValidationError``, not a driver error.
+MAX_ATTEMPTS_LIMIT = 1_000_000
+MAX_DELAY_SECONDS = 10 * 365 * 24 * 3600.0  # ten years
+MAX_VISIBILITY_SECONDS = 365 * 24 * 3600.0  # one year
+MAX_BATCH_LIMIT = 10_000
+
+
+def validate_count(value: object, what: str, maximum: int, minimum: int = 1) -> int:
+    """An ``int`` (not a bool) within ``minimum..maximum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise ValidationError(
+            f"{what} must be an integer from {minimum} to {maximum}, got {value!r}"
+        )
+    return value
+
+
+def validate_seconds(
+    value: object, what: str, maximum: float, *, allow_zero: bool = False
+) -> float:
+    """A finite number of seconds, > 0 (or >= 0 with ``allow_zero``), at most ``maximum``."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+        or (value == 0 and not allow_zero)
+        or value > maximum
+    ):
+        low = ">= 0" if allow_zero else "> 0"
+        raise ValidationError(
+            f"{what} must be a number of seconds {low} and at most {maximum:g}, got {value!r}"
+        )
+    return float(value)
+
+
+def validate_text(value: object, what: str, max_chars: int) -> str:
+    """Text an operator or caller typed (a reason, an operator name): a ``str`` PostgreSQL
+    can store, of at most ``max_chars`` characters."""
+    if not isinstance(value, str):
+        raise ValidationError(f"{what} must be a string, got {type(value).__name__}")
+    if len(value) > max_chars:
+        raise ValidationError(f"{what} is {len(value)} characters long; at most {max_chars}")
+    problem = text_problem(value)
+    if problem is not None:
+        raise ValidationError(f"{what} {problem}")
+    return value
+
+
+def validate_optional_text(value: object, what: str, max_chars: int) -> str | None:
+    return None if value is None else validate_text(value, what, max_chars)
 
 
 def command_queue(domain: str) -> str:
@@ -170,14 +273,23 @@ def process_reply_queue(domain: str) -> str:
 
 
 __all__ = [
+    "MAX_ATTEMPTS_LIMIT",
+    "MAX_BATCH_LIMIT",
+    "MAX_DELAY_SECONDS",
     "MAX_PAYLOAD_BYTES",
+    "MAX_VISIBILITY_SECONDS",
     "command_queue",
     "encode_payload",
     "json_text",
     "process_reply_queue",
+    "text_problem",
     "validate_command_type",
+    "validate_count",
     "validate_name",
+    "validate_optional_text",
     "validate_payload",
     "validate_queue_name",
+    "validate_seconds",
+    "validate_text",
     "validate_uuid",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from commandbus.errors import CommandNotFoundError, InvalidOperationError, ValidationError
+from commandbus.errors import CommandNotFoundError, InvalidOperationError
 from commandbus.models import (
     AuditEventType,
     CommandMetadata,
@@ -22,13 +22,30 @@ from commandbus.models import (
 )
 from commandbus.ports import Backend, Conn
 from commandbus.validation import (
+    MAX_BATCH_LIMIT,
     MAX_PAYLOAD_BYTES,
     command_queue,
     encode_payload,
+    validate_command_type,
+    validate_count,
     validate_name,
+    validate_optional_text,
+    validate_text,
     validate_uuid,
 )
 from commandbus.wiring import backend_from
+
+#: Limits on what an operator types: stored in the audit trail and sent in replies.
+MAX_OPERATOR_CHARS = 200
+MAX_REASON_CHARS = 10_000
+
+
+def _operator(operator: object) -> str | None:
+    return validate_optional_text(operator, "operator", MAX_OPERATOR_CHARS)
+
+
+def _command_type(command_type: object) -> str | None:
+    return None if command_type is None else validate_command_type(command_type)
 
 
 class TroubleshootingQueue:
@@ -43,15 +60,15 @@ class TroubleshootingQueue:
     async def list_troubleshooting(
         self, domain: str, command_type: str | None = None, limit: int = 50, offset: int = 0
     ) -> list[TroubleshootingItem]:
-        if not 1 <= limit <= 10_000 or offset < 0:
-            raise ValidationError("limit must be 1..10000 and offset >= 0")
+        validate_count(limit, "limit", MAX_BATCH_LIMIT)
+        validate_count(offset, "offset", 2**31 - 1, minimum=0)
         return await self._backend.commands.list_troubleshooting(
-            validate_name(domain), command_type, limit, offset
+            validate_name(domain), _command_type(command_type), limit, offset
         )
 
     async def count_troubleshooting(self, domain: str, command_type: str | None = None) -> int:
         return await self._backend.commands.count_troubleshooting(
-            validate_name(domain), command_type
+            validate_name(domain), _command_type(command_type)
         )
 
     async def operator_retry(
@@ -59,6 +76,7 @@ class TroubleshootingQueue:
     ) -> None:
         """Put the command back on its queue with its original payload and a fresh
         attempt budget. Its eventual outcome is replied as usual."""
+        operator = _operator(operator)
         async with self._backend.transaction() as conn:
             meta = await self._locked_in_tsq(domain, command_id, conn)
             message = await self._backend.commands.archived_message(
@@ -94,6 +112,8 @@ class TroubleshootingQueue:
         operator: str | None = None,
     ) -> None:
         """End the command as CANCELED and reply CANCELED to its ``reply_to``."""
+        reason = validate_text(reason, "reason", MAX_REASON_CHARS)
+        operator = _operator(operator)
         async with self._backend.transaction() as conn:
             meta = await self._locked_in_tsq(domain, command_id, conn)
             await self._backend.commands.set_status(
@@ -117,6 +137,7 @@ class TroubleshootingQueue:
         """End the command as COMPLETED and reply SUCCESS with ``result_data``."""
         if result_data is not None:
             encode_payload(result_data, "result_data", self.max_payload_bytes)
+        operator = _operator(operator)
         async with self._backend.transaction() as conn:
             meta = await self._locked_in_tsq(domain, command_id, conn)
             await self._backend.commands.set_status(
