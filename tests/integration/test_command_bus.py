@@ -439,14 +439,14 @@ async def test_duplicate_command_ids_are_refused(bus):
     await bus.send("refunds", "Debit", command_id, {})
 
 
-async def test_send_batch_in_concurrent_chunks_keeps_request_order_and_chunk_atomicity(
+async def test_send_batch_of_several_statements_keeps_request_order_and_is_atomic(
     bus, monkeypatch
 ):
-    """Chunks of one send_batch call are written two at a time: results still come back in
-    request order, and a duplicate fails its own chunk only (the first error is raised)."""
-    import commandbus.bus as bus_module
+    """A batch larger than one INSERT statement is several statements in one transaction:
+    results come back in request order, and a duplicate anywhere writes nothing at all."""
+    import commandbus.postgres.commands as commands_module
 
-    monkeypatch.setattr(bus_module, "SEND_CHUNK", 3)
+    monkeypatch.setattr(commands_module, "INSERT_CHUNK", 3)
     requests = [SendRequest(DOMAIN, "Debit", uuid4(), {"n": n}) for n in range(10)]
     results = await bus.send_batch(requests)
     assert [r.command_id for r in results] == [r.command_id for r in requests]
@@ -456,10 +456,29 @@ async def test_send_batch_in_concurrent_chunks_keeps_request_order_and_chunk_ato
     fresh = [SendRequest(DOMAIN, "Debit", uuid4(), {}) for _ in range(3)]
     failing = [SendRequest(DOMAIN, "Debit", uuid4(), {}), SendRequest(DOMAIN, "Debit", taken, {})]
     with pytest.raises(DuplicateCommandError) as info:
-        await bus.send_batch([*fresh, *failing])  # chunks: fresh (3), failing (2)
+        await bus.send_batch([*fresh, *failing])  # statements: fresh (3), failing (2)
     assert info.value.command_ids == [taken]
-    assert all([await bus.get_command(DOMAIN, r.command_id) for r in fresh])
-    assert await bus.get_command(DOMAIN, failing[0].command_id) is None
+    for request in [*fresh, *failing[:1]]:
+        assert await bus.get_command(DOMAIN, request.command_id) is None
+
+
+async def test_a_failed_send_batch_inside_the_callers_transaction_leaves_it_usable(
+    bus, pg_pool, monkeypatch
+):
+    import commandbus.postgres.commands as commands_module
+
+    monkeypatch.setattr(commands_module, "INSERT_CHUNK", 2)
+    taken = uuid4()
+    await bus.send(DOMAIN, "Debit", taken, {})
+    kept = uuid4()
+    async with pg_pool.connection() as conn, conn.transaction():
+        await bus.send(DOMAIN, "Debit", kept, {}, conn=conn)
+        batch = [SendRequest(DOMAIN, "Debit", uuid4(), {}) for _ in range(3)]
+        with pytest.raises(DuplicateCommandError):
+            await bus.send_batch([*batch, SendRequest(DOMAIN, "Debit", taken, {})], conn=conn)
+    assert await bus.get_command(DOMAIN, kept) is not None
+    for request in batch:
+        assert await bus.get_command(DOMAIN, request.command_id) is None
 
 
 async def test_concurrent_duplicate_sends_yield_exactly_one_command(bus):

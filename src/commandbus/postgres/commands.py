@@ -14,7 +14,7 @@ from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from commandbus.errors import DuplicateCommandError
+from commandbus.errors import DuplicateCommandError, StorageError
 from commandbus.models import (
     AuditEvent,
     AuditEventType,
@@ -35,6 +35,10 @@ from commandbus.postgres.queue import dumps
 from commandbus.validation import command_queue
 
 Q = Queries()
+
+#: The most commands one INSERT statement writes; a larger ``insert`` is several
+#: statements in one transaction.
+INSERT_CHUNK = 5_000
 
 
 def _metadata(row: dict[str, Any]) -> CommandMetadata:
@@ -92,7 +96,45 @@ class PostgresCommandStore:
         repeated = _repeated_ids(requests)
         if repeated is not None:
             raise DuplicateCommandError(*repeated)
-        params = {
+        chunks = [
+            self._insert_params(requests[i : i + INSERT_CHUNK], default_max_attempts)
+            for i in range(0, len(requests), INSERT_CHUNK)
+        ]
+        # Atomic: one statement alone runs in autocommit mode (one round trip); several
+        # statements, or a call inside the caller's transaction, run in a transaction or a
+        # savepoint, so that a duplicate undoes this call only and leaves the caller's
+        # transaction usable. The statements are pipelined: the next chunk's parameters
+        # are encoded while the server writes the previous chunk.
+        rows: list[Any] = []
+        try:
+            if conn is None and len(chunks) == 1:
+                async with statement_conn(self._pool, None) as c:
+                    cur = await c.execute(Q.insert_commands, chunks[0])
+                    rows.append(await cur.fetchone())
+            else:
+                async with transaction_conn(self._pool, conn) as c, c.pipeline():
+                    cursors = [await c.execute(Q.insert_commands, p) for p in chunks]
+                    for cur in cursors:
+                        rows.append(await cur.fetchone())
+        except StorageError as exc:
+            cause = exc.__cause__
+            if not (
+                isinstance(cause, pg_errors.UniqueViolation)
+                and cause.diag.constraint_name == "command_pkey"
+            ):
+                raise
+            raise await self._duplicate_error(requests, conn) from None
+        msg_ids = [msg_id for row in rows for msg_id in row[0]]
+        return [
+            SendResult(command_id=r.command_id, msg_id=msg_id)
+            for r, msg_id in zip(requests, msg_ids, strict=True)
+        ]
+
+    @staticmethod
+    def _insert_params(
+        requests: Sequence[SendRequest], default_max_attempts: int
+    ) -> dict[str, Any]:
+        return {
             "domains": [r.domain for r in requests],
             "command_ids": [r.command_id for r in requests],
             "command_types": [r.command_type for r in requests],
@@ -109,34 +151,15 @@ class PostgresCommandStore:
             "delays": [float(r.delay or 0.0) for r in requests],
             "queues": sorted({command_queue(r.domain) for r in requests}),
         }
-        # One statement, atomic on its own: alone it runs in autocommit mode (one round
-        # trip); in the caller's transaction it runs in a savepoint, so that a duplicate
-        # undoes this call only and leaves the caller's transaction usable. The savepoint
-        # and the statement are pipelined (SAVEPOINT + INSERT, then RELEASE).
-        try:
-            if conn is None:
-                async with statement_conn(self._pool, None) as c:
-                    cur = await c.execute(Q.insert_commands, params)
-                    row = await cur.fetchone()
-            else:
-                async with conn.pipeline(), transaction_conn(self._pool, conn) as c:
-                    cur = await c.execute(Q.insert_commands, params)
-                    row = await cur.fetchone()
-        except pg_errors.UniqueViolation as exc:
-            if exc.diag.constraint_name != "command_pkey":
-                raise
-            raise await self._duplicate_error(requests, params, conn) from None
-        assert row is not None
-        return [
-            SendResult(command_id=r.command_id, msg_id=msg_id)
-            for r, msg_id in zip(requests, row[0], strict=True)
-        ]
 
     async def _duplicate_error(
-        self, requests: Sequence[SendRequest], params: dict[str, Any], conn: Any | None
+        self, requests: Sequence[SendRequest], conn: Any | None
     ) -> DuplicateCommandError:
         """The error naming the requested ids that exist (the insert wrote nothing)."""
-        keys = {"domains": params["domains"], "command_ids": params["command_ids"]}
+        keys = {
+            "domains": [r.domain for r in requests],
+            "command_ids": [r.command_id for r in requests],
+        }
         async with statement_conn(self._pool, conn) as c:
             cur = await c.execute(Q.existing_commands, keys)
             found = await cur.fetchall()
