@@ -113,3 +113,15 @@ class ProcessNotFoundError(CommandBusError):
 
 class SchemaError(CommandBusError):
     """The database schema is missing or not at the version this library needs."""
+
+
+class StorageError(CommandBusError):
+    """The database refused a request (the driver's error is the ``__cause__``).
+
+    Validation keeps user input from getting here; seeing one means a bug or a database
+    constraint of the user's own (e.g. in a transactional handler's writes)."""
+
+
+class DatabaseUnavailableError(StorageError):
+    """The database could not be reached, or the connection broke or timed out; the same
+    request may succeed later (workers and routers retry these by themselves)."""

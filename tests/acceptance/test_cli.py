@@ -186,6 +186,27 @@ def test_schema_sql_prints_ddl_without_connecting(tmp_path: Path) -> None:
     assert not (tmp_path / ".commandbus").exists()
 
 
+def test_without_a_url_or_the_embedded_extra_one_line_says_what_to_do(tmp_path: Path) -> None:
+    # pgserver made unimportable, as on an install without the [embedded] extra.
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text("import sys\nsys.modules['pgserver'] = None\n")
+    result = cli("schema", "apply", cwd=tmp_path, env={"PYTHONPATH": str(hide)})
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "embedded PostgreSQL is not installed" in lines[0]
+    assert "DATABASE_URL" in lines[0] and "commandbus[embedded]" in lines[0]
+
+
+def test_a_server_that_is_down_is_reported_at_once(tmp_path: Path) -> None:
+    started = time.monotonic()
+    result = cli("tsq", "list", "--domain", DOMAIN, dsn=UNREACHABLE, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "cannot connect" in result.stderr and "Traceback" not in result.stderr
+    assert time.monotonic() - started < 20
+
+
 async def test_schema_verify_apply_on_an_empty_database(pg_template: Any) -> None:
     dsn = await pg_template.create_empty()
     try:

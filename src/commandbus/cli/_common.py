@@ -16,7 +16,6 @@ import getpass
 import importlib
 import json
 import os
-import re
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
@@ -108,11 +107,11 @@ class CliState:
             else:
                 from commandbus.embedded import database_url
 
-                err_console().print("[dim]No DATABASE_URL given: using the embedded PostgreSQL[/]")
                 try:
                     self._resolved = database_url(self.data_dir)
                 except CommandBusError as exc:  # could not boot it: say why, and what to do
                     raise click.ClickException(str(exc)) from None
+                err_console().print("[dim]No DATABASE_URL given: using the embedded PostgreSQL[/]")
         return self._resolved
 
 
@@ -170,8 +169,9 @@ def _first_line(exc: BaseException) -> str:
 
 def redact(url: str) -> str:
     """The URL with any password replaced by ``***`` (safe to print)."""
-    url = re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
-    return re.sub(r"(password=)\S+", r"\1***", url)
+    from commandbus.postgres.connections import redact_dsn
+
+    return redact_dsn(url)
 
 
 @asynccontextmanager

@@ -22,7 +22,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from commandbus.ports import Clock, CommandStore, MessageQueue, SystemClock
 from commandbus.postgres.commands import PostgresCommandStore
-from commandbus.postgres.connections import translate_errors
+from commandbus.postgres.connections import probe_connection, translate_errors
 from commandbus.postgres.listener import (
     NotificationListener,
     PostgresWaiter,
@@ -67,14 +67,25 @@ class PostgresBackend:
         max_size: int = 10,
         *,
         clock: Clock | None = None,
+        connect_timeout: float = 10.0,
         **pool_kwargs: Any,
     ) -> PostgresBackend:
         """Open a pool on ``dsn`` (waiting until ``min_size`` connections are up) and
-        return a backend that owns it. Extra keyword arguments go to the pool."""
+        return a backend that owns it. Extra keyword arguments go to the pool.
+
+        One connection is tried first, so a server that is down or a wrong URL fails at
+        once with ``DatabaseUnavailableError`` (or ``ValidationError`` for a malformed
+        URL) saying why; ``connect_timeout`` bounds each wait, in seconds."""
+        await probe_connection(dsn, connect_timeout)
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             dsn, min_size=min_size, max_size=max_size, open=False, **pool_kwargs
         )
-        await pool.open(wait=True)
+        try:
+            with translate_errors():
+                await pool.open(wait=True, timeout=connect_timeout)
+        except BaseException:
+            await pool.close()
+            raise
         return cls(pool, clock, owns_pool=True)
 
     #: Same as :meth:`connect`.
@@ -84,15 +95,13 @@ class PostgresBackend:
     async def transaction(self, conn: Any | None = None) -> AsyncIterator[Any]:
         """A pooled connection in a transaction (commit on success, rollback on error);
         with ``conn`` given, a savepoint in its open transaction."""
-        if conn is not None:
-            with translate_errors():
+        with translate_errors():
+            if conn is not None:
                 async with conn.transaction():
                     yield conn
-            return
-        async with self.pool.connection() as pooled:
-            with translate_errors():
-                async with pooled.transaction():
-                    yield pooled
+                return
+            async with self.pool.connection() as pooled, pooled.transaction():
+                yield pooled
 
     @asynccontextmanager
     async def listen(self, queues: Sequence[str]) -> AsyncIterator[PostgresWaiter]:

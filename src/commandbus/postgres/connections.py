@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -22,9 +23,9 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg.abc import Buffer
 from psycopg.types.json import JsonbLoader
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from commandbus.errors import SchemaError
+from commandbus.errors import DatabaseUnavailableError, SchemaError, StorageError, ValidationError
 
 logger = logging.getLogger("commandbus.postgres")
 
@@ -58,7 +59,8 @@ def fast_cursor(conn: Any, row_factory: Any = None) -> Any:
 
 @contextmanager
 def translate_errors() -> Iterator[None]:
-    """Turn driver errors a user can fix into ``commandbus.errors`` (cause kept)."""
+    """Turn driver errors into ``commandbus.errors`` (the driver's error kept as the
+    cause): no psycopg exception reaches a caller of the library."""
     try:
         yield
     except (
@@ -68,6 +70,44 @@ def translate_errors() -> Iterator[None]:
         pg_errors.UndefinedObject,
     ) as exc:
         raise SchemaError(f"{SCHEMA_HINT} ({exc.diag.message_primary or exc})") from exc
+    except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
+        # Connection refused or lost, server shutting down, pool exhausted, and also
+        # serialization failures and deadlocks: all worth trying again later.
+        raise DatabaseUnavailableError(f"the database is unavailable: {_first_line(exc)}") from exc
+    except psycopg.Error as exc:
+        raise StorageError(
+            f"the database refused the request: {type(exc).__name__}: {_first_line(exc)}"
+        ) from exc
+    except UnicodeEncodeError as exc:  # raised while psycopg adapts a parameter
+        raise StorageError(f"a text parameter could not be encoded: {exc}") from exc
+
+
+async def probe_connection(dsn: str, timeout: float = 10.0) -> None:
+    """Open and close one connection to ``dsn``: a clear error now instead of a pool
+    retrying in the background until its timeout."""
+    try:
+        conn = await psycopg.AsyncConnection.connect(dsn, connect_timeout=max(1, round(timeout)))
+    except psycopg.ProgrammingError as exc:  # a malformed URL or option
+        raise ValidationError(
+            f"invalid database URL {redact_dsn(dsn)}: {_first_line(exc)}"
+        ) from None
+    except psycopg.Error as exc:
+        raise DatabaseUnavailableError(
+            f"cannot connect to {redact_dsn(dsn)}: {_first_line(exc)} "
+            "(is the server running, and are the host, port and credentials right?)"
+        ) from exc
+    await conn.close()
+
+
+def redact_dsn(dsn: str) -> str:
+    """``dsn`` with any password replaced by ``***`` (safe to print or log)."""
+    dsn = re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", dsn)
+    return re.sub(r"(password\s*=\s*)\S+", r"\1***", dsn)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 @asynccontextmanager
@@ -78,28 +118,26 @@ async def statement_conn(pool: AsyncConnectionPool[Any], conn: Any | None) -> As
         with translate_errors():
             yield conn
         return
-    async with pool.connection() as pooled:
-        restore = not pooled.autocommit
-        if restore:
-            await pooled.set_autocommit(True)
-        try:
-            with translate_errors():
+    with translate_errors():
+        async with pool.connection() as pooled:
+            restore = not pooled.autocommit
+            if restore:
+                await pooled.set_autocommit(True)
+            try:
                 yield pooled
-        finally:
-            if restore and not pooled.closed:
-                await pooled.set_autocommit(False)
+            finally:
+                if restore and not pooled.closed:
+                    await pooled.set_autocommit(False)
 
 
 @asynccontextmanager
 async def transaction_conn(pool: AsyncConnectionPool[Any], conn: Any | None) -> AsyncIterator[Any]:
     """A transaction: a savepoint in ``conn``'s open transaction, or a pooled connection's
     own transaction. An exception inside rolls back exactly what was done inside."""
-    if conn is not None:
-        with translate_errors():
+    with translate_errors():
+        if conn is not None:
             async with conn.transaction():
                 yield conn
-        return
-    async with pool.connection() as pooled:
-        with translate_errors():
-            async with pooled.transaction():
-                yield pooled
+            return
+        async with pool.connection() as pooled, pooled.transaction():
+            yield pooled
