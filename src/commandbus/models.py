@@ -55,6 +55,9 @@ class AuditEventType(StrEnum):
     OPERATOR_RETRY = "OPERATOR_RETRY"
     OPERATOR_CANCEL = "OPERATOR_CANCEL"
     OPERATOR_COMPLETE = "OPERATOR_COMPLETE"
+    #: A delivery's handler ran past its lease (visibility timeout); its outcome was
+    #: discarded because the command had been delivered again meanwhile.
+    LEASE_EXPIRED = "LEASE_EXPIRED"
 
 
 @dataclass(frozen=True)

@@ -211,9 +211,11 @@ class CommandStore(Protocol):
         *,
         attempts: int | None = None,
         msg_id: int | None = None,
+        last_error: tuple[str, str, str] | None = None,
         conn: Conn | None = None,
     ) -> None:
-        """Update status (and ``attempts`` / ``msg_id`` when given) and ``updated_at``."""
+        """Update status (and ``attempts`` / ``msg_id`` when given) and ``updated_at``;
+        ``last_error`` is ``(type, code, message)`` for the ``last_error_*`` columns."""
         ...
 
     async def archived_message(

@@ -154,3 +154,75 @@ def settle_outcome(claimed: ClaimedCommand, outcome: Outcome, policy: RetryPolic
         audit,
         queued=reply(ReplyOutcome.IN_TROUBLESHOOTING_QUEUE),
     )
+
+
+def lease_expired_explanation(held_seconds: float | None, visibility_timeout: float) -> str:
+    ran = f"ran {held_seconds:.1f} s, " if held_seconds is not None else "ran "
+    return (
+        f"the handler {ran}longer than the visibility timeout ({visibility_timeout:g} s), so "
+        "the command was delivered again and the late result was discarded; keep the "
+        "worker's heartbeat on, do not block the event loop in the handler, or raise "
+        "visibility_timeout"
+    )
+
+
+def exhausted_outcome(
+    claimed: ClaimedCommand, lease_expiries: int, visibility_timeout: float
+) -> Outcome:
+    """The outcome of a delivery past ``max_attempts`` (``claimed.attempt`` too high): the
+    earlier deliveries never settled, either because their handlers outlived their leases
+    (``lease_expiries`` of them did, as recorded in the audit trail) or because a worker
+    died while running them."""
+    why = (
+        lease_expired_explanation(None, visibility_timeout)
+        if lease_expiries
+        else "its earlier deliveries never settled: a worker likely crashed or was killed "
+        "while running it"
+    )
+    return Outcome(
+        OutcomeKind.EXHAUSTED,
+        error_type="DeliveryLimitExceeded",
+        error_code=EXHAUSTED_CODE,
+        error_message=exhausted_message(claimed.attempt, claimed.max_attempts, why),
+    )
+
+
+EXHAUSTED_CODE = "DELIVERY_LIMIT_EXCEEDED"
+
+
+def exhausted_message(deliveries: int, max_attempts: int, why: str) -> str:
+    return f"delivered {deliveries} times, more than max_attempts={max_attempts} allows: {why}"
+
+
+def unsettleable(settlement: Settlement, reason: str) -> Settlement:
+    """What replaces a settlement the database refused to store (``reason`` says why): the
+    command goes to the TSQ, with a notice to ``reply_to``, and nothing of the refused
+    outcome but its reason, so that one bad outcome cannot stop the worker."""
+    queued = settlement.reply
+    if queued is not None:
+        original = queued.reply
+        queued = QueuedReply(
+            queued.queue,
+            Reply(
+                command_id=original.command_id,
+                correlation_id=original.correlation_id,
+                outcome=ReplyOutcome.IN_TROUBLESHOOTING_QUEUE,
+                error_code="SETTLEMENT_FAILED",
+                error_message=reason,
+                domain=original.domain,
+                command_type=original.command_type,
+            ),
+        )
+    return Settlement(
+        domain=settlement.domain,
+        command_id=settlement.command_id,
+        msg_id=settlement.msg_id,
+        action=SettleAction.ARCHIVE,
+        status=CommandStatus.IN_TROUBLESHOOTING_QUEUE,
+        attempts=settlement.attempts,
+        audit=((AuditEventType.MOVED_TO_TSQ, {"reason": reason}),),
+        error_type="SettlementFailed",
+        error_code="SETTLEMENT_FAILED",
+        error_message=reason,
+        reply=queued,
+    )

@@ -235,7 +235,7 @@ def validate_seconds(
     if (
         isinstance(value, bool)
         or not isinstance(value, int | float)
-        or not math.isfinite(value)
+        or (isinstance(value, float) and not math.isfinite(value))
         or value < 0
         or (value == 0 and not allow_zero)
         or value > maximum

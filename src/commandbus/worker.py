@@ -12,26 +12,49 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from typing import Any
 
 from commandbus.errors import (
     BusinessRuleException,
+    DatabaseUnavailableError,
     HandlerNotFoundError,
     PermanentCommandError,
     TransientCommandError,
     ValidationError,
 )
 from commandbus.handler import HandlerContext, HandlerRegistry, RegisteredHandler
-from commandbus.models import ClaimedCommand, Settlement
+from commandbus.leases import LeaseKeeper
+from commandbus.models import AuditEventType, ClaimedCommand, Command, Settlement
 from commandbus.policies import RetryPolicy
 from commandbus.ports import Backend, Clock, Conn, Waiter
-from commandbus.settlement import Outcome, OutcomeKind, settle_outcome
-from commandbus.validation import MAX_PAYLOAD_BYTES, command_queue, encode_payload, validate_name
+from commandbus.sanitise import (
+    MAX_ERROR_CODE_CHARS,
+    safe_str,
+    storable_details,
+    storable_text,
+)
+from commandbus.settlement import (
+    Outcome,
+    OutcomeKind,
+    exhausted_outcome,
+    settle_outcome,
+)
+from commandbus.settling import SettlementWriter, WorkerStats, described
+from commandbus.validation import (
+    MAX_PAYLOAD_BYTES,
+    MAX_VISIBILITY_SECONDS,
+    command_queue,
+    encode_payload,
+    validate_count,
+    validate_name,
+    validate_seconds,
+)
 from commandbus.waiting import wait_for_work
 from commandbus.wiring import backend_from
+
+__all__ = ["Worker", "WorkerStats", "run_workers"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,35 +62,14 @@ logger = logging.getLogger(__name__)
 MAX_SETTLE_BATCH = 500
 
 
-@dataclass
-class WorkerStats:
-    """Counters since the worker was created (for progress displays and metrics)."""
-
-    claimed: int = 0
-    completed: int = 0
-    retried: int = 0
-    to_troubleshooting: int = 0
-    business_failures: int = 0
-    settle_errors: int = 0
-
-    def count(self, settlement: Settlement) -> None:
-        status = settlement.status.value
-        if status == "COMPLETED":
-            self.completed += 1
-        elif status == "PENDING":
-            self.retried += 1
-        elif status == "IN_TROUBLESHOOTING_QUEUE":
-            self.to_troubleshooting += 1
-        elif status == "FAILED":
-            self.business_failures += 1
-
-
 class Worker:
     """Processes the commands of one domain with the handlers of ``registry``.
 
-    ``visibility_timeout`` is how long a claimed command stays invisible to other workers;
-    a handler that needs longer calls ``context.extend_visibility``. ``retry_policy``
-    supplies the backoff between attempts (the attempt limit is stored with each command).
+    ``visibility_timeout`` is how long a claimed command stays invisible to other workers
+    (its lease). With ``heartbeat`` (the default) the worker extends the lease of a handler
+    that is still running every third of that time, so slow handlers keep their command;
+    a handler can also call ``context.extend_visibility``. ``retry_policy`` supplies the
+    backoff between attempts (the attempt limit is stored with each command).
     """
 
     def __init__(
@@ -80,12 +82,13 @@ class Worker:
         *,
         batch_size: int = 50,
         max_result_bytes: int = MAX_PAYLOAD_BYTES,
+        heartbeat: bool = True,
         clock: Clock | None = None,
     ) -> None:
-        if visibility_timeout <= 0:
-            raise ValidationError("visibility_timeout must be > 0 seconds")
-        if batch_size < 1:
-            raise ValidationError("batch_size must be >= 1")
+        visibility_timeout = validate_seconds(
+            visibility_timeout, "visibility_timeout", MAX_VISIBILITY_SECONDS
+        )
+        validate_count(batch_size, "batch_size", 10_000)
         self._backend: Backend = backend_from(pool, clock)
         self.domain = validate_name(domain)
         self.queue = command_queue(domain)
@@ -104,6 +107,14 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending: list[Settlement] = []
         self._pending_ready = asyncio.Event()
+        self._abandon = False
+        self.heartbeat = heartbeat
+        self.leases = LeaseKeeper(
+            self._backend.queue, self.queue, self.visibility_timeout, self._clock
+        )
+        self._writer = SettlementWriter(
+            self._backend, self.stats, self.leases, self.visibility_timeout, self._clock
+        )
 
     @property
     def backend(self) -> Backend:
@@ -124,13 +135,32 @@ class Worker:
             self.domain, limit or self.batch_size, self.visibility_timeout
         )
         self.stats.claimed += len(claimed)
-        settlements = await asyncio.gather(*(self._execute(c) for c in claimed))
-        batch = [s for s in settlements if s is not None]
-        if batch:
-            await self._backend.commands.settle(batch)
-            for settlement in batch:
-                self.stats.count(settlement)
+        for command in claimed:
+            self.leases.hold(command.msg_id, command.attempt)
+        try:
+            async with self._heartbeat():
+                settlements = await asyncio.gather(*(self._execute(c) for c in claimed))
+            batch = [s for s in settlements if s is not None]
+            _, error = await self._writer.write(batch)
+            if error is not None:
+                raise error
+        finally:
+            for command in claimed:
+                self.leases.release(command.msg_id, command.attempt)
         return len(claimed)
+
+    @contextlib.asynccontextmanager
+    async def _heartbeat(self) -> AsyncIterator[None]:
+        if not self.heartbeat:
+            yield
+            return
+        beating = asyncio.create_task(self.leases.run())
+        try:
+            yield
+        finally:
+            beating.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beating
 
     async def drain(self, max_batches: int = 1_000_000) -> int:
         """Run ``process_once`` until no command is visible; returns how many ran."""
@@ -158,26 +188,44 @@ class Worker:
             raise ValidationError("concurrency must be >= 1")
         self._running = True
         self._stop_requested = False
+        self._abandon = False
         self._finished.clear()
         try:
             async with AsyncExitStack() as stack:
                 waiter: Waiter | None = None
                 if use_notify:
                     waiter = await stack.enter_async_context(self._backend.listen([self.queue]))
+                await stack.enter_async_context(self._heartbeat())
                 flusher = asyncio.create_task(self._flush_loop())
                 try:
                     await self._claim_loop(concurrency, poll_interval, waiter)
                     # Let in-flight handlers finish and their settlements commit.
-                    while self._inflight > 0:
+                    while self._inflight > 0 and not self._abandon:
                         self._wake.clear()
                         await self._wake.wait()
                 finally:
                     flusher.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await flusher
+                    self._give_up_pending()
         finally:
             self._running = False
             self._finished.set()
+
+    def _give_up_pending(self) -> None:
+        """After a stop timeout: settlements still unwritten (the database unreachable)
+        are dropped; their commands are delivered again after the visibility timeout."""
+        if self._pending:
+            logger.warning(
+                "stopping with %d settlements unwritten on %s: those commands will be "
+                "delivered again after their visibility timeout",
+                len(self._pending),
+                self.queue,
+            )
+        for settlement in self._pending:
+            self.leases.release(settlement.msg_id, settlement.attempts)
+        self._pending.clear()
+        self._inflight = 0
 
     async def stop(self, timeout: float | None = None) -> None:
         """Stop claiming; wait up to ``timeout`` seconds for in-flight handlers to finish
@@ -190,8 +238,10 @@ class Worker:
         try:
             await asyncio.wait_for(self._finished.wait(), timeout)
         except TimeoutError:
+            self._abandon = True
             for task in list(self._tasks):
                 task.cancel()
+            self._wake.set()
             await self._finished.wait()
 
     async def _claim_loop(
@@ -216,6 +266,7 @@ class Worker:
                 continue
             self.stats.claimed += len(claimed)
             for command in claimed:
+                self.leases.hold(command.msg_id, command.attempt)
                 self._inflight += 1
                 task = asyncio.create_task(self._run_one(command))
                 self._tasks.add(task)
@@ -237,8 +288,13 @@ class Worker:
             self._wake.set()
 
     async def _run_one(self, claimed: ClaimedCommand) -> None:
-        settlement = await self._execute(claimed)
+        try:
+            settlement = await self._execute(claimed)
+        except BaseException:
+            self.leases.release(claimed.msg_id, claimed.attempt)
+            raise
         if settlement is None:  # settled inside the handler's own transaction
+            self.leases.release(claimed.msg_id, claimed.attempt)
             self._inflight -= 1
             self._wake.set()
             return
@@ -253,22 +309,19 @@ class Worker:
             self._pending_ready.clear()
             while self._pending:
                 batch = self._pending[:MAX_SETTLE_BATCH]
-                try:
-                    await self._backend.commands.settle(batch)
-                except Exception:
-                    # The messages stay claimed until their visibility timeout, then are
-                    # redelivered: nothing is lost. Keep trying while we still hold them.
-                    self.stats.settle_errors += 1
-                    failures += 1
-                    logger.exception("settling %d commands failed; retrying", len(batch))
-                    await self._clock.sleep(min(0.1 * 2**failures, 5.0))
-                    continue
-                failures = 0
-                del self._pending[: len(batch)]
-                for settlement in batch:
-                    self.stats.count(settlement)
-                self._inflight -= len(batch)
+                done, error = await self._writer.write(batch)
+                del self._pending[:done]
+                for settlement in batch[:done]:
+                    self.leases.release(settlement.msg_id, settlement.attempts)
+                self._inflight -= done
                 self._wake.set()
+                if error is not None:
+                    # The database is unreachable: the messages stay leased (and are
+                    # delivered again if this lasts past their visibility timeout).
+                    failures += 1
+                    await self._clock.sleep(min(0.1 * 2**failures, 5.0))
+                else:
+                    failures = 0
 
     # -- running a handler ----------------------------------------------------------------
 
@@ -278,15 +331,8 @@ class Worker:
         (or was stale, and the handler's writes rolled back)."""
         command = claimed.command
         if claimed.attempt > claimed.max_attempts:
-            outcome = Outcome(
-                OutcomeKind.EXHAUSTED,
-                error_type="DeliveryLimitExceeded",
-                error_code="DELIVERY_LIMIT_EXCEEDED",
-                error_message=(
-                    f"delivered {claimed.attempt} times, more than max_attempts="
-                    f"{claimed.max_attempts} allows (a worker likely crashed on it)"
-                ),
-            )
+            expiries = await self._lease_expiries(command)
+            outcome = exhausted_outcome(claimed, expiries, self.visibility_timeout)
             return settle_outcome(claimed, outcome, self.retry_policy)
         registered = self.registry.find(command.domain, command.command_type)
         if registered is None:
@@ -303,9 +349,20 @@ class Worker:
         outcome = await self._call(claimed, registered, None)
         return settle_outcome(claimed, outcome, self.retry_policy)
 
+    async def _lease_expiries(self, command: Command) -> int:
+        """How many deliveries of ``command`` outlived their lease (from its audit trail;
+        read only for a command past its delivery limit)."""
+        try:
+            trail = await self._backend.commands.audit_trail(command.command_id, command.domain)
+        except Exception:
+            logger.exception("could not read the audit trail of %s", command.command_id)
+            return 0
+        return sum(1 for event in trail if event.event_type is AuditEventType.LEASE_EXPIRED)
+
     async def _execute_in_transaction(
         self, claimed: ClaimedCommand, registered: RegisteredHandler
     ) -> Settlement | None:
+        command = claimed.command
         try:
             async with self._backend.transaction() as conn:
                 outcome = await self._call(claimed, registered, conn)
@@ -321,7 +378,23 @@ class Worker:
             # The handler's own writes are undone with the failed attempt.
             return settle_outcome(claimed, rollback.outcome, self.retry_policy)
         except _Stale:
+            held = round(self.leases.seconds_held(claimed.msg_id, claimed.attempt), 3)
+            try:
+                await self._writer.record_lease_expired(
+                    command.domain, command.command_id, claimed.attempt, held
+                )
+            except Exception:
+                logger.exception("could not record the lost lease of %s", command.command_id)
             return None
+        except DatabaseUnavailableError:
+            raise
+        except Exception as exc:
+            # The settlement (or the handler's own writes at commit) was refused: the
+            # handler's writes are undone with it; record the attempt as failed.
+            outcome = _failure(
+                OutcomeKind.TRANSIENT, exc, "SETTLEMENT_FAILED", described(exc), None
+            )
+            return settle_outcome(claimed, outcome, self.retry_policy)
         self.stats.count(settlement)
         return None
 
@@ -331,7 +404,11 @@ class Worker:
         command = claimed.command
 
         async def extend(seconds: float) -> bool:
-            return await self._backend.queue.set_visibility(self.queue, claimed.msg_id, seconds)
+            seconds = validate_seconds(seconds, "seconds", MAX_VISIBILITY_SECONDS)
+            kept = await self._backend.queue.set_visibility(self.queue, claimed.msg_id, seconds)
+            if kept:
+                self.leases.extended(claimed.msg_id, claimed.attempt, seconds)
+            return kept
 
         context = HandlerContext(
             command=command,
@@ -360,7 +437,7 @@ class Worker:
                 claimed.attempt,
                 exc_info=True,
             )
-            return _failure(OutcomeKind.TRANSIENT, exc, "UNEXPECTED_ERROR", str(exc), None)
+            return _failure(OutcomeKind.TRANSIENT, exc, "UNEXPECTED_ERROR", safe_str(exc), None)
         if result is not None:
             try:
                 encode_payload(result, "handler result", self.max_result_bytes)
@@ -370,7 +447,7 @@ class Worker:
                     OutcomeKind.PERMANENT,
                     error_type="InvalidHandlerResult",
                     error_code="INVALID_HANDLER_RESULT",
-                    error_message=str(exc),
+                    error_message=storable_text(exc),
                 )
         return Outcome(OutcomeKind.SUCCESS, result=result)
 
@@ -387,16 +464,18 @@ class _Stale(Exception):
 def _failure(
     kind: OutcomeKind,
     exc: BaseException,
-    code: str,
-    message: str,
-    details: dict[str, Any] | None,
+    code: object,
+    message: object,
+    details: object,
 ) -> Outcome:
+    """A failure outcome whose texts and details are storable whatever the handler put in
+    them (NUL, lone surrogates, sets, datetimes, megabytes of text): see ``sanitise``."""
     return Outcome(
         kind,
-        error_type=type(exc).__name__,
-        error_code=code,
-        error_message=message,
-        details=details or None,
+        error_type=storable_text(type(exc).__name__, MAX_ERROR_CODE_CHARS),
+        error_code=storable_text(code, MAX_ERROR_CODE_CHARS),
+        error_message=storable_text(message),
+        details=storable_details(details),
     )
 
 

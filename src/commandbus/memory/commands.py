@@ -530,6 +530,7 @@ class InMemoryCommandStore:
         *,
         attempts: int | None = None,
         msg_id: int | None = None,
+        last_error: tuple[str, str, str] | None = None,
         conn: Conn | None = None,
     ) -> None:
         async with self._backend.transaction(conn) as tx:
@@ -539,6 +540,11 @@ class InMemoryCommandStore:
             changes: dict[str, Any] = {}
             if msg_id is not None:
                 changes["msg_id"] = msg_id
+            if last_error is not None:
+                error_type, error_code, error_msg = last_error
+                changes.update(
+                    last_error_type=error_type, last_error_code=error_code, last_error_msg=error_msg
+                )
             self._update_row(
                 tx,
                 row,

@@ -366,14 +366,20 @@ class PostgresCommandStore:
         *,
         attempts: int | None = None,
         msg_id: int | None = None,
+        last_error: tuple[str, str, str] | None = None,
         conn: Any | None = None,
     ) -> None:
+        error_type, error_code, error_msg = last_error or (None, None, None)
         params = {
             "domain": domain,
             "command_id": command_id,
             "status": status.value,
             "attempts": attempts,
             "msg_id": msg_id,
+            "set_error": last_error is not None,
+            "error_type": error_type,
+            "error_code": error_code,
+            "error_msg": error_msg,
         }
         async with statement_conn(self._pool, conn) as c:
             await c.execute(Q.set_status, params)

@@ -347,6 +347,9 @@ UPDATE commandbus.command
 SET status = %(status)s,
     attempts = COALESCE(%(attempts)s::integer, attempts),
     msg_id = COALESCE(%(msg_id)s::bigint, msg_id),
+    last_error_type = CASE WHEN %(set_error)s THEN %(error_type)s ELSE last_error_type END,
+    last_error_code = CASE WHEN %(set_error)s THEN %(error_code)s ELSE last_error_code END,
+    last_error_msg = CASE WHEN %(set_error)s THEN %(error_msg)s ELSE last_error_msg END,
     updated_at = now()
 WHERE domain = %(domain)s AND command_id = %(command_id)s;
 
