@@ -45,6 +45,11 @@ def safe_str(value: object) -> str:
         return object.__repr__(value)
 
 
+def describe_exception(exc: BaseException) -> str:
+    """``"TypeName: message"``, safe whatever the exception's ``__str__`` does."""
+    return f"{type(exc).__name__}: {safe_str(exc)}"
+
+
 def storable_text(value: object, max_chars: int = MAX_ERROR_MESSAGE_CHARS) -> str:
     """``value`` as text PostgreSQL can store: unstorable characters escaped (``\\x00``,
     ``\\ud800``), cut to ``max_chars``."""
@@ -100,4 +105,4 @@ def _jsonable(value: Any, depth: int) -> Any:
     return storable_text(text)
 
 
-__all__ = ["safe_str", "storable_details", "storable_text"]
+__all__ = ["describe_exception", "safe_str", "storable_details", "storable_text"]

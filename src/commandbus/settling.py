@@ -19,7 +19,7 @@ from commandbus.errors import DatabaseUnavailableError
 from commandbus.leases import LeaseKeeper
 from commandbus.models import AuditEventType, CommandStatus, Settlement
 from commandbus.ports import Backend, Clock
-from commandbus.sanitise import safe_str, storable_text
+from commandbus.sanitise import describe_exception, storable_text
 from commandbus.settlement import (
     EXHAUSTED_CODE,
     exhausted_message,
@@ -108,7 +108,7 @@ class SettlementWriter:
         except DatabaseUnavailableError:
             raise
         except Exception as exc:
-            reason = storable_text(f"the settlement could not be stored: {described(exc)}")
+            reason = storable_text(f"the settlement could not be stored: {describe_exception(exc)}")
             logger.error("command %s: %s; moving it to the TSQ", settlement.command_id, reason)
             replacement = unsettleable(settlement, reason)
         try:
@@ -191,7 +191,3 @@ class SettlementWriter:
                     last_error=("LeaseExpired", "LEASE_EXPIRED", message),
                     conn=tx,
                 )
-
-
-def described(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {safe_str(exc)}"

@@ -31,6 +31,7 @@ from commandbus.policies import RetryPolicy
 from commandbus.ports import Backend, Clock, Conn, Waiter
 from commandbus.sanitise import (
     MAX_ERROR_CODE_CHARS,
+    describe_exception,
     safe_str,
     storable_details,
     storable_text,
@@ -41,7 +42,7 @@ from commandbus.settlement import (
     exhausted_outcome,
     settle_outcome,
 )
-from commandbus.settling import SettlementWriter, WorkerStats, described
+from commandbus.settling import SettlementWriter, WorkerStats
 from commandbus.validation import (
     MAX_PAYLOAD_BYTES,
     MAX_VISIBILITY_SECONDS,
@@ -392,7 +393,7 @@ class Worker:
             # The settlement (or the handler's own writes at commit) was refused: the
             # handler's writes are undone with it; record the attempt as failed.
             outcome = _failure(
-                OutcomeKind.TRANSIENT, exc, "SETTLEMENT_FAILED", described(exc), None
+                OutcomeKind.TRANSIENT, exc, "SETTLEMENT_FAILED", describe_exception(exc), None
             )
             return settle_outcome(claimed, outcome, self.retry_policy)
         self.stats.count(settlement)

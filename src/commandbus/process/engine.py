@@ -55,6 +55,7 @@ from commandbus.process.repository import (
     ProcessWrites,
     state_to_dict,
 )
+from commandbus.sanitise import storable_text
 from commandbus.validation import encode_payload
 
 if TYPE_CHECKING:
@@ -65,6 +66,9 @@ if TYPE_CHECKING:
 __all__ = ["Envelope", "EnvelopeResult", "ProcessEngine", "Staged"]
 
 logger = logging.getLogger(__name__)
+
+#: A logged message's reason (often an exception's text) is cut to this length.
+MAX_REASON_CHARS = 2_000
 
 STATE_LOAD_FAILED = "STATE_LOAD_FAILED"
 
@@ -319,7 +323,7 @@ class ProcessEngine:
         staged.messages.append(
             ProcessMessageRecord(
                 disposition=disposition,
-                reason=reason,
+                reason=storable_text(reason, MAX_REASON_CHARS),
                 message=env.raw,
                 domain=process.domain if process else env.domain,
                 process_id=env.process_id,
@@ -342,7 +346,7 @@ class ProcessEngine:
         raw = process.copy(
             status=ProcessStatus.FAILED,
             error_code=STATE_LOAD_FAILED,
-            error_message=str(exc),
+            error_message=storable_text(exc),
             completed_at=now,
             awaiting_command_id=None,
             deadline_at=None,

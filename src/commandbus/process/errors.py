@@ -5,6 +5,7 @@ from __future__ import annotations
 from uuid import UUID
 
 from commandbus.errors import CommandBusError, InvalidOperationError
+from commandbus.sanitise import describe_exception
 
 __all__ = [
     "ProcessAlreadyExistsError",
@@ -49,7 +50,7 @@ class ProcessHookError(CommandBusError):
         self.hook = hook
         self.process_type = process_type
         self.cause = cause
-        super().__init__(f"{process_type}.{hook} raised {type(cause).__name__}: {cause}")
+        super().__init__(f"{process_type}.{hook} raised {describe_exception(cause)}")
 
 
 class StateLoadError(CommandBusError):
@@ -61,5 +62,5 @@ class StateLoadError(CommandBusError):
         self.cause = cause
         super().__init__(
             f"cannot load the state of {process_type} process {process_id}: "
-            f"{type(cause).__name__}: {cause}"
+            f"{describe_exception(cause)}"
         )

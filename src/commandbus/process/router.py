@@ -45,6 +45,7 @@ from commandbus.process.models import (
     ProcessStatus,
 )
 from commandbus.process.repository import ProcessRepository, ProcessWrites
+from commandbus.sanitise import describe_exception, storable_text
 from commandbus.validation import validate_queue_name
 from commandbus.waiting import wait_for_work
 from commandbus.wiring import backend_from
@@ -214,9 +215,7 @@ class ProcessReplyRouter:
                         message.msg_id,
                         self.reply_queue,
                     )
-                    await self._park_or_set_aside(
-                        envelope, message, f"{type(exc).__name__}: {exc}", tx
-                    )
+                    await self._park_or_set_aside(envelope, message, describe_exception(exc), tx)
 
     async def _park_or_set_aside(
         self, env: Envelope, message: QueueMessage, reason: str, tx: Any
@@ -226,7 +225,7 @@ class ProcessReplyRouter:
         longer stops the messages behind it."""
         try:
             async with self._backend.transaction(tx) as savepoint:
-                await self._park(env, message, reason[:_MAX_REASON_CHARS], savepoint)
+                await self._park(env, message, storable_text(reason, _MAX_REASON_CHARS), savepoint)
         except Exception:
             logger.exception(
                 "message %s on %s could not be parked; setting it aside on the queue",
