@@ -40,6 +40,8 @@ EXPECTED = {
     "BusinessRuleException",
     "ProcessNotFoundError",
     "SchemaError",
+    "StorageError",
+    "DatabaseUnavailableError",
     # process manager
     "BaseProcessManager",
     "ProcessReplyRouter",

@@ -98,6 +98,13 @@ def _parse_backoff(
     help="Delays between retries, e.g. '10,60,300' (the last one repeats).",
 )
 @option(
+    "--heartbeat/--no-heartbeat",
+    envvar="COMMANDBUS_HEARTBEAT",
+    default=True,
+    show_default=True,
+    help="Extend the lease of handlers still running, every third of the visibility timeout.",
+)
+@option(
     "--notify/--no-notify",
     envvar="COMMANDBUS_NOTIFY",
     default=True,
@@ -129,6 +136,7 @@ def worker_run_cmd(
     batch_size: int,
     poll_interval: float,
     backoff: tuple[float, ...] | None,
+    heartbeat: bool,
     notify: bool,
     verify_schema: bool,
     stop_timeout: float,
@@ -162,6 +170,7 @@ def worker_run_cmd(
             batch_size=batch_size,
             poll_interval=poll_interval,
             backoff=backoff,
+            heartbeat=heartbeat,
             notify=notify,
             verify_schema=verify_schema,
             stop_timeout=stop_timeout,
@@ -203,6 +212,7 @@ async def _run_workers(
     batch_size: int,
     poll_interval: float,
     backoff: tuple[float, ...] | None,
+    heartbeat: bool,
     notify: bool,
     verify_schema: bool,
     stop_timeout: float,
@@ -233,6 +243,7 @@ async def _run_workers(
                 visibility_timeout=visibility_timeout,
                 retry_policy=retry_policy,
                 batch_size=batch_size,
+                heartbeat=heartbeat,
             )
             for d in domains
         ]
