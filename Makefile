@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-unit check lint format typecheck bench clean
+.PHONY: install demo test test-unit check lint format typecheck bench chaos chaos-short clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,15 @@ check: lint typecheck test
 bench: install
 	$(PY) -m benchmarks.throughput
 	$(PY) -m benchmarks.processes
+
+## make chaos: fault injection at full size on a throw-away PostgreSQL (kills, PG restarts);
+## extra options in CHAOS_ARGS, e.g. make chaos CHAOS_ARGS="--seed 7 --json chaos.json"
+chaos: install
+	$(PY) -m chaos --commands 100000 --processes 10000 --send-seconds 120 --duration-limit 1800 $(CHAOS_ARGS)
+
+## make chaos-short: the same, small enough for CI (well under 2 minutes)
+chaos-short: install
+	$(PY) -m chaos --commands 3000 --processes 300 --send-seconds 40 --kills 4 --duration-limit 75 $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) .commandbus .mypy_cache .pytest_cache .ruff_cache .hypothesis

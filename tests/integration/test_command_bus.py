@@ -439,9 +439,7 @@ async def test_duplicate_command_ids_are_refused(bus):
     await bus.send("refunds", "Debit", command_id, {})
 
 
-async def test_send_batch_of_several_statements_keeps_request_order_and_is_atomic(
-    bus, monkeypatch
-):
+async def test_send_batch_of_several_statements_keeps_request_order_and_is_atomic(bus, monkeypatch):
     """A batch larger than one INSERT statement is several statements in one transaction:
     results come back in request order, and a duplicate anywhere writes nothing at all."""
     import commandbus.postgres.commands as commands_module
