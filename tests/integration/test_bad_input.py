@@ -191,3 +191,34 @@ async def test_connecting_to_a_server_that_is_down_fails_at_once_with_the_reason
     assert "secret" not in str(caught.value)
     with pytest.raises(ValidationError, match="invalid database URL"):
         await PostgresBackend.connect("this is not = a url ===")
+
+
+async def test_junk_on_a_command_queue_is_archived_and_the_worker_goes_on(
+    bus: CommandBus,
+) -> None:
+    junk: list[Any] = [
+        [],
+        "text",
+        None,
+        42,
+        {"command_id": "-" * 32},
+        {"command_id": "0000000000000000000000000000000-"},
+        {"command_id": "{" + str(uuid4())},
+        {"command_id": 7},
+        {"command_id": str(uuid4())},  # looks right, but no such command
+    ]
+    queue = bus.backend.queue
+    unchecked = getattr(queue, "enqueue_unchecked", None)  # the memory queue validates
+    await (unchecked or queue.enqueue)(f"{DOMAIN}__commands", junk)
+    registry = HandlerRegistry()
+
+    @registry.handler(DOMAIN, "Debit")
+    async def debit(command: Any, context: Any) -> dict[str, Any]:
+        return {"ok": True}
+
+    canary = uuid4()
+    await bus.send(DOMAIN, "Debit", canary, {})
+    await Worker(bus.backend, DOMAIN, registry).drain()
+    meta = await bus.get_command(DOMAIN, canary)
+    assert meta is not None and meta.status.value == "COMPLETED"
+    assert await bus.backend.queue.depth(f"{DOMAIN}__commands") == 0

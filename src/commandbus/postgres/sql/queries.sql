@@ -138,7 +138,10 @@ ORDER BY k.ord;
 WITH picked AS MATERIALIZED (
     -- pick_messages (see 001_commands.sql) pins the ordered index walk
     SELECT m.msg_id, m.message, m.vt,
-           CASE WHEN m.message ->> 'command_id' ~ '^[0-9a-fA-F-]{32,36}$'
+           -- Only the canonical text form (the one this library writes) is cast: any
+           -- other text would fail the cast and with it the whole claim.
+           CASE WHEN m.message ->> 'command_id'
+                     ~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'
                 THEN (m.message ->> 'command_id')::uuid
            END AS command_id
     FROM commandbus.pick_messages(%(queue)s, %(limit)s) m
