@@ -52,8 +52,12 @@ from commandbus.validation import (
     process_reply_queue,
     validate_name,
     validate_queue_name,
+    validate_text,
     validate_uuid,
 )
+
+#: The longest reason ``cancel`` accepts (it is stored with the process).
+MAX_CANCEL_REASON_CHARS = 10_000
 
 __all__ = ["BaseProcessManager"]
 
@@ -341,6 +345,7 @@ class BaseProcessManager(ABC, Generic[TState, TStep]):
         ``ProcessNotFoundError``, or ``InvalidOperationError`` for a finished process.
         Canceling a process that already compensates changes nothing."""
         pid = validate_uuid(process_id, "process_id")
+        reason = validate_text(reason, "reason", MAX_CANCEL_REASON_CHARS)
         envelope = Envelope(
             raw={}, message=CancelRequested(reason), process_id=pid, domain=self.domain
         )

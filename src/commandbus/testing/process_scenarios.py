@@ -530,6 +530,15 @@ class ProcessBehaviourContract:
         assert p.status is ProcessStatus.FAILED and p.error_code == "REFUSED"
         assert await self.steps_sent(env, pid) == [("a", "FAILED")]
 
+    async def test_cancel_with_a_reason_that_cannot_be_stored_is_rejected(self, env: Env) -> None:
+        pid = await env.manager.start({})
+        before = await self.process(env, pid)
+        for reason in ({"a": 1}, ["x"], "nul\x00", "lone \ud800", "x" * 10_001):
+            with pytest.raises(ValidationError, match="reason"):
+                await env.manager.cancel(pid, reason=reason)  # type: ignore[arg-type]
+        after = await self.process(env, pid)
+        assert after.status is before.status and after.version == before.version
+
     async def test_cancel_compensates_newest_first_and_ignores_late_reply(self, env: Env) -> None:
         # A and B done, C in flight: cancel -> UndoA only (B has none, C never completed).
         pid = await env.manager.start({})
