@@ -301,3 +301,18 @@ def test_timer_message_round_trip() -> None:
     assert parse_timer_message({"command_id": "x"}) is None
     with pytest.raises(ValueError, match="malformed process timer"):
         parse_timer_message({"kind": "commandbus.process_timer", "domain": "pipeline"})
+
+
+class BigCommands(PipelineProcess):
+    async def build_command(self, step: PipelineStep, state: PipelineState) -> ProcessCommand[Any]:
+        return ProcessCommand("StepA", {"pad": "x" * 500})
+
+
+async def test_process_commands_obey_the_payload_limit_of_the_managers_bus() -> None:
+    # The same limit as bus.send: a process must not send what the bus would refuse.
+    strict = BigCommands(CommandBus(InMemoryBackend(), max_payload_bytes=200))
+    with pytest.raises(ProcessHookError, match="the limit is 200 bytes"):
+        await decide_start(strict, new_process(), NOW)
+    roomy = BigCommands(CommandBus(InMemoryBackend(), max_payload_bytes=1_000))
+    decision = await decide_start(roomy, new_process(), NOW)
+    assert [c.data for c in decision.commands] == [{"pad": "x" * 500}]

@@ -111,6 +111,8 @@ class BaseProcessManager(ABC, Generic[TState, TStep]):
         self.reply_queue = validate_queue_name(reply_queue or process_reply_queue(self.domain))
         policy = getattr(command_bus, "retry_policy", None)
         self.max_attempts: int | None = getattr(policy, "max_attempts", None)
+        #: Commands the process sends are held to the same limit as ``bus.send``.
+        self.max_payload_bytes: int = getattr(command_bus, "max_payload_bytes", MAX_PAYLOAD_BYTES)
         self._steps_by_name = {s.name: s for s in self.steps}
         self._engine: ProcessEngine | None = None
 
@@ -253,7 +255,7 @@ class BaseProcessManager(ABC, Generic[TState, TStep]):
         """Start many processes in one transaction (all or nothing); ``items`` are initial
         data dicts or ``(process_id, initial_data)`` pairs. Same rules as ``start``."""
         now = self.backend.clock.now()
-        max_bytes = getattr(self.command_bus, "max_payload_bytes", MAX_PAYLOAD_BYTES)
+        max_bytes = self.max_payload_bytes
         staged = Staged()
         new: list[ProcessMetadata[Any, Any]] = []
         decisions: dict[UUID, Decision[TState, TStep]] = {}

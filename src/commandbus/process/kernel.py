@@ -104,6 +104,11 @@ class ProcessHooks(Protocol[S, T]):
     @property
     def domain(self) -> str: ...
 
+    @property
+    def max_payload_bytes(self) -> int:
+        """The limit on a command's encoded data: the same as the manager's bus applies."""
+        ...
+
     def parse_step(self, name: str) -> T: ...
 
     def copy_state(self, state: S) -> S: ...
@@ -477,7 +482,9 @@ class _Draft(Generic[S, T]):
             data = built.data_dict()
             command_type = validate_command_type(built.command_type)
             domain = validate_name(built.domain or process.domain)
-            data_json = encode_payload(data, f"command data of step {step}")
+            data_json = encode_payload(
+                data, f"command data of step {step}", hooks.max_payload_bytes
+            )
         except Exception as exc:
             raise ProcessHookError("build_command", hooks.process_type, exc) from exc
         seq = process.command_seq + 1
