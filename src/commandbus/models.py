@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 JsonObject = dict[str, Any]
@@ -73,6 +73,22 @@ class Command:
     created_at: datetime | None = None
 
 
+class CommandLike(Protocol):
+    """What a reply needs of the command it answers."""
+
+    @property
+    def command_id(self) -> UUID: ...
+
+    @property
+    def correlation_id(self) -> UUID | None: ...
+
+    @property
+    def domain(self) -> str: ...
+
+    @property
+    def command_type(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class Reply:
     """A reply to a command, as sent to the command's ``reply_to`` queue.
@@ -92,6 +108,31 @@ class Reply:
     error_message: str | None = None
     domain: str | None = None
     command_type: str | None = None
+
+    @classmethod
+    def answering(
+        cls,
+        command: CommandLike,
+        outcome: ReplyOutcome,
+        data: JsonObject | None = None,
+        *,
+        error_code: str | None = None,
+        error_message: str | None = None,
+    ) -> Reply:
+        """The reply to ``command`` (a ``Command`` or its ``CommandMetadata``): correlated
+        like it, naming its domain and type. A SUCCESS reply carries ``data`` and no error;
+        any other outcome carries the error and no data."""
+        success = outcome is ReplyOutcome.SUCCESS
+        return cls(
+            command_id=command.command_id,
+            correlation_id=command.correlation_id,
+            outcome=outcome,
+            data=data if success else None,
+            error_code=None if success else error_code,
+            error_message=None if success else error_message,
+            domain=command.domain,
+            command_type=command.command_type,
+        )
 
     def to_message(self) -> JsonObject:
         return {

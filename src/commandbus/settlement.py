@@ -7,7 +7,7 @@ one transaction. Keeping this pure makes every branch unit-testable.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from commandbus.models import (
@@ -50,15 +50,12 @@ def _queued_reply(
         return None
     return QueuedReply(
         command.reply_to,
-        Reply(
-            command_id=command.command_id,
-            correlation_id=command.correlation_id,
-            outcome=kind,
-            data=data,
-            error_code=None if kind is ReplyOutcome.SUCCESS else outcome.error_code,
-            error_message=None if kind is ReplyOutcome.SUCCESS else outcome.error_message,
-            domain=command.domain,
-            command_type=command.command_type,
+        Reply.answering(
+            command,
+            kind,
+            data,
+            error_code=outcome.error_code,
+            error_message=outcome.error_message,
         ),
     )
 
@@ -200,19 +197,14 @@ def unsettleable(settlement: Settlement, reason: str) -> Settlement:
     outcome but its reason, so that one bad outcome cannot stop the worker."""
     queued = settlement.reply
     if queued is not None:
-        original = queued.reply
-        queued = QueuedReply(
-            queued.queue,
-            Reply(
-                command_id=original.command_id,
-                correlation_id=original.correlation_id,
-                outcome=ReplyOutcome.IN_TROUBLESHOOTING_QUEUE,
-                error_code="SETTLEMENT_FAILED",
-                error_message=reason,
-                domain=original.domain,
-                command_type=original.command_type,
-            ),
+        notice = replace(
+            queued.reply,
+            outcome=ReplyOutcome.IN_TROUBLESHOOTING_QUEUE,
+            data=None,
+            error_code="SETTLEMENT_FAILED",
+            error_message=reason,
         )
+        queued = QueuedReply(queued.queue, notice)
     return Settlement(
         domain=settlement.domain,
         command_id=settlement.command_id,

@@ -177,14 +177,7 @@ class TroubleshootingQueue:
     ) -> None:
         if meta.reply_to is None:
             return
-        reply = Reply(
-            command_id=meta.command_id,
-            correlation_id=meta.correlation_id,
-            outcome=outcome,
-            data=data,
-            error_code=error_code,
-            error_message=error_message,
-            domain=meta.domain,
-            command_type=meta.command_type,
+        reply = Reply.answering(
+            meta, outcome, data, error_code=error_code, error_message=error_message
         )
         await self._backend.queue.enqueue(meta.reply_to, [reply.to_message()], conn=conn)

@@ -19,6 +19,7 @@ be deterministic — no I/O, clock or randomness — because deciding is replaya
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import typing
 from abc import ABC, abstractmethod
@@ -322,18 +323,7 @@ class BaseProcessManager(ABC, Generic[TState, TStep]):
         pid = reply.correlation_id or (process.process_id if process else None)
         envelope = Envelope(raw=reply.to_message(), message=ReplyReceived(reply), process_id=pid)
         if pid is not None and reply.correlation_id is None:
-            envelope.message = ReplyReceived(
-                Reply(
-                    command_id=reply.command_id,
-                    correlation_id=pid,
-                    outcome=reply.outcome,
-                    data=reply.data,
-                    error_code=reply.error_code,
-                    error_message=reply.error_message,
-                    domain=reply.domain,
-                    command_type=reply.command_type,
-                )
-            )
+            envelope.message = ReplyReceived(dataclasses.replace(reply, correlation_id=pid))
         envelope.domain = self.domain
         async with self.backend.transaction(conn) as tx:
             await self.engine.handle([envelope], conn=tx, raise_errors=True)
