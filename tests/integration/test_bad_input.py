@@ -23,18 +23,10 @@ from commandbus import (
     Worker,
 )
 from commandbus.errors import DatabaseUnavailableError
-from commandbus.memory import InMemoryBackend
 from commandbus.postgres import PostgresBackend
 
 DOMAIN = "payments"
 SURROGATE = "\ud800"
-
-
-@pytest.fixture(params=["memory", "postgres"])
-def backend(request: pytest.FixtureRequest) -> Any:
-    if request.param == "memory":
-        return InMemoryBackend()
-    return request.getfixturevalue("pg_backend")
 
 
 @pytest.fixture

@@ -27,7 +27,6 @@ from commandbus import (
     Worker,
 )
 from commandbus.errors import DatabaseUnavailableError, StorageError
-from commandbus.memory import InMemoryBackend
 
 DOMAIN = "payments"
 REPLIES = "payments__replies"
@@ -40,13 +39,6 @@ NASTY_DETAILS: dict[str, Any] = {
     "nan": float("nan"),
 }
 TERMINAL = {"COMPLETED", "FAILED", "CANCELED", "IN_TROUBLESHOOTING_QUEUE"}
-
-
-@pytest.fixture(params=["memory", "postgres"])
-def backend(request: pytest.FixtureRequest) -> Any:
-    if request.param == "memory":
-        return InMemoryBackend()
-    return request.getfixturevalue("pg_backend")
 
 
 @pytest.fixture
