@@ -1,5 +1,8 @@
 """commandbus: reliable commands and long-running business processes on PostgreSQL."""
 
+# The composition root first: it registers the PostgreSQL and memory adapters, so that the
+# core can take a pool (``CommandBus(pool)``) without importing an adapter itself.
+import commandbus.wiring  # noqa: F401  (isort: keep first)
 from commandbus.bus import CommandBus
 from commandbus.errors import (
     BusinessRuleException,

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
 
+from commandbus.backends import backend_from, in_memory_backend
 from commandbus.errors import ValidationError
 from commandbus.models import (
     AuditEvent,
@@ -36,7 +37,6 @@ from commandbus.validation import (
     validate_seconds,
     validate_uuid,
 )
-from commandbus.wiring import backend_from, in_memory_backend
 
 logger = logging.getLogger(__name__)
 

@@ -1,40 +1,35 @@
-"""The one place that knows the adapters: turn what a user passes into a ``Backend``.
+"""The composition root: the one place that knows the adapters.
 
-Public classes (``CommandBus``, ``Worker``, ``TroubleshootingQueue``, ``ProcessReplyRouter``)
-accept either a ``psycopg_pool.AsyncConnectionPool`` — the common case — or any ``Backend``
-(e.g. ``commandbus.memory.InMemoryBackend``). Adapters are imported lazily here so that the
-core never depends on them.
+It registers them with ``commandbus.backends`` when ``commandbus`` is imported, so that
+the core (``CommandBus(pool)``, ``Worker(pool, …)``, ``CommandBus.in_memory()``) can take a
+pool or build a memory backend without importing ``postgres/`` or ``memory/``. Adapters
+are imported lazily, on first use.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
+from commandbus.backends import register_backend_adapter, register_memory_backend
 from commandbus.ports import Backend, Clock
 
 
-def is_backend(obj: object) -> bool:
-    return all(hasattr(obj, attr) for attr in ("transaction", "commands", "queue", "listen"))
+def postgres_backend_for(obj: object, clock: Clock | None) -> Backend | None:
+    """A ``PostgresBackend`` around a ``psycopg_pool.AsyncConnectionPool``; None otherwise."""
+    try:
+        from psycopg_pool import AsyncConnectionPool
+    except ImportError:  # pragma: no cover - psycopg_pool is a dependency
+        return None
+    if not isinstance(obj, AsyncConnectionPool):
+        return None
+    from commandbus.postgres import PostgresBackend
+
+    return PostgresBackend(obj) if clock is None else PostgresBackend(obj, clock=clock)
 
 
-def backend_from(obj: Any, clock: Clock | None = None) -> Backend:
-    """Return ``obj`` if it is a Backend; wrap a psycopg ``AsyncConnectionPool``."""
-    if is_backend(obj):
-        backend: Backend = obj
-        return backend
-    from psycopg_pool import AsyncConnectionPool
-
-    if isinstance(obj, AsyncConnectionPool):
-        from commandbus.postgres import PostgresBackend
-
-        return PostgresBackend(obj) if clock is None else PostgresBackend(obj, clock=clock)
-    raise TypeError(
-        "expected a psycopg_pool.AsyncConnectionPool or a commandbus Backend "
-        f"(PostgresBackend, InMemoryBackend), got {type(obj).__name__}"
-    )
-
-
-def in_memory_backend(clock: Clock | None = None) -> Backend:
+def memory_backend(clock: Clock | None) -> Backend:
     from commandbus.memory import InMemoryBackend
 
     return InMemoryBackend(clock=clock)
+
+
+register_backend_adapter(postgres_backend_for)
+register_memory_backend(memory_backend)

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
+from commandbus.backends import backend_from
 from commandbus.errors import (
     BusinessRuleException,
     DatabaseUnavailableError,
@@ -53,7 +54,6 @@ from commandbus.validation import (
     validate_seconds,
 )
 from commandbus.waiting import wait_for_work
-from commandbus.wiring import backend_from
 
 __all__ = ["Worker", "WorkerStats", "run_workers"]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+from commandbus.backends import backend_from
 from commandbus.errors import CommandNotFoundError, InvalidOperationError
 from commandbus.models import (
     AuditEventType,
@@ -33,7 +34,6 @@ from commandbus.validation import (
     validate_text,
     validate_uuid,
 )
-from commandbus.wiring import backend_from
 
 #: Limits on what an operator types: stored in the audit trail and sent in replies.
 MAX_OPERATOR_CHARS = 200

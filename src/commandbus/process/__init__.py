@@ -4,33 +4,85 @@ timeouts and recovery, driven by command replies (see docs/process-manager.md).
 The PostgreSQL repository lives with the other adapters
 (``commandbus.postgres.process_repository.PostgresProcessRepository``, also available as
 ``PostgresBackend(pool).processes``); this package never imports an adapter.
+
+The names are loaded on first use, so that importing one module of the package (say
+``commandbus.process.models``, which the ports use) does not import all of it.
 """
 
-from commandbus.process.base import BaseProcessManager
-from commandbus.process.errors import (
-    ProcessAlreadyExistsError,
-    ProcessHookError,
-    ProcessVersionConflictError,
-    StateLoadError,
-)
-from commandbus.process.kernel import Decision, decide, decide_start
-from commandbus.process.models import (
-    AuditEntryKind,
-    CompensationPlan,
-    ProcessAuditEntry,
-    ProcessCommand,
-    ProcessMessageDisposition,
-    ProcessMessageRecord,
-    ProcessMetadata,
-    ProcessResponse,
-    ProcessSnapshot,
-    ProcessState,
-    ProcessStatus,
-    StepDefinition,
-    TimeoutAction,
-)
-from commandbus.process.repository import ProcessRepository, ProcessWrites
-from commandbus.process.router import ProcessReplyRouter, RouterStats
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from commandbus.process.base import BaseProcessManager
+    from commandbus.process.errors import (
+        ProcessAlreadyExistsError,
+        ProcessHookError,
+        ProcessVersionConflictError,
+        StateLoadError,
+    )
+    from commandbus.process.kernel import Decision, decide, decide_start
+    from commandbus.process.models import (
+        AuditEntryKind,
+        CompensationPlan,
+        ProcessAuditEntry,
+        ProcessCommand,
+        ProcessMessageDisposition,
+        ProcessMessageRecord,
+        ProcessMetadata,
+        ProcessResponse,
+        ProcessSnapshot,
+        ProcessState,
+        ProcessStatus,
+        StepDefinition,
+        TimeoutAction,
+    )
+    from commandbus.process.repository import ProcessRepository, ProcessWrites
+    from commandbus.process.router import ProcessReplyRouter, RouterStats
+
+#: public name -> the module that defines it
+_SOURCES = {
+    "AuditEntryKind": "commandbus.process.models",
+    "BaseProcessManager": "commandbus.process.base",
+    "CompensationPlan": "commandbus.process.models",
+    "Decision": "commandbus.process.kernel",
+    "ProcessAlreadyExistsError": "commandbus.process.errors",
+    "ProcessAuditEntry": "commandbus.process.models",
+    "ProcessCommand": "commandbus.process.models",
+    "ProcessHookError": "commandbus.process.errors",
+    "ProcessMessageDisposition": "commandbus.process.models",
+    "ProcessMessageRecord": "commandbus.process.models",
+    "ProcessMetadata": "commandbus.process.models",
+    "ProcessReplyRouter": "commandbus.process.router",
+    "ProcessRepository": "commandbus.process.repository",
+    "ProcessResponse": "commandbus.process.models",
+    "ProcessSnapshot": "commandbus.process.models",
+    "ProcessState": "commandbus.process.models",
+    "ProcessStatus": "commandbus.process.models",
+    "ProcessVersionConflictError": "commandbus.process.errors",
+    "ProcessWrites": "commandbus.process.repository",
+    "RouterStats": "commandbus.process.router",
+    "StateLoadError": "commandbus.process.errors",
+    "StepDefinition": "commandbus.process.models",
+    "TimeoutAction": "commandbus.process.models",
+    "decide": "commandbus.process.kernel",
+    "decide_start": "commandbus.process.kernel",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _SOURCES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'commandbus.process' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_SOURCES])
+
 
 __all__ = [
     "AuditEntryKind",

@@ -32,6 +32,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from commandbus.backends import backend_from
 from commandbus.errors import ValidationError
 from commandbus.models import QueueMessage, Reply
 from commandbus.ports import Backend, Clock, Waiter
@@ -48,7 +49,6 @@ from commandbus.process.repository import ProcessRepository, ProcessWrites
 from commandbus.sanitise import describe_exception, storable_text
 from commandbus.validation import validate_queue_name
 from commandbus.waiting import wait_for_work
-from commandbus.wiring import backend_from
 
 __all__ = ["ProcessReplyRouter", "RouterStats"]
 

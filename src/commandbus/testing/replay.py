@@ -492,7 +492,7 @@ def _repository_of(source: Any) -> ProcessRepository:
         return repo
     processes = getattr(source, "processes", None)
     if processes is None:
-        from commandbus.wiring import backend_from
+        from commandbus.backends import backend_from
 
         processes = getattr(backend_from(source), "processes", None)
     if processes is None:

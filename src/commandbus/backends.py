@@ -1,0 +1,58 @@
+"""From what a user passes to a ``Backend``, without the core importing any adapter.
+
+Public classes (``CommandBus``, ``Worker``, ``TroubleshootingQueue``, ``ProcessReplyRouter``)
+accept a ``Backend`` (``PostgresBackend``, ``InMemoryBackend``) or what an adapter knows how
+to wrap — a ``psycopg_pool.AsyncConnectionPool`` is the common case. Adapters register
+here; ``commandbus.wiring``, the composition root outside the core, registers the
+PostgreSQL and memory adapters when ``commandbus`` is imported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from commandbus.ports import Backend, Clock
+
+#: Wraps an object (e.g. a connection pool) in a Backend, or returns None if it cannot.
+BackendAdapter = Callable[[object, Clock | None], Backend | None]
+MemoryBackendFactory = Callable[[Clock | None], Backend]
+
+_adapters: list[BackendAdapter] = []
+_memory_factories: list[MemoryBackendFactory] = []
+
+
+def register_backend_adapter(adapter: BackendAdapter) -> None:
+    """Let ``backend_from`` wrap what ``adapter`` recognises (registering twice is a no-op)."""
+    if adapter not in _adapters:
+        _adapters.append(adapter)
+
+
+def register_memory_backend(factory: MemoryBackendFactory) -> None:
+    """The factory of ``in_memory_backend`` (the last registered wins)."""
+    _memory_factories.append(factory)
+
+
+def is_backend(obj: object) -> bool:
+    return all(hasattr(obj, attr) for attr in ("transaction", "commands", "queue", "listen"))
+
+
+def backend_from(obj: object, clock: Clock | None = None) -> Backend:
+    """``obj`` itself if it is a Backend, else what a registered adapter makes of it."""
+    if is_backend(obj):
+        backend: Backend = obj  # type: ignore[assignment]  # structural check above
+        return backend
+    for adapter in _adapters:
+        wrapped = adapter(obj, clock)
+        if wrapped is not None:
+            return wrapped
+    raise TypeError(
+        "expected a psycopg_pool.AsyncConnectionPool or a commandbus Backend "
+        f"(PostgresBackend, InMemoryBackend), got {type(obj).__name__}"
+    )
+
+
+def in_memory_backend(clock: Clock | None = None) -> Backend:
+    """A fresh in-memory backend (``CommandBus.in_memory()``)."""
+    if not _memory_factories:
+        raise RuntimeError("no in-memory backend is registered (import commandbus first)")
+    return _memory_factories[-1](clock)
