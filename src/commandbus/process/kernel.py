@@ -62,6 +62,7 @@ from commandbus.process.models import (
     ProcessState,
     ProcessStatus,
     TimeoutAction,
+    completed_steps,
 )
 from commandbus.validation import encode_payload, validate_command_type, validate_name
 
@@ -516,11 +517,7 @@ class _Draft(Generic[S, T]):
 
     async def compensate(self, target: ProcessStatus) -> None:
         """Start compensating the completed forward steps, newest first."""
-        completed: list[str] = [
-            e.step_name
-            for e in self.snapshot.audit
-            if e.kind is AuditEntryKind.STEP and e.reply_outcome is ReplyOutcome.SUCCESS
-        ]
+        completed = completed_steps(self.snapshot.audit)
         remaining: list[str] = []
         for name in reversed(completed):
             step = self.parse(name)

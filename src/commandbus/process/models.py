@@ -23,6 +23,7 @@ folds a process's history from it: ``commandbus.testing.replay``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -48,6 +49,7 @@ __all__ = [
     "TState",
     "TStep",
     "TimeoutAction",
+    "completed_steps",
 ]
 
 
@@ -364,3 +366,13 @@ class ProcessSnapshot(Generic[TState, TStep]):
             if entry.command_id == command_id:
                 return entry
         return None
+
+
+def completed_steps(trail: Sequence[ProcessAuditEntry]) -> list[str]:
+    """Forward steps answered SUCCESS, in the order they were sent (what compensation
+    walks backwards); compensation commands themselves are not steps."""
+    return [
+        e.step_name
+        for e in trail
+        if e.kind is AuditEntryKind.STEP and e.reply_outcome is ReplyOutcome.SUCCESS
+    ]

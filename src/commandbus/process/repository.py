@@ -20,14 +20,13 @@ a dict; ``BaseProcessManager.get`` returns processes with typed state.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 
-from commandbus.models import JsonObject, ReplyOutcome
+from commandbus.models import JsonObject
 
 # The protocol lives with the other ports (``Backend.processes`` is one); this module keeps
 # the seed's import path for it.
 from commandbus.ports import JsonText, ProcessRepository, ProcessWrites
-from commandbus.process.models import AuditEntryKind, ProcessAuditEntry
+from commandbus.process.models import completed_steps
 from commandbus.validation import json_text
 
 __all__ = [
@@ -38,16 +37,6 @@ __all__ = [
     "state_to_dict",
     "state_to_json",
 ]
-
-
-def completed_steps(trail: Sequence[ProcessAuditEntry]) -> list[str]:
-    """Forward steps answered SUCCESS, in the order they were sent (what compensation
-    walks backwards); compensation commands themselves are not steps."""
-    return [
-        e.step_name
-        for e in trail
-        if e.kind is AuditEntryKind.STEP and e.reply_outcome is ReplyOutcome.SUCCESS
-    ]
 
 
 def state_to_json(state: object) -> str:

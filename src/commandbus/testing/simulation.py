@@ -74,6 +74,7 @@ from commandbus.process.models import (
     ProcessAuditEntry,
     ProcessMetadata,
     ProcessStatus,
+    completed_steps,
 )
 from commandbus.process.repository import state_to_dict
 from commandbus.process.router import ProcessReplyRouter, RouterStats
@@ -736,11 +737,7 @@ async def check_invariants(
         twice = [str(c) for c, n in ids.items() if n > 1]
         if twice:
             bad("single_advance", f"commands recorded twice: {twice}")
-        completed = Counter(
-            e.step_name
-            for e in audit
-            if e.kind is AuditEntryKind.STEP and e.reply_outcome is ReplyOutcome.SUCCESS
-        )
+        completed = Counter(completed_steps(audit))
         for step, count in completed.items():
             if count > 1:
                 bad("single_advance", f"step {step} completed {count} times")
@@ -762,11 +759,7 @@ async def check_invariants(
             (i for i, e in enumerate(audit) if e.kind is AuditEntryKind.COMPENSATION), None
         )
         forward = audit if first_comp is None else audit[:first_comp]
-        done = [
-            e.step_name
-            for e in forward
-            if e.kind is AuditEntryKind.STEP and e.reply_outcome is ReplyOutcome.SUCCESS
-        ]
+        done = completed_steps(forward)
         compensations = audit[len(forward) :]
         if any(e.kind is AuditEntryKind.STEP for e in compensations):
             bad("compensation_order", "a forward step was sent after compensation started")
