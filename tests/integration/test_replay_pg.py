@@ -21,7 +21,7 @@ from commandbus.policies import RetryPolicy
 from commandbus.postgres import PostgresBackend
 from commandbus.process import ProcessReplyRouter, ProcessStatus
 from commandbus.process.models import ProcessMetadata
-from commandbus.testing.replay import check_replay, replay_all
+from commandbus.process.replay import check_replay, replay_all
 
 
 class RenderWritesAnotherField(StatementReportProcess):

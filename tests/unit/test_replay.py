@@ -14,7 +14,7 @@ from examples.statement_report import (
 
 from commandbus.models import Reply
 from commandbus.process import ProcessCommand, ProcessStatus, TimeoutAction
-from commandbus.testing.replay import check_replay, replay_all, replay_process
+from commandbus.process.replay import check_replay, replay_all, replay_process
 from commandbus.testing.scenario import ProcessScenario
 
 Step = StatementReportStep

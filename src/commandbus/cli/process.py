@@ -337,7 +337,7 @@ def process_replay_cmd(
 
     async def replay() -> list[Any]:
         from commandbus.bus import CommandBus
-        from commandbus.testing.replay import replay_all
+        from commandbus.process.replay import replay_all
 
         async with connect(url, max_size=2) as backend:
             managers = build_managers(target, CommandBus(backend), app)

@@ -18,7 +18,7 @@ columns of the ``commandbus.process`` row:
   failed, and the status to end in.
 
 and the start input, ``initial_data``, written with the new row and never updated (replay
-folds a process's history from it: ``commandbus.testing.replay``).
+folds a process's history from it: ``commandbus.process.replay``).
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@
   ``commandbus_postgres`` fixtures.
 """
 
+from commandbus.process.replay import ReplayMismatch, ReplayResult, check_replay, replay_process
 from commandbus.testing.clock import VirtualClock
-from commandbus.testing.replay import ReplayMismatch, ReplayResult, check_replay, replay_process
 from commandbus.testing.scenario import ProcessScenario, ScenarioAssertionError, SentCommand
 from commandbus.testing.simulation import (
     FailureRates,

@@ -53,7 +53,7 @@ from commandbus.process.router import ProcessReplyRouter
 from commandbus.testing.clock import VirtualClock
 
 if TYPE_CHECKING:
-    from commandbus.testing.replay import ReplayResult
+    from commandbus.process.replay import ReplayResult
 
 __all__ = [
     "ManagerFactory",
@@ -413,8 +413,8 @@ class ProcessScenario(Generic[S]):
 
     async def replay(self, manager: BaseProcessManager[Any, Any] | None = None) -> ReplayResult:
         """Replay the focused process's history through ``manager`` (default: the
-        scenario's own) with the pure kernel; see ``commandbus.testing.replay``."""
-        from commandbus.testing.replay import replay_process
+        scenario's own) with the pure kernel; see ``commandbus.process.replay``."""
+        from commandbus.process.replay import replay_process
 
         return await replay_process(
             manager if manager is not None else self.manager,

@@ -19,7 +19,7 @@ virtual, so the same seed gives the same history, byte for byte (``report.histor
 - ``compensation_order``: compensations ran for the completed steps, in reverse order, and
   only when the process did not complete; the final status agrees with their replies;
 - ``audit_matches_state``: replaying the audit trail through the manager (pure kernel)
-  gives the stored row (``commandbus.testing.replay``), and every command in the trail
+  gives the stored row (``commandbus.process.replay``), and every command in the trail
   exists in the command store with a status that agrees with the reply the process got.
 
 Time model: workers and the router wake every ``tick`` seconds (1 s by default, like a
@@ -76,10 +76,10 @@ from commandbus.process.models import (
     ProcessStatus,
     completed_steps,
 )
+from commandbus.process.replay import replay_process
 from commandbus.process.repository import state_to_dict
 from commandbus.process.router import ProcessReplyRouter, RouterStats
 from commandbus.testing.clock import VirtualClock
-from commandbus.testing.replay import replay_process
 from commandbus.testing.scenario import ManagerFactory, memory_backend
 from commandbus.worker import Worker, WorkerStats
 
