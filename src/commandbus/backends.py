@@ -10,8 +10,15 @@ PostgreSQL and memory adapters when ``commandbus`` is imported.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from commandbus.ports import Backend, Clock
+
+if TYPE_CHECKING:  # a type only: the core never imports the driver or an adapter
+    from psycopg_pool import AsyncConnectionPool
+
+#: What the public classes take: a backend, or a psycopg pool (wrapped in a PostgresBackend).
+BackendSource: TypeAlias = "Backend | AsyncConnectionPool[Any]"
 
 #: Wraps an object (e.g. a connection pool) in a Backend, or returns None if it cannot.
 BackendAdapter = Callable[[object, Clock | None], Backend | None]
@@ -36,7 +43,7 @@ def is_backend(obj: object) -> bool:
     return all(hasattr(obj, attr) for attr in ("transaction", "commands", "queue", "listen"))
 
 
-def backend_from(obj: object, clock: Clock | None = None) -> Backend:
+def backend_from(obj: BackendSource | object, clock: Clock | None = None) -> Backend:
     """``obj`` itself if it is a Backend, else what a registered adapter makes of it."""
     if is_backend(obj):
         backend: Backend = obj  # type: ignore[assignment]  # structural check above

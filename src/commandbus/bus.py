@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
 
-from commandbus.backends import backend_from, in_memory_backend
+from commandbus.backends import BackendSource, backend_from, in_memory_backend
 from commandbus.errors import ValidationError
 from commandbus.models import (
     AuditEvent,
@@ -51,7 +51,7 @@ class CommandBus:
 
     def __init__(
         self,
-        pool: Any,
+        pool: BackendSource,
         *,
         retry_policy: RetryPolicy | None = None,
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,

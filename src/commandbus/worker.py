@@ -14,9 +14,8 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
-from typing import Any
 
-from commandbus.backends import backend_from
+from commandbus.backends import BackendSource, backend_from
 from commandbus.errors import (
     BusinessRuleException,
     DatabaseUnavailableError,
@@ -75,7 +74,7 @@ class Worker:
 
     def __init__(
         self,
-        pool: Any,
+        pool: BackendSource,
         domain: str,
         registry: HandlerRegistry,
         visibility_timeout: float = 30,

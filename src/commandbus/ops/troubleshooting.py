@@ -7,10 +7,9 @@ operators acting on the same command at once produce exactly one effect; the sec
 
 from __future__ import annotations
 
-from typing import Any
 from uuid import UUID
 
-from commandbus.backends import backend_from
+from commandbus.backends import BackendSource, backend_from
 from commandbus.errors import CommandNotFoundError, InvalidOperationError
 from commandbus.models import (
     AuditEventType,
@@ -49,7 +48,7 @@ def _command_type(command_type: object) -> str | None:
 
 
 class TroubleshootingQueue:
-    def __init__(self, pool: Any, *, max_payload_bytes: int = MAX_PAYLOAD_BYTES) -> None:
+    def __init__(self, pool: BackendSource, *, max_payload_bytes: int = MAX_PAYLOAD_BYTES) -> None:
         self._backend: Backend = backend_from(pool)
         self.max_payload_bytes = max_payload_bytes
 

@@ -28,6 +28,7 @@ from enum import StrEnum
 from typing import Any, ClassVar, Generic
 from uuid import UUID, uuid4
 
+from commandbus.bus import CommandBus
 from commandbus.errors import InvalidOperationError, ProcessNotFoundError
 from commandbus.models import Reply
 from commandbus.ports import Backend, Conn
@@ -47,7 +48,6 @@ from commandbus.process.models import (
 )
 from commandbus.process.repository import ProcessRepository
 from commandbus.validation import (
-    MAX_PAYLOAD_BYTES,
     encode_payload,
     json_text,
     process_reply_queue,
@@ -95,7 +95,7 @@ class BaseProcessManager(ABC, Generic[TState, TStep]):
 
     def __init__(
         self,
-        command_bus: Any,
+        command_bus: CommandBus,
         process_repo: ProcessRepository | None = None,
         reply_queue: str | None = None,
     ) -> None:
@@ -110,10 +110,9 @@ class BaseProcessManager(ABC, Generic[TState, TStep]):
         self.process_repo: ProcessRepository = repo
         validate_name(self.domain)
         self.reply_queue = validate_queue_name(reply_queue or process_reply_queue(self.domain))
-        policy = getattr(command_bus, "retry_policy", None)
-        self.max_attempts: int | None = getattr(policy, "max_attempts", None)
+        self.max_attempts: int | None = command_bus.retry_policy.max_attempts
         #: Commands the process sends are held to the same limit as ``bus.send``.
-        self.max_payload_bytes: int = getattr(command_bus, "max_payload_bytes", MAX_PAYLOAD_BYTES)
+        self.max_payload_bytes: int = command_bus.max_payload_bytes
         self._steps_by_name = {s.name: s for s in self.steps}
         self._engine: ProcessEngine | None = None
 

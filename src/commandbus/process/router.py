@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from commandbus.backends import backend_from
+from commandbus.backends import BackendSource, backend_from
 from commandbus.errors import ValidationError
 from commandbus.models import QueueMessage, Reply
 from commandbus.ports import Backend, Clock, Waiter
@@ -80,7 +80,7 @@ class ProcessReplyRouter:
 
     def __init__(
         self,
-        pool_or_backend: Any,
+        pool_or_backend: BackendSource,
         process_repo: ProcessRepository | None = None,
         managers: Mapping[str, BaseProcessManager[Any, Any]]
         | Sequence[BaseProcessManager[Any, Any]] = (),
