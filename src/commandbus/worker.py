@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 
 from commandbus.backends import BackendSource, backend_from
+from commandbus.consuming import ConsumerLoop
 from commandbus.errors import (
     BusinessRuleException,
     DatabaseUnavailableError,
@@ -52,7 +53,6 @@ from commandbus.validation import (
     validate_name,
     validate_seconds,
 )
-from commandbus.waiting import wait_for_work
 
 __all__ = ["Worker", "WorkerStats", "run_workers"]
 
@@ -62,7 +62,7 @@ logger = logging.getLogger(__name__)
 MAX_SETTLE_BATCH = 500
 
 
-class Worker:
+class Worker(ConsumerLoop):
     """Processes the commands of one domain with the handlers of ``registry``.
 
     ``visibility_timeout`` is how long a claimed command stays invisible to other workers
@@ -98,11 +98,7 @@ class Worker:
         self.batch_size = batch_size
         self.max_result_bytes = max_result_bytes
         self.stats = WorkerStats()
-        self._clock = clock or self._backend.clock
-        self._stop_requested = False
-        self._wake = asyncio.Event()
-        self._finished = asyncio.Event()
-        self._running = False
+        super().__init__(self._backend, clock or self._backend.clock)
         self._inflight = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending: list[Settlement] = []
@@ -115,14 +111,6 @@ class Worker:
         self._writer = SettlementWriter(
             self._backend, self.stats, self.leases, self.visibility_timeout, self._clock
         )
-
-    @property
-    def backend(self) -> Backend:
-        return self._backend
-
-    @property
-    def is_running(self) -> bool:
-        return self._running
 
     # -- one batch (deterministic; used by tests and by run) ---------------------------
 
@@ -162,55 +150,40 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await beating
 
-    async def drain(self, max_batches: int = 1_000_000) -> int:
-        """Run ``process_once`` until no command is visible; returns how many ran."""
-        total = 0
-        for _ in range(max_batches):
-            n = await self.process_once()
-            if n == 0:
-                break
-            total += n
-        return total
-
     # -- continuous operation -----------------------------------------------------------
+
+    consumer_name = "worker"
+
+    def listened_queues(self) -> list[str]:
+        return [self.queue]
 
     async def run(
         self, concurrency: int = 10, poll_interval: float = 1.0, use_notify: bool = True
     ) -> None:
-        """Process commands until ``stop()`` is called.
+        """Process commands until ``stop()`` is called, ``concurrency`` handlers at once.
 
         Wakes on LISTEN/NOTIFY when ``use_notify`` (and on a ``poll_interval`` timer in any
         case: notifications are hints, delayed retries become visible without one).
         """
-        if self._running:
-            raise RuntimeError("this worker is already running")
-        if concurrency < 1:
-            raise ValidationError("concurrency must be >= 1")
-        self._running = True
-        self._stop_requested = False
+        await super().run(concurrency, poll_interval, use_notify)
+
+    async def _serve(
+        self, stack: AsyncExitStack, waiter: Waiter | None, concurrency: int, poll_interval: float
+    ) -> None:
         self._abandon = False
-        self._finished.clear()
+        await stack.enter_async_context(self._heartbeat())
+        flusher = asyncio.create_task(self._flush_loop())
         try:
-            async with AsyncExitStack() as stack:
-                waiter: Waiter | None = None
-                if use_notify:
-                    waiter = await stack.enter_async_context(self._backend.listen([self.queue]))
-                await stack.enter_async_context(self._heartbeat())
-                flusher = asyncio.create_task(self._flush_loop())
-                try:
-                    await self._claim_loop(concurrency, poll_interval, waiter)
-                    # Let in-flight handlers finish and their settlements commit.
-                    while self._inflight > 0 and not self._abandon:
-                        self._wake.clear()
-                        await self._wake.wait()
-                finally:
-                    flusher.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await flusher
-                    self._give_up_pending()
+            await self._claim_loop(concurrency, poll_interval, waiter)
+            # Let in-flight handlers finish and their settlements commit.
+            while self._inflight > 0 and not self._abandon:
+                self._wake.clear()
+                await self._wake.wait()
         finally:
-            self._running = False
-            self._finished.set()
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            self._give_up_pending()
 
     def _give_up_pending(self) -> None:
         """After a stop timeout: settlements still unwritten (the database unreachable)
@@ -231,18 +204,14 @@ class Worker:
         """Stop claiming; wait up to ``timeout`` seconds for in-flight handlers to finish
         and settle. Handlers still running then are cancelled: their commands become
         visible again after the visibility timeout (at-least-once)."""
-        self._stop_requested = True
+        await super().stop(timeout)
+
+    async def _on_stop_timeout(self) -> None:
+        self._abandon = True
+        for task in list(self._tasks):
+            task.cancel()
         self._wake.set()
-        if not self._running:
-            return
-        try:
-            await asyncio.wait_for(self._finished.wait(), timeout)
-        except TimeoutError:
-            self._abandon = True
-            for task in list(self._tasks):
-                task.cancel()
-            self._wake.set()
-            await self._finished.wait()
+        await self._finished.wait()
 
     async def _claim_loop(
         self, concurrency: int, poll_interval: float, waiter: Waiter | None
@@ -273,9 +242,6 @@ class Worker:
                 task.add_done_callback(self._task_done)
             if not claimed:
                 await self._idle(waiter, poll_interval)
-
-    async def _idle(self, waiter: Waiter | None, poll_interval: float) -> None:
-        await wait_for_work(self._wake, waiter, self._clock, poll_interval)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)

@@ -33,6 +33,7 @@ from typing import Any
 from uuid import UUID
 
 from commandbus.backends import BackendSource, backend_from
+from commandbus.consuming import ConsumerLoop
 from commandbus.errors import ValidationError
 from commandbus.models import QueueMessage, Reply
 from commandbus.ports import Backend, Clock, Waiter
@@ -48,7 +49,6 @@ from commandbus.process.models import (
 from commandbus.process.repository import ProcessRepository, ProcessWrites
 from commandbus.sanitise import describe_exception, storable_text
 from commandbus.validation import validate_queue_name
-from commandbus.waiting import wait_for_work
 
 __all__ = ["ProcessReplyRouter", "RouterStats"]
 
@@ -71,7 +71,7 @@ class RouterStats:
     batch_failures: int = 0
 
 
-class ProcessReplyRouter:
+class ProcessReplyRouter(ConsumerLoop):
     """Routes replies (and timers) from ``reply_queue`` to the process managers.
 
     ``managers`` is the seed's ``{process_type: manager}`` dict (or a list of managers).
@@ -119,19 +119,7 @@ class ProcessReplyRouter:
             self._backend, self.process_repo, self.managers, max_reply_attempts=max_reply_attempts
         )
         self.stats = RouterStats()
-        self._clock = clock or self._backend.clock
-        self._stop_requested = False
-        self._wake = asyncio.Event()
-        self._running = False
-        self._finished = asyncio.Event()
-
-    @property
-    def backend(self) -> Backend:
-        return self._backend
-
-    @property
-    def is_running(self) -> bool:
-        return self._running
+        super().__init__(self._backend, clock or self._backend.clock)
 
     # -- one batch -----------------------------------------------------------------------
 
@@ -163,16 +151,6 @@ class ProcessReplyRouter:
             return len(read)
         self._count(envelopes)
         return len(read)
-
-    async def drain(self, max_batches: int = 1_000_000) -> int:
-        """Run ``process_once`` until nothing is visible; returns how many were read."""
-        total = 0
-        for _ in range(max_batches):
-            n = await self.process_once()
-            if n == 0:
-                break
-            total += n
-        return total
 
     async def _delete_handled(self, envelopes: Sequence[Envelope], tx: Any) -> None:
         done = [
@@ -274,6 +252,11 @@ class ProcessReplyRouter:
 
     # -- continuous operation ------------------------------------------------------------
 
+    consumer_name = "router"
+
+    def listened_queues(self) -> list[str]:
+        return [self.reply_queue]
+
     async def run(
         self, concurrency: int = 1, poll_interval: float = 1.0, use_notify: bool = True
     ) -> None:
@@ -281,44 +264,29 @@ class ProcessReplyRouter:
         transaction and connection). Wakes on notifications (``use_notify``) and on a
         ``poll_interval`` timer in any case (timers become visible without a notification).
         """
-        if self._running:
-            raise RuntimeError("this router is already running")
-        if concurrency < 1:
-            raise ValidationError("concurrency must be >= 1")
-        self._running = True
-        self._stop_requested = False
-        self._finished.clear()
+        await super().run(concurrency, poll_interval, use_notify)
+
+    async def _serve(
+        self, stack: AsyncExitStack, waiter: Waiter | None, concurrency: int, poll_interval: float
+    ) -> None:
+        loops = [asyncio.create_task(self._loop(poll_interval, waiter)) for _ in range(concurrency)]
         try:
-            async with AsyncExitStack() as stack:
-                waiter: Waiter | None = None
-                if use_notify:
-                    waiter = await stack.enter_async_context(
-                        self._backend.listen([self.reply_queue])
-                    )
-                loops = [
-                    asyncio.create_task(self._loop(poll_interval, waiter))
-                    for _ in range(concurrency)
-                ]
-                try:
-                    await asyncio.gather(*loops)
-                finally:
-                    for task in loops:
-                        task.cancel()
-                    for task in loops:
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await task
+            await asyncio.gather(*loops)
         finally:
-            self._running = False
-            self._finished.set()
+            for task in loops:
+                task.cancel()
+            for task in loops:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def stop(self, timeout: float | None = None) -> None:
         """Stop after the batches in progress; wait up to ``timeout`` seconds for them."""
-        self._stop_requested = True
-        self._wake.set()
-        if not self._running:
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._finished.wait(), timeout)
+        await super().stop(timeout)
+
+    async def _on_stop_timeout(self) -> None:
+        # A batch still running is one transaction: it commits or rolls back on its own,
+        # and the run ends when it does.
+        return
 
     async def _loop(self, poll_interval: float, waiter: Waiter | None) -> None:
         while not self._stop_requested:
@@ -329,9 +297,6 @@ class ProcessReplyRouter:
                 n = 0
             if n == 0 and not self._stop_requested:
                 await self._idle(waiter, poll_interval)
-
-    async def _idle(self, waiter: Waiter | None, poll_interval: float) -> None:
-        await wait_for_work(self._wake, waiter, self._clock, poll_interval)
 
     # -- operations ----------------------------------------------------------------------
 

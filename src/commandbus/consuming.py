@@ -1,0 +1,107 @@
+"""The consumer loop that ``Worker`` and ``ProcessReplyRouter`` share.
+
+Both read a queue in batches (``process_once``), both run until ``stop()``, both wait for
+work the same way when the queue is empty: a LISTEN/NOTIFY wake-up (``use_notify``) or a
+``poll_interval`` timer, whichever comes first — notifications are hints, and delayed
+messages (retries, timers) become visible without one. What differs is what one batch
+does and what a stop that times out abandons; subclasses provide those.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from contextlib import AsyncExitStack
+
+from commandbus.errors import ValidationError
+from commandbus.ports import Backend, Clock, Waiter
+from commandbus.waiting import wait_for_work
+
+
+class ConsumerLoop(ABC):
+    """Run, stop, drain and the idle wait of a queue consumer."""
+
+    #: What the consumer is called in messages ("worker", "router").
+    consumer_name = "consumer"
+
+    def __init__(self, backend: Backend, clock: Clock) -> None:
+        self._backend = backend
+        self._clock = clock
+        self._stop_requested = False
+        self._wake = asyncio.Event()
+        self._finished = asyncio.Event()
+        self._running = False
+
+    @property
+    def backend(self) -> Backend:
+        return self._backend
+
+    @property
+    def is_running(self) -> bool:
+        return self._running
+
+    @abstractmethod
+    async def process_once(self, limit: int | None = None) -> int:
+        """Handle one batch; return how many messages it read (0: nothing visible)."""
+
+    @abstractmethod
+    def listened_queues(self) -> list[str]:
+        """The queues whose notifications wake the consumer."""
+
+    @abstractmethod
+    async def _serve(
+        self, stack: AsyncExitStack, waiter: Waiter | None, concurrency: int, poll_interval: float
+    ) -> None:
+        """Consume until ``_stop_requested`` (``stack`` closes with the run)."""
+
+    @abstractmethod
+    async def _on_stop_timeout(self) -> None:
+        """Called when ``stop(timeout)`` ran out before the run finished."""
+
+    async def drain(self, max_batches: int = 1_000_000) -> int:
+        """Run ``process_once`` until nothing is visible; returns how many were read."""
+        total = 0
+        for _ in range(max_batches):
+            n = await self.process_once()
+            if n == 0:
+                break
+            total += n
+        return total
+
+    async def run(
+        self, concurrency: int = 1, poll_interval: float = 1.0, use_notify: bool = True
+    ) -> None:
+        """Consume until ``stop()`` is called."""
+        if self._running:
+            raise RuntimeError(f"this {self.consumer_name} is already running")
+        if concurrency < 1:
+            raise ValidationError("concurrency must be >= 1")
+        self._running = True
+        self._stop_requested = False
+        self._finished.clear()
+        try:
+            async with AsyncExitStack() as stack:
+                waiter: Waiter | None = None
+                if use_notify:
+                    waiter = await stack.enter_async_context(
+                        self._backend.listen(self.listened_queues())
+                    )
+                await self._serve(stack, waiter, concurrency, poll_interval)
+        finally:
+            self._running = False
+            self._finished.set()
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop after the work in progress; wait up to ``timeout`` seconds for it (what
+        happens to work still running then is the subclass's ``_on_stop_timeout``)."""
+        self._stop_requested = True
+        self._wake.set()
+        if not self._running:
+            return
+        try:
+            await asyncio.wait_for(self._finished.wait(), timeout)
+        except TimeoutError:
+            await self._on_stop_timeout()
+
+    async def _idle(self, waiter: Waiter | None, poll_interval: float) -> None:
+        await wait_for_work(self._wake, waiter, self._clock, poll_interval)
