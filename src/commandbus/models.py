@@ -336,13 +336,15 @@ class CommandQuery:
 
 
 @dataclass(frozen=True)
-class OperatorAction:
-    """An operator's decision on a TSQ item, applied by the adapter under a row lock."""
+class OperatorSettlement:
+    """What an operator's action on a TSQ item writes, decided by ``ops.decisions``;
+    the adapter applies it (``CommandStore.apply_operator``) under the row lock the caller
+    holds, mechanically, as it applies a ``Settlement``."""
 
     domain: str
     command_id: UUID
-    operator: str | None
-    kind: AuditEventType  # OPERATOR_RETRY, OPERATOR_CANCEL or OPERATOR_COMPLETE
-    reason: str | None = None
-    result_data: JsonObject | None = None
-    extra: JsonObject = field(default_factory=dict)
+    status: CommandStatus
+    audit: tuple[tuple[AuditEventType, JsonObject | None], ...]
+    #: Put the archived payload back on the command queue with a fresh attempt budget.
+    requeue: bool = False
+    reply: QueuedReply | None = None

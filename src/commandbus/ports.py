@@ -32,6 +32,7 @@ from commandbus.models import (
     CommandQuery,
     CommandStatus,
     JsonObject,
+    OperatorSettlement,
     QueueMessage,
     SendRequest,
     SendResult,
@@ -228,6 +229,13 @@ class CommandStore(Protocol):
         self, domain: str, command_id: UUID, *, conn: Conn | None = None
     ) -> JsonObject | None:
         """The most recently archived message of the command (its original payload)."""
+        ...
+
+    async def apply_operator(self, settlement: OperatorSettlement, *, conn: Conn) -> bool:
+        """Apply an operator's decision in ``conn``'s transaction, whose caller holds the
+        command row's lock: status (attempts reset to 0 on ``requeue``), audit events, the
+        reply, and with ``requeue`` the archived payload back on the command queue. False,
+        with nothing written, when there is no archived payload to requeue."""
         ...
 
     async def list_troubleshooting(

@@ -26,6 +26,7 @@ from commandbus.models import (
     CommandQuery,
     CommandStatus,
     JsonObject,
+    OperatorSettlement,
     SendRequest,
     SendResult,
     SettleAction,
@@ -462,6 +463,29 @@ class InMemoryCommandStore:
         async with self._backend.transaction(conn) as tx:
             archived = self._latest_archived(tx, domain, command_id)
             return _decode_object(archived.body) if archived is not None else None
+
+    async def apply_operator(self, settlement: OperatorSettlement, *, conn: Conn) -> bool:
+        domain, command_id = settlement.domain, settlement.command_id
+        async with self._backend.transaction(conn) as tx:
+            msg_id: int | None = None
+            if settlement.requeue:
+                archived = self._latest_archived(tx, domain, command_id)
+                if archived is None:
+                    return False
+                msg_id = self._queue.put(tx, command_queue(domain), archived.body)
+            await self.set_status(
+                domain,
+                command_id,
+                settlement.status,
+                attempts=0 if settlement.requeue else None,
+                msg_id=msg_id,
+                conn=tx,
+            )
+            await self.append_audit(domain, command_id, settlement.audit, conn=tx)
+            if settlement.reply is not None:
+                body = _encode(settlement.reply.reply.to_message())
+                self._queue.put(tx, settlement.reply.queue, body)
+        return True
 
     async def list_troubleshooting(
         self,

@@ -12,19 +12,15 @@ from uuid import UUID
 from commandbus.backends import BackendSource, backend_from
 from commandbus.errors import CommandNotFoundError, InvalidOperationError
 from commandbus.models import (
-    AuditEventType,
     CommandMetadata,
-    CommandStatus,
     JsonObject,
-    Reply,
-    ReplyOutcome,
     TroubleshootingItem,
 )
+from commandbus.ops import decisions
 from commandbus.ports import Backend, Conn
 from commandbus.validation import (
     MAX_BATCH_LIMIT,
     MAX_PAYLOAD_BYTES,
-    command_queue,
     encode_payload,
     validate_command_type,
     validate_count,
@@ -77,31 +73,12 @@ class TroubleshootingQueue:
         attempt budget. Its eventual outcome is replied as usual."""
         operator = _operator(operator)
         async with self._backend.transaction() as conn:
-            meta = await self._locked_in_tsq(domain, command_id, conn)
-            message = await self._backend.commands.archived_message(
-                meta.domain, meta.command_id, conn=conn
-            )
-            if message is None:
+            meta = await self._locked(domain, command_id, conn)
+            settlement = decisions.retry(meta, operator)
+            if not await self._backend.commands.apply_operator(settlement, conn=conn):
                 raise InvalidOperationError(
                     f"command {meta.command_id} has no archived payload to retry"
                 )
-            [msg_id] = await self._backend.queue.enqueue(
-                command_queue(meta.domain), [message], conn=conn
-            )
-            await self._backend.commands.set_status(
-                meta.domain,
-                meta.command_id,
-                CommandStatus.PENDING,
-                attempts=0,
-                msg_id=msg_id,
-                conn=conn,
-            )
-            await self._backend.commands.append_audit(
-                meta.domain,
-                meta.command_id,
-                [(AuditEventType.OPERATOR_RETRY, {"operator": operator})],
-                conn=conn,
-            )
 
     async def operator_cancel(
         self,
@@ -114,17 +91,9 @@ class TroubleshootingQueue:
         reason = validate_text(reason, "reason", MAX_REASON_CHARS)
         operator = _operator(operator)
         async with self._backend.transaction() as conn:
-            meta = await self._locked_in_tsq(domain, command_id, conn)
-            await self._backend.commands.set_status(
-                meta.domain, meta.command_id, CommandStatus.CANCELED, conn=conn
-            )
-            await self._backend.commands.append_audit(
-                meta.domain,
-                meta.command_id,
-                [(AuditEventType.OPERATOR_CANCEL, {"operator": operator, "reason": reason})],
-                conn=conn,
-            )
-            await self._reply(meta, ReplyOutcome.CANCELED, None, "CANCELED", reason, conn)
+            meta = await self._locked(domain, command_id, conn)
+            settlement = decisions.cancel(meta, reason, operator)
+            await self._backend.commands.apply_operator(settlement, conn=conn)
 
     async def operator_complete(
         self,
@@ -138,45 +107,16 @@ class TroubleshootingQueue:
             encode_payload(result_data, "result_data", self.max_payload_bytes)
         operator = _operator(operator)
         async with self._backend.transaction() as conn:
-            meta = await self._locked_in_tsq(domain, command_id, conn)
-            await self._backend.commands.set_status(
-                meta.domain, meta.command_id, CommandStatus.COMPLETED, conn=conn
-            )
-            await self._backend.commands.append_audit(
-                meta.domain,
-                meta.command_id,
-                [(AuditEventType.OPERATOR_COMPLETE, {"operator": operator})],
-                conn=conn,
-            )
-            await self._reply(meta, ReplyOutcome.SUCCESS, result_data, None, None, conn)
+            meta = await self._locked(domain, command_id, conn)
+            settlement = decisions.complete(meta, result_data, operator)
+            await self._backend.commands.apply_operator(settlement, conn=conn)
 
-    async def _locked_in_tsq(
-        self, domain: str, command_id: UUID | str, conn: Conn
-    ) -> CommandMetadata:
+    async def _locked(self, domain: str, command_id: UUID | str, conn: Conn) -> CommandMetadata:
+        """The command's row, locked until ``conn`` commits (two operators at once: the
+        second waits, then finds the command no longer in the TSQ)."""
         domain = validate_name(domain)
         cid = validate_uuid(command_id)
         meta = await self._backend.commands.lock(domain, cid, conn=conn)
         if meta is None:
             raise CommandNotFoundError(domain, cid)
-        if meta.status is not CommandStatus.IN_TROUBLESHOOTING_QUEUE:
-            raise InvalidOperationError(
-                f"command {cid} is {meta.status.value}, not in the troubleshooting queue; "
-                "operator actions apply only to IN_TROUBLESHOOTING_QUEUE commands"
-            )
         return meta
-
-    async def _reply(
-        self,
-        meta: CommandMetadata,
-        outcome: ReplyOutcome,
-        data: JsonObject | None,
-        error_code: str | None,
-        error_message: str | None,
-        conn: Conn,
-    ) -> None:
-        if meta.reply_to is None:
-            return
-        reply = Reply.answering(
-            meta, outcome, data, error_code=error_code, error_message=error_message
-        )
-        await self._backend.queue.enqueue(meta.reply_to, [reply.to_message()], conn=conn)

@@ -24,6 +24,7 @@ from commandbus.models import (
     CommandQuery,
     CommandStatus,
     JsonObject,
+    OperatorSettlement,
     SendRequest,
     SendResult,
     Settlement,
@@ -398,6 +399,28 @@ class PostgresCommandStore:
         message: JsonObject = row[0]
         return message
 
+    async def apply_operator(self, settlement: OperatorSettlement, *, conn: Any) -> bool:
+        domain, command_id = settlement.domain, settlement.command_id
+        async with statement_conn(self._pool, conn) as c:
+            msg_id: int | None = None
+            if settlement.requeue:
+                message = await self.archived_message(domain, command_id, conn=c)
+                if message is None:
+                    return False
+                msg_id = await _enqueue_one(c, command_queue(domain), message)
+            await self.set_status(
+                domain,
+                command_id,
+                settlement.status,
+                attempts=0 if settlement.requeue else None,
+                msg_id=msg_id,
+                conn=c,
+            )
+            await self.append_audit(domain, command_id, settlement.audit, conn=c)
+            if settlement.reply is not None:
+                await _enqueue_one(c, settlement.reply.queue, settlement.reply.reply.to_message())
+        return True
+
     async def list_troubleshooting(
         self,
         domain: str,
@@ -446,3 +469,13 @@ class PostgresCommandStore:
             row = await cur.fetchone()
         assert row is not None
         return int(row[0])
+
+
+async def _enqueue_one(conn: Any, queue: str, message: JsonObject) -> int:
+    cur = await conn.execute(
+        Q.enqueue, {"queue": queue, "messages": [dumps(message)], "delay": 0.0}
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    msg_id: int = row[0][0]
+    return msg_id
