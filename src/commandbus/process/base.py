@@ -32,9 +32,15 @@ from commandbus.bus import CommandBus
 from commandbus.errors import InvalidOperationError, ProcessNotFoundError
 from commandbus.models import Reply
 from commandbus.ports import Backend, Conn
-from commandbus.process.engine import Envelope, EnvelopeResult, ProcessEngine, Staged, checked_state
+from commandbus.process.engine import Envelope, ProcessEngine, Staged, checked_state
 from commandbus.process.errors import ProcessAlreadyExistsError, StateLoadError
-from commandbus.process.kernel import CancelRequested, Decision, ReplyReceived, decide_start
+from commandbus.process.kernel import (
+    CancelRequested,
+    Decision,
+    Ignored,
+    ReplyReceived,
+    decide_start,
+)
 from commandbus.process.models import (
     ProcessAuditEntry,
     ProcessCommand,
@@ -320,13 +326,17 @@ class BaseProcessManager(ABC, Generic[TState, TStep]):
         correlation id; the stored process is always reloaded under lock. Returns the
         decision (None when the process is unknown). Hook errors are raised."""
         pid = reply.correlation_id or (process.process_id if process else None)
-        envelope = Envelope(raw=reply.to_message(), message=ReplyReceived(reply), process_id=pid)
         if pid is not None and reply.correlation_id is None:
-            envelope.message = ReplyReceived(dataclasses.replace(reply, correlation_id=pid))
-        envelope.domain = self.domain
+            reply = dataclasses.replace(reply, correlation_id=pid)
+        envelope = Envelope(
+            raw=reply.to_message(),
+            message=ReplyReceived(reply),
+            process_id=pid,
+            domain=self.domain,
+        )
         async with self.backend.transaction(conn) as tx:
-            await self.engine.handle([envelope], conn=tx, raise_errors=True)
-        return envelope.decision
+            [handled] = await self.engine.handle([envelope], conn=tx, raise_errors=True)
+        return handled.decision
 
     async def cancel(
         self, process_id: UUID | str, reason: str = "canceled", *, conn: Conn | None = None
@@ -341,14 +351,14 @@ class BaseProcessManager(ABC, Generic[TState, TStep]):
             raw={}, message=CancelRequested(reason), process_id=pid, domain=self.domain
         )
         async with self.backend.transaction(conn) as tx:
-            await self.engine.handle([envelope], conn=tx, raise_errors=True)
-            if envelope.result is EnvelopeResult.IGNORED:
-                if envelope.reason == "unknown process":
-                    raise ProcessNotFoundError(self.domain, pid)
-                if envelope.reason and envelope.reason.startswith("process is "):
-                    raise InvalidOperationError(
-                        f"cannot cancel process {pid}: it has finished ({envelope.reason[11:]})"
-                    )
+            [handled] = await self.engine.handle([envelope], conn=tx, raise_errors=True)
+            if handled.ignored is Ignored.UNKNOWN_PROCESS:
+                raise ProcessNotFoundError(self.domain, pid)
+            if handled.ignored is Ignored.FINISHED:
+                status = (handled.reason or "").removeprefix("process is ")  # for the message
+                raise InvalidOperationError(
+                    f"cannot cancel process {pid}: it has finished ({status})"
+                )
             found = await self.process_repo.get_by_id(self.domain, pid, conn=tx)
         assert found is not None
         return self.typed(found)

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from uuid import UUID
 
 from commandbus.models import JsonObject, SendRequest
@@ -35,7 +35,9 @@ from commandbus.process.errors import ProcessHookError, StateLoadError
 from commandbus.process.kernel import (
     CancelRequested,
     Decision,
+    Ignored,
     IncomingMessage,
+    ProcessHooks,
     ReplyReceived,
     TimerFired,
     decide,
@@ -58,12 +60,7 @@ from commandbus.process.repository import (
 from commandbus.sanitise import storable_text
 from commandbus.validation import encode_payload
 
-if TYPE_CHECKING:
-    from commandbus.process.base import BaseProcessManager
-
-    AnyManager = BaseProcessManager[Any, Any]
-
-__all__ = ["Envelope", "EnvelopeResult", "ProcessEngine", "Staged"]
+__all__ = ["EngineManager", "Envelope", "EnvelopeResult", "Handled", "ProcessEngine", "Staged"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,9 +77,9 @@ class EnvelopeResult(Enum):
     RETRY = "retry"  # a hook failed; leave the message to be read again later
 
 
-@dataclass
+@dataclass(frozen=True)
 class Envelope:
-    """One incoming message for the engine.
+    """One incoming message for the engine (read only).
 
     ``message`` is None when the raw message could not be parsed (``error`` says why).
     ``domain`` is known for timers (and manager calls); for replies the process is looked up
@@ -97,10 +94,32 @@ class Envelope:
     read_count: int = 1
     msg_id: int | None = None
     queue_name: str | None = None
-    result: EnvelopeResult | None = None
-    decision: Decision[Any, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Handled:
+    """What the engine did with one envelope (``handle`` returns one per envelope, in
+    order). ``ignored`` says why an ignored message changed nothing; ``reason`` is the
+    text of an ignored, parked or retried message; ``decision`` is set when applied."""
+
+    result: EnvelopeResult
     reason: str | None = None
+    ignored: Ignored | None = None
+    decision: Decision[Any, Any] | None = None
     exception: BaseException | None = None
+
+
+class EngineManager(ProcessHooks[Any, Any], Protocol):
+    """What the engine needs of a process manager besides the kernel's hooks
+    (``BaseProcessManager`` provides it)."""
+
+    @property
+    def reply_queue(self) -> str: ...
+
+    @property
+    def max_attempts(self) -> int | None: ...
+
+    def load_snapshot(self, snapshot: ProcessSnapshot[Any, Any]) -> ProcessSnapshot[Any, Any]: ...
 
 
 @dataclass
@@ -117,7 +136,7 @@ class Staged:
 
     def add_decision(
         self,
-        manager: AnyManager,
+        manager: EngineManager,
         decision: Decision[Any, Any],
         expected_version: int,
         state_json: JsonText,
@@ -134,7 +153,7 @@ class Staged:
         self.add_effects(manager, process.domain, process.process_id, decision)
 
     def add_effects(
-        self, manager: AnyManager, domain: str, process_id: UUID, decision: Decision[Any, Any]
+        self, manager: EngineManager, domain: str, process_id: UUID, decision: Decision[Any, Any]
     ) -> None:
         for entry in decision.audit_inserts:
             self.audit_inserts[(domain, process_id, entry.command_id)] = entry
@@ -179,7 +198,7 @@ class ProcessEngine:
         self,
         backend: Backend,
         repo: ProcessRepository,
-        managers: Mapping[str, AnyManager],
+        managers: Mapping[str, EngineManager],
         *,
         max_reply_attempts: int = 5,
     ) -> None:
@@ -191,8 +210,9 @@ class ProcessEngine:
 
     async def handle(
         self, envelopes: Sequence[Envelope], *, conn: Conn, raise_errors: bool = False
-    ) -> None:
-        """Decide and apply ``envelopes`` in ``conn``; sets each one's ``result``.
+    ) -> list[Handled]:
+        """Decide and apply ``envelopes`` in ``conn``; returns what happened to each, in
+        order.
 
         With ``raise_errors`` (a manager's own call) a hook or state error is raised
         instead of parking the message."""
@@ -203,91 +223,106 @@ class ProcessEngine:
         raw_by_id: dict[UUID, ProcessSnapshot[Any, Any]] = {}
         for snap in loaded:
             raw_by_id.setdefault(snap.process.process_id, snap)
-        typed: dict[UUID, tuple[AnyManager, ProcessSnapshot[Any, Any], int]] = {}
+        typed: dict[UUID, tuple[EngineManager, ProcessSnapshot[Any, Any], int]] = {}
         failed_load: set[UUID] = set()
         staged = Staged()
         # Messages still to come per process: deciding the last one of a process needs no
         # copy of its state (nothing looks at that snapshot again, even if a hook fails).
         remaining = Counter(e.process_id for e in envelopes if e.process_id is not None)
 
+        handled: list[Handled] = []
         for env in envelopes:
-            if env.message is None:
-                self._log(staged, env, ProcessMessageDisposition.PARKED, env.error or "malformed")
-                continue
-            if env.process_id is None:
-                reason = "reply has no correlation id"
-                self._log(staged, env, ProcessMessageDisposition.IGNORED, reason)
-                continue
-            found = raw_by_id.get(env.process_id)
-            if found is None or (env.domain is not None and found.process.domain != env.domain):
-                self._log(staged, env, ProcessMessageDisposition.IGNORED, "unknown process")
-                continue
-            snap = found
-            manager = self.managers.get(snap.process.process_type)
-            if manager is None:
-                reason = f"no process manager registered for type {snap.process.process_type!r}"
-                self._log(staged, env, ProcessMessageDisposition.PARKED, reason, snap.process)
-                continue
-            if env.process_id in failed_load:
-                reason = "the process state cannot be loaded"
-                self._log(staged, env, ProcessMessageDisposition.PARKED, reason, snap.process)
-                continue
-            current = typed.get(env.process_id)
-            if current is None:
-                try:
-                    current = (manager, manager.load_snapshot(snap), snap.process.version)
-                except StateLoadError as exc:
-                    if raise_errors:
-                        raise
-                    failed_load.add(env.process_id)
-                    self._fail_unloadable(staged, snap.process, exc, now)
-                    env.exception = exc
-                    self._log(staged, env, ProcessMessageDisposition.PARKED, str(exc), snap.process)
-                    continue
-                typed[env.process_id] = current
-            manager, snapshot, version = current
-            remaining[env.process_id] -= 1
-            try:
-                decision = await decide(
-                    manager,
-                    snapshot,
-                    env.message,
-                    now,
-                    copy_state=remaining[env.process_id] > 0,
+            handled.append(
+                await self._handle_one(
+                    env, raw_by_id, typed, failed_load, remaining, staged, now, raise_errors
                 )
-                state_json = JsonText("{}")
-                if decision.process is not None:
-                    state_json = checked_state(decision, manager.process_type)
-            except ProcessHookError as exc:
+            )
+        await self.flush(staged, conn=conn)
+        return handled
+
+    async def _handle_one(
+        self,
+        env: Envelope,
+        raw_by_id: Mapping[UUID, ProcessSnapshot[Any, Any]],
+        typed: dict[UUID, tuple[EngineManager, ProcessSnapshot[Any, Any], int]],
+        failed_load: set[UUID],
+        remaining: Counter[UUID],
+        staged: Staged,
+        now: datetime,
+        raise_errors: bool,
+    ) -> Handled:
+        parked = ProcessMessageDisposition.PARKED
+        ignored = ProcessMessageDisposition.IGNORED
+        if env.message is None:
+            return self._log(staged, env, parked, env.error or "malformed")
+        if env.process_id is None:
+            return self._log(
+                staged, env, ignored, "reply has no correlation id", because=Ignored.NO_CORRELATION
+            )
+        snap = raw_by_id.get(env.process_id)
+        if snap is None or (env.domain is not None and snap.process.domain != env.domain):
+            return self._log(
+                staged, env, ignored, "unknown process", because=Ignored.UNKNOWN_PROCESS
+            )
+        manager = self.managers.get(snap.process.process_type)
+        if manager is None:
+            reason = f"no process manager registered for type {snap.process.process_type!r}"
+            return self._log(staged, env, parked, reason, snap.process)
+        if env.process_id in failed_load:
+            reason = "the process state cannot be loaded"
+            return self._log(staged, env, parked, reason, snap.process)
+        current = typed.get(env.process_id)
+        if current is None:
+            try:
+                current = (manager, manager.load_snapshot(snap), snap.process.version)
+            except StateLoadError as exc:
                 if raise_errors:
                     raise
-                env.exception = exc
-                if env.read_count >= self.max_reply_attempts:
-                    logger.error("parking message %s: %s", env.msg_id, exc)
-                    self._log(staged, env, ProcessMessageDisposition.PARKED, str(exc), snap.process)
-                else:
-                    logger.warning(
-                        "message %s failed (read %d of %d), retrying later: %s",
-                        env.msg_id,
-                        env.read_count,
-                        self.max_reply_attempts,
-                        exc,
-                    )
-                    env.result = EnvelopeResult.RETRY
-                    env.reason = str(exc)
-                continue
-            env.decision = decision
-            if decision.ignored is not None:
-                self._log(
-                    staged, env, ProcessMessageDisposition.IGNORED, decision.ignored, snap.process
-                )
-                continue
-            staged.add_decision(manager, decision, version, state_json)
-            assert decision.process is not None
-            typed[env.process_id] = (manager, _advance(snapshot, decision), version)
-            env.result = EnvelopeResult.APPLIED
-
-        await self.flush(staged, conn=conn)
+                failed_load.add(env.process_id)
+                self._fail_unloadable(staged, snap.process, exc, now)
+                return self._log(staged, env, parked, str(exc), snap.process, exception=exc)
+            typed[env.process_id] = current
+        manager, snapshot, version = current
+        remaining[env.process_id] -= 1
+        try:
+            decision = await decide(
+                manager,
+                snapshot,
+                env.message,
+                now,
+                copy_state=remaining[env.process_id] > 0,
+            )
+            state_json = JsonText("{}")
+            if decision.process is not None:
+                state_json = checked_state(decision, manager.process_type)
+        except ProcessHookError as exc:
+            if raise_errors:
+                raise
+            if env.read_count >= self.max_reply_attempts:
+                logger.error("parking message %s: %s", env.msg_id, exc)
+                return self._log(staged, env, parked, str(exc), snap.process, exception=exc)
+            logger.warning(
+                "message %s failed (read %d of %d), retrying later: %s",
+                env.msg_id,
+                env.read_count,
+                self.max_reply_attempts,
+                exc,
+            )
+            return Handled(EnvelopeResult.RETRY, reason=str(exc), exception=exc)
+        if decision.ignored is not None:
+            return self._log(
+                staged,
+                env,
+                ignored,
+                decision.ignored,
+                snap.process,
+                because=decision.ignored_because,
+                decision=decision,
+            )
+        staged.add_decision(manager, decision, version, state_json)
+        assert decision.process is not None
+        typed[env.process_id] = (manager, _advance(snapshot, decision), version)
+        return Handled(EnvelopeResult.APPLIED, decision=decision)
 
     def _log(
         self,
@@ -296,13 +331,21 @@ class ProcessEngine:
         disposition: ProcessMessageDisposition,
         reason: str,
         process: ProcessMetadata[Any, Any] | None = None,
-    ) -> None:
-        env.result = (
+        *,
+        because: Ignored | None = None,
+        decision: Decision[Any, Any] | None = None,
+        exception: BaseException | None = None,
+    ) -> Handled:
+        """Record an ignored or parked message in the message log (manager calls are only
+        logged); returns what happened to it."""
+        result = (
             EnvelopeResult.IGNORED
             if disposition is ProcessMessageDisposition.IGNORED
             else EnvelopeResult.PARKED
         )
-        env.reason = reason
+        handled = Handled(
+            result, reason=reason, ignored=because, decision=decision, exception=exception
+        )
         command_id: UUID | None = None
         message = env.message
         if isinstance(message, ReplyReceived):
@@ -319,7 +362,7 @@ class ProcessEngine:
             reason,
         )
         if isinstance(message, CancelRequested):
-            return  # a manager call, not a queue message: nothing to keep
+            return handled  # a manager call, not a queue message: nothing to keep
         staged.messages.append(
             ProcessMessageRecord(
                 disposition=disposition,
@@ -332,6 +375,7 @@ class ProcessEngine:
                 msg_id=env.msg_id,
             )
         )
+        return handled
 
     def _fail_unloadable(
         self,

@@ -207,10 +207,29 @@ class TimerRequest:
     fire_at: datetime
 
 
+class Ignored(StrEnum):
+    """Why a message changes nothing (typed; the text of ``Decision.ignored`` is for
+    people and the message log)."""
+
+    FINISHED = "finished"  # the process is terminal
+    OTHER_PROCESS = "other_process"  # the reply correlates to another process
+    NOT_SENT = "not_sent"  # the command was not sent by this process
+    DUPLICATE = "duplicate"  # the command was already answered
+    STALE = "stale"  # the process no longer awaits the command
+    TIMER_NOT_AWAITED = "timer_not_awaited"
+    TIMER_ANSWERED = "timer_answered"
+    TIMER_WAITING_FOR_OPERATOR = "timer_waiting_for_operator"
+    ALREADY_COMPENSATING = "already_compensating"
+    #: decided by the engine, before the kernel: no such process, no correlation id
+    UNKNOWN_PROCESS = "unknown_process"
+    NO_CORRELATION = "no_correlation"
+
+
 @dataclass(frozen=True)
 class Decision(Generic[S, T]):
     """What to write. ``process`` is the new row (None: the process is unchanged).
-    ``ignored`` (a reason) means the message changes nothing and goes to the message log."""
+    ``ignored`` (a reason) means the message changes nothing and goes to the message log;
+    ``ignored_because`` says why, typed."""
 
     process: ProcessMetadata[S, T] | None
     commands: tuple[OutgoingCommand, ...] = ()
@@ -218,10 +237,11 @@ class Decision(Generic[S, T]):
     audit_updates: tuple[ProcessAuditEntry, ...] = ()
     timers: tuple[TimerRequest, ...] = ()
     ignored: str | None = None
+    ignored_because: Ignored | None = None
 
     @classmethod
-    def ignore(cls, reason: str) -> Decision[S, T]:
-        return cls(process=None, ignored=reason)
+    def ignore(cls, because: Ignored, reason: str) -> Decision[S, T]:
+        return cls(process=None, ignored=reason, ignored_because=because)
 
 
 _NAMESPACE_BYTES = PROCESS_COMMAND_NAMESPACE.bytes
@@ -273,7 +293,7 @@ async def decide(
     decision's process carries that very state object."""
     process = snapshot.process
     if process.status.is_terminal:
-        return Decision.ignore(f"process is {process.status.value}")
+        return Decision.ignore(Ignored.FINISHED, f"process is {process.status.value}")
     if isinstance(message, ReplyReceived):
         return await _on_reply(hooks, snapshot, message.reply, now, copy_state)
     if isinstance(message, TimerFired):
@@ -290,15 +310,19 @@ async def _on_reply(
 ) -> Decision[S, T]:
     process = snapshot.process
     if reply.correlation_id is not None and reply.correlation_id != process.process_id:
-        return Decision.ignore("reply correlates to another process")
+        return Decision.ignore(Ignored.OTHER_PROCESS, "reply correlates to another process")
     entry = snapshot.entry_for(reply.command_id)
     if entry is None:
-        return Decision.ignore("command was not sent by this process")
+        return Decision.ignore(Ignored.NOT_SENT, "command was not sent by this process")
     if entry.is_answered:
         outcome = entry.reply_outcome.value if entry.reply_outcome else "?"
-        return Decision.ignore(f"duplicate reply: command already answered {outcome}")
+        return Decision.ignore(
+            Ignored.DUPLICATE, f"duplicate reply: command already answered {outcome}"
+        )
     if reply.command_id != process.awaiting_command_id:
-        return Decision.ignore("stale reply: the process no longer awaits this command")
+        return Decision.ignore(
+            Ignored.STALE, "stale reply: the process no longer awaits this command"
+        )
 
     draft = _Draft(hooks, snapshot, now, copy_state)
     step = draft.parse(entry.step_name)
@@ -347,12 +371,16 @@ async def _on_timer(
 ) -> Decision[S, T]:
     process = snapshot.process
     if command_id != process.awaiting_command_id:
-        return Decision.ignore("timer for a command the process no longer awaits")
+        return Decision.ignore(
+            Ignored.TIMER_NOT_AWAITED, "timer for a command the process no longer awaits"
+        )
     entry = snapshot.entry_for(command_id)
     if entry is None or entry.is_answered:
-        return Decision.ignore("timer for a command already answered")
+        return Decision.ignore(Ignored.TIMER_ANSWERED, "timer for a command already answered")
     if process.status is ProcessStatus.WAITING_FOR_TSQ:
-        return Decision.ignore("timer while the process waits for an operator")
+        return Decision.ignore(
+            Ignored.TIMER_WAITING_FOR_OPERATOR, "timer while the process waits for an operator"
+        )
 
     draft = _Draft(hooks, snapshot, now, copy_state)
     step = draft.parse(entry.step_name)
@@ -390,7 +418,7 @@ async def _on_cancel(
     copy_state: bool,
 ) -> Decision[S, T]:
     if snapshot.process.status is ProcessStatus.COMPENSATING:
-        return Decision.ignore("process is already compensating")
+        return Decision.ignore(Ignored.ALREADY_COMPENSATING, "process is already compensating")
     draft = _Draft(hooks, snapshot, now, copy_state)
     draft.set_error("CANCELED", reason)
     await draft.compensate(ProcessStatus.CANCELED)

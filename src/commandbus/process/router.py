@@ -38,7 +38,7 @@ from commandbus.errors import ValidationError
 from commandbus.models import QueueMessage, Reply
 from commandbus.ports import Backend, Clock, Waiter
 from commandbus.process.base import BaseProcessManager, managers_by_type
-from commandbus.process.engine import Envelope, EnvelopeResult, ProcessEngine
+from commandbus.process.engine import Envelope, EnvelopeResult, Handled, ProcessEngine
 from commandbus.process.kernel import ReplyReceived, parse_timer_message, timer_message
 from commandbus.process.models import (
     ProcessMessageDisposition,
@@ -136,8 +136,8 @@ class ProcessReplyRouter(ConsumerLoop):
                 if not read:
                     return 0
                 envelopes = [self._envelope(m) for m in read]
-                await self.engine.handle(envelopes, conn=tx)
-                await self._delete_handled(envelopes, tx)
+                handled = await self.engine.handle(envelopes, conn=tx)
+                await self._delete_handled(envelopes, handled, tx)
         except Exception:
             if not read:
                 raise
@@ -149,28 +149,31 @@ class ProcessReplyRouter(ConsumerLoop):
             )
             await self._one_by_one(len(read))
             return len(read)
-        self._count(envelopes)
+        self._count(handled)
         return len(read)
 
-    async def _delete_handled(self, envelopes: Sequence[Envelope], tx: Any) -> None:
+    async def _delete_handled(
+        self, envelopes: Sequence[Envelope], handled: Sequence[Handled], tx: Any
+    ) -> None:
+        """Acknowledge every message the engine is done with (all but those to retry)."""
         done = [
             e.msg_id
-            for e in envelopes
-            if e.msg_id is not None and e.result is not EnvelopeResult.RETRY
+            for e, h in zip(envelopes, handled, strict=True)
+            if e.msg_id is not None and h.result is not EnvelopeResult.RETRY
         ]
         if done:
             await self._backend.queue.delete(self.reply_queue, done, conn=tx)
 
-    def _count(self, envelopes: Sequence[Envelope]) -> None:
+    def _count(self, handled: Sequence[Handled]) -> None:
         self.stats.batches += 1
-        for e in envelopes:
-            if e.result is EnvelopeResult.APPLIED:
+        for h in handled:
+            if h.result is EnvelopeResult.APPLIED:
                 self.stats.applied += 1
-            elif e.result is EnvelopeResult.IGNORED:
+            elif h.result is EnvelopeResult.IGNORED:
                 self.stats.ignored += 1
-            elif e.result is EnvelopeResult.PARKED:
+            elif h.result is EnvelopeResult.PARKED:
                 self.stats.parked += 1
-            elif e.result is EnvelopeResult.RETRY:
+            elif h.result is EnvelopeResult.RETRY:
                 self.stats.retried += 1
 
     async def _one_by_one(self, count: int) -> None:
@@ -184,9 +187,9 @@ class ProcessReplyRouter(ConsumerLoop):
                 envelope = self._envelope(message)
                 try:
                     async with self._backend.transaction(tx) as savepoint:
-                        await self.engine.handle([envelope], conn=savepoint)
-                        await self._delete_handled([envelope], savepoint)
-                    self._count([envelope])
+                        handled = await self.engine.handle([envelope], conn=savepoint)
+                        await self._delete_handled([envelope], handled, savepoint)
+                    self._count(handled)
                 except Exception as exc:
                     logger.exception(
                         "message %s on %s failed on its own; parking it",
