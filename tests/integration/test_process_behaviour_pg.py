@@ -8,7 +8,7 @@ import pytest
 
 from commandbus.ports import Backend
 from commandbus.postgres import PostgresBackend
-from commandbus.testing.process_scenarios import ProcessBehaviourContract
+from commandbus.testing.process_behaviour import ProcessBehaviourContract
 
 
 class TestProcessBehaviourPostgres(ProcessBehaviourContract):

@@ -7,7 +7,7 @@ import pytest
 from commandbus.memory import InMemoryBackend
 from commandbus.ports import Backend
 from commandbus.testing.clock import VirtualClock
-from commandbus.testing.process_scenarios import ProcessBehaviourContract
+from commandbus.testing.process_behaviour import ProcessBehaviourContract
 
 
 class TestProcessBehaviourInMemory(ProcessBehaviourContract):

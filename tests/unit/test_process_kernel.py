@@ -32,7 +32,7 @@ from commandbus.process.kernel import (
     parse_timer_message,
     timer_message,
 )
-from commandbus.testing.process_scenarios import PipelineProcess, PipelineState, PipelineStep
+from commandbus.testing.process_behaviour import PipelineProcess, PipelineState, PipelineStep
 
 NOW = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 S = PipelineStep

@@ -1,0 +1,130 @@
+"""Process behaviour: step timeouts and recovery after a restart."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from commandbus.process.models import (
+    ProcessMessageDisposition,
+    ProcessStatus,
+    TimeoutAction,
+)
+from commandbus.process.router import ProcessReplyRouter
+from commandbus.testing.process_behaviour._pipeline import (
+    BehaviourBase,
+    Env,
+    PipelineProcess,
+    S,
+)
+
+
+class TimeoutBehaviour(BehaviourBase):
+    """Process behaviour: step timeouts and recovery after a restart."""
+
+    # -- timeouts ----------------------------------------------------------------------
+
+    async def test_step_timeout_default_parks_for_operator_and_late_reply_continues(
+        self, env: Env
+    ) -> None:
+        env.manager.timeouts = {"b": 30}
+        pid = await env.manager.start({})
+        await env.worker.process_once()
+        await env.router.process_once()  # B sent with a 30 s timer
+        p = await self.process(env, pid)
+        assert p.deadline_at is not None
+        await self.advance(env.backend, 31)
+        assert await env.router.process_once() == 1  # the timer
+        p = await self.process(env, pid)
+        assert p.status is ProcessStatus.WAITING_FOR_TSQ
+        assert p.error_code == "STEP_TIMEOUT"
+        trail = await env.manager.get_audit_trail(pid)
+        assert trail[1].timed_out_at is not None and trail[1].reply_outcome is None
+        await self.drive(env)  # B's reply arrives late: still awaited -> continues
+        p = await self.process(env, pid)
+        assert p.status is ProcessStatus.COMPLETED
+        assert p.error_code is None
+
+    async def test_step_timeout_retry_sends_again_and_ignores_the_late_reply(
+        self, env: Env
+    ) -> None:
+        env.manager.timeouts = {"b": 30}
+        env.manager.timeout_action = TimeoutAction.RETRY
+        pid = await env.manager.start({})
+        await env.worker.process_once()
+        await env.router.process_once()  # B sent
+        await self.advance(env.backend, 31)
+        await env.router.process_once()  # timer: B sent again
+        p = await self.process(env, pid)
+        assert p.status is ProcessStatus.WAITING_FOR_REPLY and p.command_seq == 3
+        await self.drive(env)  # both B commands reply; the first one is stale
+        p = await self.process(env, pid)
+        assert p.status is ProcessStatus.COMPLETED
+        assert await self.steps_sent(env, pid) == [
+            ("a", "SUCCESS"),
+            ("b", None),
+            ("b", "SUCCESS"),
+            ("c", "SUCCESS"),
+            ("d", "SUCCESS"),
+        ]
+        assert await self.log(env, ProcessMessageDisposition.IGNORED) == [
+            "stale reply: the process no longer awaits this command"
+        ]
+
+    async def test_step_timeout_compensate(self, env: Env) -> None:
+        env.manager.timeouts = {"b": 30}
+        env.manager.timeout_action = TimeoutAction.COMPENSATE
+        pid = await env.manager.start({})
+        await env.worker.process_once()
+        await env.router.process_once()
+        await self.advance(env.backend, 31)
+        await env.router.process_once()
+        p = await self.process(env, pid)
+        assert p.status is ProcessStatus.COMPENSATING and p.current_step is S.UNDO_A
+        await self.drive(env)
+        p = await self.process(env, pid)
+        assert p.status is ProcessStatus.FAILED and p.error_code == "STEP_TIMEOUT"
+        assert p.state.undone == ["undo_a"] and "b" not in p.state.results
+
+    async def test_timer_after_the_reply_is_ignored(self, env: Env) -> None:
+        env.manager.timeouts = {"a": 30}
+        pid = await env.manager.start({})
+        await self.drive(env)
+        assert (await self.process(env, pid)).status is ProcessStatus.COMPLETED
+        await self.advance(env.backend, 31)
+        assert await env.router.process_once() == 1
+        assert await self.log(env, ProcessMessageDisposition.IGNORED) == ["process is COMPLETED"]
+
+    # -- recovery ----------------------------------------------------------------------
+
+    async def test_new_routers_continue_in_flight_processes(self, env: Env) -> None:
+        pids = [await env.manager.start({}) for _ in range(3)]
+        await env.worker.process_once()
+        await env.router.process_once()
+        # "Restart": new manager, router and worker objects on the same storage.
+        manager = PipelineProcess(env.bus)
+        router = ProcessReplyRouter(env.backend, managers=[manager])
+        for _ in range(10):
+            await env.worker.process_once()
+            await router.process_once()
+        for pid in pids:
+            p = await manager.get(pid)
+            assert p is not None and p.status is ProcessStatus.COMPLETED
+
+    async def test_recover_lists_processes_past_their_deadline(self, env: Env) -> None:
+        env.manager.timeouts = {"a": 30}
+        pid = await env.manager.start({})
+        now = env.backend.clock.now()
+        assert await env.router.recover(now) == []
+        later = now + timedelta(seconds=60)
+        stuck = await env.router.recover(later)
+        assert [p.process_id for p in stuck] == [pid]
+        assert await env.router.recover(later, grace_seconds=3600) == []
+        # Without a deadline to go by: idle for longer than stuck_after.
+        idle = await env.router.recover(later, grace_seconds=3600, stuck_after=30.0)
+        assert [p.process_id for p in idle] == [pid]
+        assert await env.router.recover(later, grace_seconds=3600, stuck_after=3600.0) == []
+        # Refire: a timer visible at once acts exactly once.
+        await env.router.recover(later, refire_timers=True)
+        assert await env.router.process_once() == 1
+        p = await self.process(env, pid)
+        assert p.status is ProcessStatus.WAITING_FOR_TSQ and p.error_code == "STEP_TIMEOUT"
