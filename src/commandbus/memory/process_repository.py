@@ -2,9 +2,10 @@
 
 Behaves like ``PostgresProcessRepository`` (same contract suite,
 ``commandbus.testing.process_contracts``) on top of ``InMemoryBackend`` transactions:
-every mutation records its undo, rows created by an open transaction are invisible to
-others until it commits, ``lock`` and every update take the row lock, and an insert of a
-key another open transaction inserted waits for it (like a unique index). Stored states
+every mutation records its undo; rows and audit entries live in ``TxCell``s, so what an
+open transaction creates or changes is invisible to others until it commits; ``lock`` and
+every update take the row lock, and an insert of a key another open transaction inserted
+waits for it (like a unique index). Stored states
 and payloads are kept JSON-encoded, so callers never share mutable data with the store.
 """
 
@@ -17,7 +18,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from commandbus.memory.transaction import MemoryTransaction, visible_to
+from commandbus.memory.transaction import MemoryTransaction, TxCell, visible_to
 from commandbus.models import ReplyOutcome
 from commandbus.ports import Conn
 from commandbus.process.errors import ProcessAlreadyExistsError, ProcessVersionConflictError
@@ -57,30 +58,27 @@ def _lock_key(domain: str, process_id: UUID) -> tuple[str, str, UUID]:
     return ("process", domain, process_id)
 
 
-@dataclass(slots=True, eq=False)
-class _Row:
-    process: AnyProcess  # state and initial_data are JSON encodings (str)
-    tx: MemoryTransaction | None
+#: A stored process: ``state`` and ``initial_data`` are JSON encodings (str).
+_Row = TxCell[AnyProcess]
 
-    def read(self) -> AnyProcess:
-        p = self.process
-        initial_data = _decode(p.initial_data)  # type: ignore[arg-type]  # str when stored
-        return p.copy(state=_decode(p.state), initial_data=initial_data)
+
+def _read(p: AnyProcess) -> AnyProcess:
+    initial_data = _decode(p.initial_data)  # type: ignore[arg-type]  # str when stored
+    return p.copy(state=_decode(p.state), initial_data=initial_data)
 
 
 @dataclass(slots=True, eq=False)
 class _AuditRow:
     seq: int
-    entry: ProcessAuditEntry  # command_data / reply_data JSON-encoded (str)
-    tx: MemoryTransaction | None
+    cell: TxCell[ProcessAuditEntry]  # command_data / reply_data JSON-encoded (str)
 
-    def read(self) -> ProcessAuditEntry:
-        e = self.entry
-        return replace(
-            e,
-            command_data=_decode(e.command_data),  # type: ignore[arg-type]
-            reply_data=_decode(e.reply_data),  # type: ignore[arg-type]
-        )
+
+def _read_entry(e: ProcessAuditEntry) -> ProcessAuditEntry:
+    return replace(
+        e,
+        command_data=_decode(e.command_data),  # type: ignore[arg-type]
+        reply_data=_decode(e.reply_data),  # type: ignore[arg-type]
+    )
 
 
 @dataclass(slots=True, eq=False)
@@ -112,11 +110,10 @@ class InMemoryProcessRepository:
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _visible(self, tx: MemoryTransaction, key: Key) -> _Row | None:
+    def _visible(self, tx: MemoryTransaction, key: Key) -> AnyProcess | None:
+        """The stored process as ``tx`` sees it (encoded state)."""
         row = self._rows.get(key)
-        if row is None or not visible_to(row.tx, tx):
-            return None
-        return row
+        return None if row is None else row.seen_by(tx)
 
     def _stored(
         self, process: AnyProcess, version: int, now: datetime, *, initial_data: str | None
@@ -136,60 +133,43 @@ class InMemoryProcessRepository:
 
     def _insert_row(self, tx: MemoryTransaction, stored: AnyProcess) -> None:
         key = (stored.domain, stored.process_id)
-        row = _Row(stored, tx.root)
+        row = _Row(stored, tx)
         self._rows[key] = row
 
         def undo() -> None:
             if self._rows.get(key) is row:
                 del self._rows[key]
 
-        def commit() -> None:
-            row.tx = None
-
         tx.record_undo(undo)
-        tx.on_commit(commit)
 
     async def _wait_for_inserter(self, tx: MemoryTransaction, key: Key) -> _Row | None:
         """The committed (or own) row of ``key``; waits for an open inserter to finish."""
         while True:
             row = self._rows.get(key)
-            if row is None or visible_to(row.tx, tx):
+            if row is None or visible_to(row.created_by, tx):
                 return row
-            assert row.tx is not None
-            await row.tx.wait_ended()
-
-    def _set_process(self, tx: MemoryTransaction, row: _Row, stored: AnyProcess) -> None:
-        old = row.process
-        row.process = stored
-
-        def undo() -> None:
-            row.process = old
-
-        tx.record_undo(undo)
+            assert row.created_by is not None
+            await row.created_by.wait_ended()
 
     def _append_audit(self, tx: MemoryTransaction, key: Key, entry: ProcessAuditEntry) -> None:
         self._seq += 1
-        arow = _AuditRow(self._seq, _stored_entry(entry), tx.root)
+        arow = _AuditRow(self._seq, TxCell(_stored_entry(entry), tx))
         rows = self._audit.setdefault(key, [])
         rows.append(arow)
 
         def undo() -> None:
             rows.remove(arow)
 
-        def commit() -> None:
-            arow.tx = None
-
         tx.record_undo(undo)
-        tx.on_commit(commit)
 
     def _update_audit(
         self, tx: MemoryTransaction, key: Key, command_id: UUID, entry: ProcessAuditEntry
     ) -> None:
         for arow in reversed(self._audit.get(key, [])):
-            if arow.entry.command_id == command_id and visible_to(arow.tx, tx):
-                old = arow.entry
+            old = arow.cell.seen_by(tx)
+            if old is not None and old.command_id == command_id:
                 new = _stored_entry(entry)
-                arow.entry = replace(
+                updated = replace(
                     old,
                     reply_outcome=new.reply_outcome,
                     reply_data=new.reply_data,
@@ -198,17 +178,17 @@ class InMemoryProcessRepository:
                     error_message=new.error_message,
                     timed_out_at=new.timed_out_at,
                 )
-
-                def undo(arow: _AuditRow = arow, old: ProcessAuditEntry = old) -> None:
-                    arow.entry = old
-
-                tx.record_undo(undo)
+                arow.cell.write(tx, updated)
                 return
 
     def _audit_of(self, tx: MemoryTransaction, key: Key) -> list[ProcessAuditEntry]:
-        rows = [r for r in self._audit.get(key, []) if visible_to(r.tx, tx)]
-        rows.sort(key=lambda r: (r.entry.sent_at, r.seq))
-        return [r.read() for r in rows]
+        seen = [
+            (entry, r.seq)
+            for r in self._audit.get(key, [])
+            if (entry := r.cell.seen_by(tx)) is not None
+        ]
+        seen.sort(key=lambda pair: (pair[0].sent_at, pair[1]))
+        return [_read_entry(entry) for entry, _ in seen]
 
     def _add_log(self, tx: MemoryTransaction, record: ProcessMessageRecord) -> None:
         self._seq += 1
@@ -246,8 +226,8 @@ class InMemoryProcessRepository:
         self, domain: str, process_id: UUID, *, conn: Conn | None = None
     ) -> AnyProcess | None:
         async with self._backend.transaction(conn) as tx:
-            row = self._visible(tx, (domain, process_id))
-            return row.read() if row is not None else None
+            stored = self._visible(tx, (domain, process_id))
+            return _read(stored) if stored is not None else None
 
     async def find_by_status(
         self,
@@ -260,9 +240,9 @@ class InMemoryProcessRepository:
         wanted = {ProcessStatus(s) for s in statuses}
         async with self._backend.transaction(conn) as tx:
             found = [
-                row.read()
+                _read(p)
                 for (d, _), row in self._rows.items()
-                if d == domain and visible_to(row.tx, tx) and row.process.status in wanted
+                if d == domain and (p := row.seen_by(tx)) is not None and p.status in wanted
             ]
         found.sort(key=lambda p: (p.created_at, str(p.process_id)))
         return found[:limit] if limit is not None else found
@@ -332,10 +312,10 @@ class InMemoryProcessRepository:
                 if await self._wait_for_inserter(tx, key) is None:
                     continue
                 await tx.lock(_lock_key(*key))
-                row = self._visible(tx, key)
-                if row is None:
+                stored = self._visible(tx, key)
+                if stored is None:
                     continue
-                result.append(ProcessSnapshot(row.read(), self._audit_of(tx, key)))
+                result.append(ProcessSnapshot(_read(stored), self._audit_of(tx, key)))
             return result
 
     async def apply(self, writes: ProcessWrites, *, conn: Conn | None = None) -> None:
@@ -345,13 +325,13 @@ class InMemoryProcessRepository:
             for process in writes.updates:
                 key = (process.domain, process.process_id)
                 await tx.lock(_lock_key(*key))
-                row = self._visible(tx, key)
-                if row is None or row.process.version != process.version:
+                current = self._visible(tx, key)
+                if current is None or current.version != process.version:
                     conflicts.append(process)
                     continue
-                kept: Any = row.process.initial_data  # the stored encoding (str)
+                kept: Any = current.initial_data  # the stored encoding (str)
                 stored = self._stored(process, process.version + 1, now, initial_data=kept)
-                self._set_process(tx, row, stored)
+                self._rows[key].write(tx, stored)
             if conflicts:
                 raise ProcessVersionConflictError(
                     conflicts[0].domain, [p.process_id for p in conflicts]
@@ -378,13 +358,14 @@ class InMemoryProcessRepository:
         async with self._backend.transaction(conn) as tx:
             found: list[AnyProcess] = []
             for (d, _), row in self._rows.items():
-                p = row.process
-                if d != domain or not visible_to(row.tx, tx) or p.status.is_terminal:
+                seen = row.seen_by(tx) if d == domain else None
+                if seen is None or seen.status.is_terminal:
                     continue
+                p = seen
                 overdue = p.deadline_at is not None and p.deadline_at < deadline_before
                 idle = updated_before is not None and p.updated_at < updated_before
                 if overdue or idle:
-                    found.append(row.read())
+                    found.append(_read(p))
         found.sort(key=lambda p: (p.deadline_at or p.updated_at, str(p.process_id)))
         return found[:limit]
 

@@ -39,14 +39,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Hashable
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from commandbus.errors import CommandBusError
 
 if TYPE_CHECKING:
     from commandbus.memory.backend import InMemoryBackend
 
-__all__ = ["MemoryTransaction", "TransactionClosedError", "visible_to"]
+__all__ = ["MemoryTransaction", "TransactionClosedError", "TxCell", "visible_to"]
 
 
 class TransactionClosedError(CommandBusError):
@@ -214,3 +214,57 @@ class TransactionContext:
 def visible_to(owner: MemoryTransaction | None, tx: MemoryTransaction) -> bool:
     """Whether an item created by ``owner`` (None once committed) is visible in ``tx``."""
     return owner is None or owner is tx.root
+
+
+V = TypeVar("V")
+
+
+class TxCell(Generic[V]):
+    """One stored row (or entry) with PostgreSQL's visibility rules, for the in-memory
+    adapters: created by an open transaction, it is invisible to others until that
+    transaction commits; updated by an open transaction, others keep seeing the committed
+    value until it commits; rolled back, it is as before.
+
+    Writers hold the row's lock (``tx.lock``) before ``write``, so at most one transaction
+    has uncommitted changes on a cell. The owner of the cell removes it from its index on
+    rollback of the creating transaction (``tx.record_undo``)."""
+
+    __slots__ = ("_committed", "_dirty_by", "created_by", "value")
+
+    def __init__(self, value: V, tx: MemoryTransaction) -> None:
+        self.value = value
+        self.created_by: MemoryTransaction | None = tx.root
+        self._dirty_by: MemoryTransaction | None = None
+        self._committed: V | None = None
+        tx.on_commit(self._published)
+
+    def _published(self) -> None:
+        self.created_by = None
+
+    def seen_by(self, tx: MemoryTransaction) -> V | None:
+        """The value as ``tx`` sees it; None if it does not exist for ``tx``."""
+        if not visible_to(self.created_by, tx):
+            return None
+        if self._dirty_by is not None and self._dirty_by is not tx.root:
+            return self._committed
+        return self.value
+
+    def write(self, tx: MemoryTransaction, value: V) -> None:
+        """Replace the value in ``tx`` (undone on rollback; seen by others at commit)."""
+        if self._dirty_by is None and self.created_by is None:
+            self._dirty_by = tx.root
+            self._committed = self.value
+
+            def clean() -> None:
+                self._dirty_by = None
+                self._committed = None
+
+            tx.record_undo(clean)  # runs after the restore below on rollback
+            tx.on_commit(clean)
+        old = self.value
+        self.value = value
+
+        def restore() -> None:
+            self.value = old
+
+        tx.record_undo(restore)

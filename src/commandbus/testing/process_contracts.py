@@ -494,6 +494,31 @@ class ProcessRepositoryContract:
             assert await repo.get_by_id(DOMAIN, p.process_id) is None
         assert await repo.get_by_id(DOMAIN, p.process_id) is not None
 
+    async def test_uncommitted_update_and_audit_are_invisible_to_others(
+        self, backend: Backend, repo: ProcessRepository
+    ) -> None:
+        p = make_process()
+        await repo.save(p)
+        entry = make_entry()
+        async with backend.transaction() as tx:
+            changed = make_process(process_id=p.process_id, status=ProcessStatus.COMPENSATING)
+            changed.version = 1
+            await repo.apply(
+                ProcessWrites(updates=[changed], audit_inserts=[(DOMAIN, p.process_id, entry)]),
+                conn=tx,
+            )
+            mine = await repo.get_by_id(DOMAIN, p.process_id, conn=tx)
+            assert mine is not None and mine.status is ProcessStatus.COMPENSATING
+            others = await repo.get_by_id(DOMAIN, p.process_id)
+            assert others is not None and others.status is ProcessStatus.WAITING_FOR_REPLY
+            assert others.version == 1
+            assert await repo.get_audit_trail(DOMAIN, p.process_id) == []
+            found = await repo.find_by_status(DOMAIN, [ProcessStatus.COMPENSATING])
+            assert found == []
+        after = await repo.get_by_id(DOMAIN, p.process_id)
+        assert after is not None and after.status is ProcessStatus.COMPENSATING
+        assert len(await repo.get_audit_trail(DOMAIN, p.process_id)) == 1
+
     async def test_message_log_filters_and_delete(self, repo: ProcessRepository) -> None:
         pid = uuid4()
         records = [
