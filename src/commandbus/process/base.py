@@ -32,8 +32,8 @@ from commandbus.bus import CommandBus
 from commandbus.errors import InvalidOperationError, ProcessNotFoundError
 from commandbus.models import Reply
 from commandbus.ports import Backend, Conn
-from commandbus.process.engine import Envelope, ProcessEngine, Staged, checked_state
-from commandbus.process.errors import ProcessAlreadyExistsError, StateLoadError
+from commandbus.process.engine import Envelope, ProcessEngine, checked_state
+from commandbus.process.errors import StateLoadError
 from commandbus.process.kernel import (
     CancelRequested,
     Decision,
@@ -262,7 +262,6 @@ class BaseProcessManager(ABC, Generic[TState, TStep]):
         data dicts or ``(process_id, initial_data)`` pairs. Same rules as ``start``."""
         now = self.backend.clock.now()
         max_bytes = self.max_payload_bytes
-        staged = Staged()
         new: list[ProcessMetadata[Any, Any]] = []
         decisions: dict[UUID, Decision[TState, TStep]] = {}
         ids: list[UUID] = []
@@ -298,18 +297,7 @@ class BaseProcessManager(ABC, Generic[TState, TStep]):
             )
             decisions[pid] = decision
         async with self.backend.transaction(conn) as tx:
-            inserted = set(await self.process_repo.insert_new(new, conn=tx))
-            for process in new:
-                pid = process.process_id
-                if pid in inserted:
-                    staged.add_effects(self, self.domain, pid, decisions[pid])
-                    continue
-                existing = await self.process_repo.get_by_id(self.domain, pid, conn=tx)
-                if existing is None or existing.process_type != self.process_type:
-                    raise ProcessAlreadyExistsError(
-                        self.domain, pid, existing.process_type if existing else None
-                    )
-            await self.engine.flush(staged, conn=tx)
+            await self.engine.start(self, new, decisions, conn=tx)
         return ids
 
     async def handle_reply(

@@ -31,7 +31,7 @@ from uuid import UUID
 from commandbus.models import JsonObject, SendRequest
 from commandbus.policies import RetryPolicy
 from commandbus.ports import Backend, Conn
-from commandbus.process.errors import ProcessHookError, StateLoadError
+from commandbus.process.errors import ProcessAlreadyExistsError, ProcessHookError, StateLoadError
 from commandbus.process.kernel import (
     CancelRequested,
     Decision,
@@ -207,6 +207,32 @@ class ProcessEngine:
         self.managers = dict(managers)
         self.domains = sorted({m.domain for m in self.managers.values()})
         self.max_reply_attempts = max_reply_attempts
+
+    async def start(
+        self,
+        manager: EngineManager,
+        new: Sequence[ProcessMetadata[Any, Any]],
+        decisions: Mapping[UUID, Decision[Any, Any]],
+        *,
+        conn: Conn,
+    ) -> None:
+        """Write new processes (rows with their state already encoded) and what their
+        start decisions send, in ``conn``. A process id that exists already with the
+        manager's type is skipped (an idempotent start); with another type it raises
+        ``ProcessAlreadyExistsError``."""
+        staged = Staged()
+        inserted = set(await self.repo.insert_new(new, conn=conn))
+        for process in new:
+            pid = process.process_id
+            if pid in inserted:
+                staged.add_effects(manager, process.domain, pid, decisions[pid])
+                continue
+            existing = await self.repo.get_by_id(process.domain, pid, conn=conn)
+            if existing is None or existing.process_type != manager.process_type:
+                raise ProcessAlreadyExistsError(
+                    process.domain, pid, existing.process_type if existing else None
+                )
+        await self.flush(staged, conn=conn)
 
     async def handle(
         self, envelopes: Sequence[Envelope], *, conn: Conn, raise_errors: bool = False
