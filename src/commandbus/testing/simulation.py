@@ -34,15 +34,11 @@ simulation advances the clock from one due event to the next, so idle time costs
 from __future__ import annotations
 
 import gc
-import hashlib
-import heapq
-import json
 import math
 import random
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -54,28 +50,38 @@ from commandbus.errors import (
     PermanentCommandError,
     TransientCommandError,
 )
-from commandbus.handler import HandlerContext, HandlerFn, HandlerRegistry, RegisteredHandler
+from commandbus.handler import HandlerContext
 from commandbus.memory import InMemoryBackend
 from commandbus.models import (
     Command,
     CommandStatus,
     JsonObject,
-    SendRequest,
-    SendResult,
-    Settlement,
 )
 from commandbus.ops.troubleshooting import TroubleshootingQueue
-from commandbus.policies import RetryPolicy
 from commandbus.process.base import BaseProcessManager
 from commandbus.process.models import (
     ProcessAuditEntry,
     ProcessMetadata,
 )
 from commandbus.process.repository import state_to_dict
-from commandbus.process.router import ProcessReplyRouter, RouterStats
+from commandbus.process.router import ProcessReplyRouter
+from commandbus.testing._simulated import (
+    _dumps,
+    _Events,
+    _ObservedCommands,
+    _ObservedQueue,
+    _Recorder,
+    _SimulatedServices,
+)
 from commandbus.testing.clock import VirtualClock
 from commandbus.testing.invariants import InvariantViolation, check_invariants
 from commandbus.testing.scenario import ManagerFactory, memory_backend
+from commandbus.testing.simulation_config import (
+    FailureRates,
+    OperatorPolicy,
+    SimulationConfig,
+    SimulationReport,
+)
 from commandbus.worker import Worker, WorkerStats
 
 __all__ = [
@@ -96,254 +102,6 @@ AnyProcess = ProcessMetadata[Any, Any]
 ResultFn = Callable[[Command], JsonObject | None]
 #: Builds the start input of the ``index``-th process from the simulation's generator.
 InitialDataFn = Callable[[int, random.Random], JsonObject]
-
-
-@dataclass(frozen=True)
-class FailureRates:
-    """Probability of each failure per delivery of a command (the rest succeed)."""
-
-    transient: float = 0.0
-    permanent: float = 0.0
-    business: float = 0.0
-
-    def __post_init__(self) -> None:
-        rates = (self.transient, self.permanent, self.business)
-        if any(r < 0 for r in rates) or sum(rates) > 1:
-            raise ValueError(f"failure rates must be >= 0 and add up to <= 1, got {self}")
-
-
-@dataclass(frozen=True)
-class OperatorPolicy:
-    """How simulated operators resolve troubleshooting items: the relative weights of
-    retry, cancel and complete, and how long they take to react (uniform, seconds)."""
-
-    retry: float = 0.5
-    cancel: float = 0.3
-    complete: float = 0.2
-    reaction: tuple[float, float] = (60.0, 600.0)
-
-    def __post_init__(self) -> None:
-        if min(self.retry, self.cancel, self.complete) < 0:
-            raise ValueError("operator weights must be >= 0")
-        if not 0 <= self.reaction[0] <= self.reaction[1]:
-            raise ValueError("operator reaction must be a (low, high) range of seconds >= 0")
-
-
-@dataclass(frozen=True)
-class SimulationConfig:
-    """What to simulate. Rates are per delivery; ``failures_by_type`` overrides
-    ``failures`` for some command types; ``operator=None`` leaves the TSQ alone."""
-
-    processes: int = 100
-    seed: int = 0
-    latency: tuple[float, float] = (0.0, 2.0)
-    failures: FailureRates = FailureRates()
-    failures_by_type: Mapping[str, FailureRates] = field(default_factory=dict)
-    duplicate_rate: float = 0.0
-    operator: OperatorPolicy | None = OperatorPolicy()
-    #: Share of processes their user cancels, at a time drawn from ``cancel_after``
-    #: (seconds after the start); a cancel that comes after the end changes nothing.
-    cancel_rate: float = 0.0
-    cancel_after: tuple[float, float] = (0.0, 10.0)
-    retry_policy: RetryPolicy = field(
-        default_factory=lambda: RetryPolicy(max_attempts=3, backoff_schedule=(1.0, 10.0))
-    )
-    batch_size: int = 100
-    start_batch: int = 1000
-    tick: float = 1.0
-    #: While running, the collector's first threshold (None: leave the GC alone). The
-    #: in-memory stores keep millions of live objects; Python's default (700) makes the
-    #: collector rescan them constantly, which costs about a third of a large run.
-    gc_threshold: int | None = 100_000
-    max_virtual_seconds: float = 30 * 24 * 3600.0
-    check_replay: bool = True
-
-    def __post_init__(self) -> None:
-        if self.processes < 0:
-            raise ValueError("processes must be >= 0")
-        if not 0 <= self.latency[0] <= self.latency[1]:
-            raise ValueError("latency must be a (low, high) range of seconds >= 0")
-        if not 0 <= self.duplicate_rate <= 1 or not 0 <= self.cancel_rate <= 1:
-            raise ValueError("duplicate_rate and cancel_rate must be within 0..1")
-        if not 0 <= self.cancel_after[0] <= self.cancel_after[1]:
-            raise ValueError("cancel_after must be a (low, high) range of seconds >= 0")
-        if self.batch_size < 1 or self.start_batch < 1:
-            raise ValueError("batch_size and start_batch must be >= 1")
-        if self.tick < 0:
-            raise ValueError("tick must be >= 0 seconds (0: advance to each event exactly)")
-
-    def rates_for(self, command_type: str) -> FailureRates:
-        return self.failures_by_type.get(command_type, self.failures)
-
-
-@dataclass
-class SimulationReport:
-    """What happened. ``history`` is the recorded event log (JSON lines: every delivery
-    with its simulated outcome, duplicate, operator action, then every process's final
-    row and audit trail); two runs with the same config give equal bytes."""
-
-    config: SimulationConfig
-    by_status: dict[str, int]
-    violations: list[InvariantViolation]
-    deliveries: Counter[str]
-    duplicates: int
-    operator_actions: Counter[str]
-    cancels: Counter[str]
-    router: RouterStats
-    worker: WorkerStats
-    virtual_seconds: float
-    wall_seconds: float
-    steps: int
-    history: bytes
-
-    @property
-    def ok(self) -> bool:
-        return not self.violations
-
-    @property
-    def processes(self) -> int:
-        return sum(self.by_status.values())
-
-    @property
-    def digest(self) -> str:
-        return hashlib.sha256(self.history).hexdigest()
-
-    def summary(self) -> str:
-        statuses = ", ".join(f"{k} {v}" for k, v in sorted(self.by_status.items()))
-        lines = [
-            f"{self.processes} processes (seed {self.config.seed}): {statuses}",
-            f"deliveries: {dict(sorted(self.deliveries.items()))}; duplicate replies: "
-            f"{self.duplicates}; operator actions: {dict(sorted(self.operator_actions.items()))}"
-            f"; user cancels: {dict(sorted(self.cancels.items()))}",
-            f"router: applied {self.router.applied}, ignored {self.router.ignored}, "
-            f"parked {self.router.parked}; virtual time {self.virtual_seconds:.0f} s, "
-            f"wall time {self.wall_seconds:.2f} s, {self.steps} steps",
-            f"history sha256 {self.digest}",
-        ]
-        if self.violations:
-            lines.append(f"{len(self.violations)} invariant violation(s):")
-            lines.extend(f"  {v}" for v in self.violations[:20])
-        else:
-            lines.append("all invariants hold")
-        return "\n".join(lines)
-
-    def raise_for_violations(self) -> None:
-        if self.violations:
-            raise AssertionError(self.summary())
-
-
-class _Events:
-    """Due times of the simulation (a heap), each with an optional action."""
-
-    def __init__(self) -> None:
-        self._heap: list[tuple[datetime, int, Callable[[], Any] | None]] = []
-        self._seq = 0
-
-    def at(self, when: datetime, action: Callable[[], Any] | None = None) -> None:
-        self._seq += 1
-        heapq.heappush(self._heap, (when, self._seq, action))
-
-    def pop_due(self, now: datetime) -> list[Callable[[], Any]]:
-        due: list[Callable[[], Any]] = []
-        while self._heap and self._heap[0][0] <= now:
-            _, _, action = heapq.heappop(self._heap)
-            if action is not None:
-                due.append(action)
-        return due
-
-    def next_time(self) -> datetime | None:
-        return self._heap[0][0] if self._heap else None
-
-
-class _Recorder:
-    def __init__(self, start: datetime) -> None:
-        self.start = start
-        self.lines: list[str] = []
-
-    def add(self, now: datetime, kind: str, *fields: Any) -> None:
-        offset = round((now - self.start).total_seconds(), 6)
-        self.lines.append(_dumps([offset, kind, *fields]))
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
-
-
-class _ObservedCommands:
-    """The backend's command store, seen by the simulation: sends get their latency,
-    settlements may be delivered twice and schedule what becomes due."""
-
-    def __init__(self, inner: Any, sim: ProcessSimulation) -> None:
-        self._inner = inner
-        self._sim = sim
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    async def insert(
-        self,
-        requests: Sequence[SendRequest],
-        default_max_attempts: int,
-        *,
-        conn: Any = None,
-    ) -> list[SendResult]:
-        sim = self._sim
-        delayed = []
-        for request in requests:
-            latency = sim._latency()
-            delayed.append(replace(request, delay=(request.delay or 0.0) + latency))
-            sim._events.at(sim._now() + timedelta(seconds=latency + (request.delay or 0.0)))
-        result: list[SendResult] = await self._inner.insert(
-            delayed, default_max_attempts, conn=conn
-        )
-        return result
-
-    async def settle(self, settlements: Sequence[Settlement], *, conn: Any = None) -> int:
-        applied: int = await self._inner.settle(settlements, conn=conn)
-        sim = self._sim
-        for s in settlements:
-            if s.status is CommandStatus.PENDING:  # a retry after the backoff
-                sim._events.at(sim._now() + timedelta(seconds=s.retry_delay))
-            elif s.status is CommandStatus.IN_TROUBLESHOOTING_QUEUE:
-                sim._schedule_operator(s.domain, s.command_id)
-            if s.reply is not None and sim._draw_duplicate():
-                await sim._duplicate(s.reply.queue, s.reply.reply.to_message())
-        return applied
-
-
-class _ObservedQueue:
-    """The backend's queue: delayed messages (step timers) schedule their due time."""
-
-    def __init__(self, inner: Any, sim: ProcessSimulation) -> None:
-        self._inner = inner
-        self._sim = sim
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    async def enqueue(
-        self, queue: str, messages: Sequence[JsonObject], delay: float = 0.0, *, conn: Any = None
-    ) -> list[int]:
-        ids: list[int] = await self._inner.enqueue(queue, messages, delay, conn=conn)
-        self._sim._events.at(self._sim._now() + timedelta(seconds=max(delay, 0.0)))
-        return ids
-
-
-class _SimulatedServices(HandlerRegistry):
-    """A registry that hands every command of a served domain to the simulated service."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._services: dict[str, HandlerFn] = {}
-
-    def serve(self, domain: str, fn: HandlerFn) -> None:
-        self._services[domain] = fn
-
-    def find(self, domain: str, command_type: str) -> RegisteredHandler | None:
-        fn = self._services.get(domain)
-        if fn is None:
-            return super().find(domain, command_type)
-        return RegisteredHandler(domain, command_type, fn, False)
 
 
 class ProcessSimulation:
