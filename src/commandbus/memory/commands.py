@@ -11,12 +11,12 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 from commandbus.errors import DuplicateCommandError
 from commandbus.memory.queue import InMemoryMessageQueue, StoredMessage
-from commandbus.memory.transaction import MemoryTransaction, visible_to
+from commandbus.memory.transaction import MemoryHost, MemoryTransaction, visible_to
 from commandbus.models import (
     AuditEvent,
     AuditEventType,
@@ -35,9 +35,6 @@ from commandbus.models import (
 )
 from commandbus.ports import Conn
 from commandbus.validation import command_queue
-
-if TYPE_CHECKING:
-    from commandbus.memory.backend import InMemoryBackend
 
 __all__ = ["InMemoryCommandStore", "command_message"]
 
@@ -205,7 +202,7 @@ def _lock_key(domain: str, command_id: UUID) -> tuple[str, str, UUID]:
 class InMemoryCommandStore:
     """``CommandStore`` port in memory; see ``commandbus.ports.CommandStore``."""
 
-    def __init__(self, backend: InMemoryBackend, queue: InMemoryMessageQueue) -> None:
+    def __init__(self, backend: MemoryHost, queue: InMemoryMessageQueue) -> None:
         self._backend = backend
         self._queue = queue
         self._rows: dict[RowKey, CommandRow] = {}

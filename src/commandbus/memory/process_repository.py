@@ -15,10 +15,10 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from uuid import UUID
 
-from commandbus.memory.transaction import MemoryTransaction, TxCell, visible_to
+from commandbus.memory.transaction import MemoryHost, MemoryTransaction, TxCell, visible_to
 from commandbus.models import ReplyOutcome
 from commandbus.ports import Conn
 from commandbus.process.errors import ProcessAlreadyExistsError, ProcessVersionConflictError
@@ -32,9 +32,6 @@ from commandbus.process.models import (
     ProcessStatus,
 )
 from commandbus.process.repository import ProcessWrites, completed_steps, state_to_json
-
-if TYPE_CHECKING:
-    from commandbus.memory.backend import InMemoryBackend
 
 __all__ = ["InMemoryProcessRepository"]
 
@@ -101,7 +98,7 @@ def _stored_entry(entry: ProcessAuditEntry) -> ProcessAuditEntry:
 class InMemoryProcessRepository:
     """``ProcessRepository`` in memory; see ``commandbus.process.repository``."""
 
-    def __init__(self, backend: InMemoryBackend) -> None:
+    def __init__(self, backend: MemoryHost) -> None:
         self._backend = backend
         self._rows: dict[Key, _Row] = {}
         self._audit: dict[Key, list[_AuditRow]] = {}

@@ -18,15 +18,11 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
-from commandbus.memory.transaction import MemoryTransaction, visible_to
+from commandbus.memory.transaction import MemoryHost, MemoryTransaction, visible_to
 from commandbus.models import JsonObject, QueueMessage
 from commandbus.ports import Conn
 from commandbus.validation import encode_payload, validate_queue_name
-
-if TYPE_CHECKING:
-    from commandbus.memory.backend import InMemoryBackend
 
 __all__ = ["InMemoryMessageQueue"]
 
@@ -87,7 +83,7 @@ def encode_message(message: object, max_bytes: int) -> str:
 class InMemoryMessageQueue:
     """``MessageQueue`` port in memory; see ``commandbus.ports.MessageQueue``."""
 
-    def __init__(self, backend: InMemoryBackend) -> None:
+    def __init__(self, backend: MemoryHost) -> None:
         self._backend = backend
         self._queues: dict[str, QueueState] = {}
         self._next_id = 1

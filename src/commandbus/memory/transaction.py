@@ -37,16 +37,27 @@ check ``visible_to(item_tx, tx)`` before returning items from reads.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from commandbus.errors import CommandBusError
+from commandbus.ports import Clock
 
-if TYPE_CHECKING:
-    from commandbus.memory.backend import InMemoryBackend
+__all__ = ["MemoryHost", "MemoryTransaction", "TransactionClosedError", "TxCell", "visible_to"]
 
-__all__ = ["MemoryTransaction", "TransactionClosedError", "TxCell", "visible_to"]
+
+class MemoryHost(Protocol):
+    """What the in-memory stores and transactions need of ``InMemoryBackend`` (a protocol,
+    so that they do not import the backend that wires them)."""
+
+    clock: Clock
+    max_payload_bytes: int
+    _locks: dict[Any, MemoryTransaction]
+
+    def transaction(self, conn: Any = None) -> TransactionContext: ...
+
+    def _deliver(self, queues: Iterable[str]) -> None: ...
 
 
 class TransactionClosedError(CommandBusError):
@@ -68,7 +79,7 @@ class MemoryTransaction:
         "root",
     )
 
-    def __init__(self, backend: InMemoryBackend, parent: MemoryTransaction | None) -> None:
+    def __init__(self, backend: MemoryHost, parent: MemoryTransaction | None) -> None:
         self.backend = backend
         self.parent = parent
         self.root: MemoryTransaction = parent.root if parent is not None else self
@@ -134,7 +145,7 @@ class MemoryTransaction:
             root._ended = asyncio.Event()
         await root._ended.wait()
 
-    def check_open(self, backend: InMemoryBackend) -> None:
+    def check_open(self, backend: MemoryHost) -> None:
         if self.backend is not backend:
             raise TransactionClosedError(
                 "this transaction belongs to another InMemoryBackend; pass a conn obtained "
@@ -186,7 +197,7 @@ class TransactionContext:
 
     __slots__ = ("_backend", "_parent", "_tx")
 
-    def __init__(self, backend: InMemoryBackend, parent: MemoryTransaction | None) -> None:
+    def __init__(self, backend: MemoryHost, parent: MemoryTransaction | None) -> None:
         self._backend = backend
         self._parent = parent
         self._tx: MemoryTransaction | None = None
