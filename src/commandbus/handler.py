@@ -9,7 +9,6 @@ from typing import Any, TypeVar
 
 from commandbus.errors import HandlerAlreadyRegisteredError, HandlerNotFoundError
 from commandbus.models import Command, JsonObject
-from commandbus.ports import Conn
 from commandbus.validation import validate_command_type, validate_name
 
 HandlerFn = Callable[[Command, "HandlerContext"], Awaitable[JsonObject | None]]
@@ -24,14 +23,16 @@ class HandlerContext:
 
     ``conn`` is set only for handlers registered with ``transactional=True``: it is the open
     transaction in which the command will be settled, so the handler's own writes commit
-    atomically with the command's completion (or roll back with its failure).
+    atomically with the command's completion (or roll back with its failure). It is the
+    backend's own handle — a ``psycopg.AsyncConnection`` on PostgreSQL — typed ``Any`` so
+    that a handler can call its methods (the ports see it as the opaque ``Conn``).
     """
 
     command: Command
     attempt: int
     max_attempts: int
     msg_id: int
-    conn: Conn | None = None
+    conn: Any = None
     _extend: Callable[[float], Awaitable[bool]] | None = field(default=None, repr=False)
 
     async def extend_visibility(self, seconds: float) -> bool:

@@ -48,8 +48,11 @@ from commandbus.process.models import (
     ProcessStatus,
 )
 
-#: An open transaction of a backend (a ``psycopg.AsyncConnection`` for PostgreSQL).
-Conn = Any
+
+class Conn(Protocol):
+    """An open transaction of a backend, opaque to the core: it only hands it back to the
+    backend's ports. A ``psycopg.AsyncConnection`` for PostgreSQL, a ``MemoryTransaction``
+    in memory; the core never calls a method on it, and mypy checks that it does not."""
 
 
 @runtime_checkable
