@@ -29,6 +29,7 @@ from commandbus.validation import (
     MAX_DELAY_SECONDS,
     MAX_PAYLOAD_BYTES,
     MAX_VISIBILITY_SECONDS,
+    SET_ASIDE_SECONDS,
     encode_payload,
     validate_command_type,
     validate_count,
@@ -222,7 +223,7 @@ class CommandBus:
             replies.append(ReceivedReply(msg.msg_id, reply, msg.read_count))
         if malformed:
             for msg_id in malformed:
-                await self._backend.queue.set_visibility(queue, msg_id, 365 * 24 * 3600)
+                await self._backend.queue.set_visibility(queue, msg_id, SET_ASIDE_SECONDS)
         return replies
 
     async def ack_reply(self, queue: str, msg_id: int) -> bool:

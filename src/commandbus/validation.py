@@ -216,6 +216,9 @@ def validate_payload(
 MAX_ATTEMPTS_LIMIT = 1_000_000
 MAX_DELAY_SECONDS = 10 * 365 * 24 * 3600.0  # ten years
 MAX_VISIBILITY_SECONDS = 365 * 24 * 3600.0  # one year
+#: How long a message no reader can handle is made invisible ("set aside"): kept, never
+#: lost, and no longer in the way of the messages behind it.
+SET_ASIDE_SECONDS = MAX_VISIBILITY_SECONDS
 MAX_BATCH_LIMIT = 10_000
 
 
@@ -278,6 +281,7 @@ __all__ = [
     "MAX_DELAY_SECONDS",
     "MAX_PAYLOAD_BYTES",
     "MAX_VISIBILITY_SECONDS",
+    "SET_ASIDE_SECONDS",
     "command_queue",
     "encode_payload",
     "json_text",

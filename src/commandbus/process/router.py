@@ -48,7 +48,7 @@ from commandbus.process.models import (
 )
 from commandbus.process.repository import ProcessRepository, ProcessWrites
 from commandbus.sanitise import describe_exception, storable_text
-from commandbus.validation import validate_queue_name
+from commandbus.validation import SET_ASIDE_SECONDS, validate_queue_name
 
 __all__ = ["ProcessReplyRouter", "RouterStats"]
 
@@ -56,7 +56,6 @@ logger = logging.getLogger(__name__)
 
 #: A parking reason longer than this is cut (it is an exception's text).
 _MAX_REASON_CHARS = 2_000
-_SET_ASIDE_SECONDS = 365 * 24 * 3600.0
 
 
 @dataclass
@@ -214,7 +213,7 @@ class ProcessReplyRouter(ConsumerLoop):
                 self.reply_queue,
             )
             await self._backend.queue.set_visibility(
-                self.reply_queue, message.msg_id, _SET_ASIDE_SECONDS, conn=tx
+                self.reply_queue, message.msg_id, SET_ASIDE_SECONDS, conn=tx
             )
 
     async def _park(self, env: Envelope, message: QueueMessage, reason: str, tx: Any) -> None:
