@@ -1,11 +1,12 @@
-"""``BaseProcessManager[TState, TStep]``: the seed's hooks on top of the pure kernel.
+"""``BaseProcessManager[TState, TStep]``: a process *definition*, the seed's hooks.
 
 A process manager describes one process type: how to build its typed state from the start
 input, which step comes first, the command each step sends, how a reply updates the state,
-which step follows, and which step compensates which. The manager never does the I/O of a
-step itself: ``start``, ``handle_reply`` and ``cancel`` ask the kernel
-(``commandbus.process.kernel.decide``) for a decision and let the engine write it in one
-transaction. Replies normally arrive through ``ProcessReplyRouter``.
+which step follows, and which step compensates which. The kernel
+(``commandbus.process.kernel.decide``) reads these hooks to decide; the manager's
+operations (``start``, ``handle_reply``, ``cancel``, the queries) delegate to its
+``ProcessRuntime`` (``commandbus.process.runtime``), which lets the engine write each
+decision in one transaction. Replies normally arrive through ``ProcessReplyRouter``.
 
 Typed state and steps: ``state_class`` (with ``from_dict``) and ``step_class`` (a
 ``StrEnum``) are taken from the generic arguments, ``class M(BaseProcessManager[MyState,
@@ -19,28 +20,21 @@ be deterministic — no I/O, clock or randomness — because deciding is replaya
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import typing
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Mapping, Sequence
 from enum import StrEnum
 from typing import Any, ClassVar, Generic
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from commandbus.bus import CommandBus
-from commandbus.errors import InvalidOperationError, ProcessNotFoundError
+from commandbus.errors import InvalidOperationError
 from commandbus.models import Reply
 from commandbus.ports import Backend, Conn
-from commandbus.process.engine import Envelope, ProcessEngine, checked_state
+from commandbus.process.decisions import Decision
+from commandbus.process.engine import ProcessEngine, SendingPolicy
 from commandbus.process.errors import StateLoadError
-from commandbus.process.kernel import (
-    CancelRequested,
-    Decision,
-    Ignored,
-    ReplyReceived,
-    decide_start,
-)
 from commandbus.process.models import (
     ProcessAuditEntry,
     ProcessCommand,
@@ -53,18 +47,13 @@ from commandbus.process.models import (
     TStep,
 )
 from commandbus.process.repository import ProcessRepository
+from commandbus.process.runtime import ProcessRuntime
 from commandbus.validation import (
-    encode_payload,
     json_text,
     process_reply_queue,
     validate_name,
     validate_queue_name,
-    validate_text,
-    validate_uuid,
 )
-
-#: The longest reason ``cancel`` accepts (it is stored with the process).
-MAX_CANCEL_REASON_CHARS = 10_000
 
 __all__ = ["BaseProcessManager"]
 
@@ -116,11 +105,22 @@ class BaseProcessManager(ABC, Generic[TState, TStep]):
         self.process_repo: ProcessRepository = repo
         validate_name(self.domain)
         self.reply_queue = validate_queue_name(reply_queue or process_reply_queue(self.domain))
-        self.max_attempts: int | None = command_bus.retry_policy.max_attempts
-        #: Commands the process sends are held to the same limit as ``bus.send``.
-        self.max_payload_bytes: int = command_bus.max_payload_bytes
+        # Commands the process sends are held to the same limits as ``bus.send``.
+        self._sending = SendingPolicy(
+            reply_queue=self.reply_queue,
+            max_attempts=command_bus.retry_policy.max_attempts,
+            max_payload_bytes=command_bus.max_payload_bytes,
+        )
         self._steps_by_name = {s.name: s for s in self.steps}
-        self._engine: ProcessEngine | None = None
+        self._runtime: ProcessRuntime[TState, TStep] | None = None
+
+    @property
+    def max_attempts(self) -> int | None:
+        return self._sending.max_attempts
+
+    @property
+    def max_payload_bytes(self) -> int:
+        return self._sending.max_payload_bytes
 
     # -- identity (override as properties or class attributes) -------------------------
 
@@ -226,12 +226,22 @@ class BaseProcessManager(ABC, Generic[TState, TStep]):
         return ProcessSnapshot(self.typed(snapshot.process), list(snapshot.audit))
 
     @property
-    def engine(self) -> ProcessEngine:
-        if self._engine is None:
-            self._engine = ProcessEngine(self.backend, self.process_repo, {self.process_type: self})
-        return self._engine
+    def sending(self) -> SendingPolicy:
+        """How this manager's commands are sent (reply queue, attempt and payload limits)."""
+        return self._sending
 
-    # -- operations --------------------------------------------------------------------
+    @property
+    def runtime(self) -> ProcessRuntime[TState, TStep]:
+        """What runs this definition: every operation below delegates to it."""
+        if self._runtime is None:
+            self._runtime = ProcessRuntime(self, self.backend, self.process_repo)
+        return self._runtime
+
+    @property
+    def engine(self) -> ProcessEngine:
+        return self.runtime.engine
+
+    # -- operations (the runtime's; every write goes through the engine) ---------------
 
     async def start(
         self,
@@ -250,7 +260,7 @@ class BaseProcessManager(ABC, Generic[TState, TStep]):
         ``initial_data`` must be a JSON object within the bus's payload size limit
         (``ValidationError`` otherwise, nothing written); a copy is stored with the process
         (``ProcessMetadata.initial_data``) so that replay can fold its history."""
-        ids = await self.start_many([(process_id, initial_data)], conn=conn)
+        ids = await self.runtime.start_many([(process_id, initial_data)], conn=conn)
         return ids[0]
 
     async def start_many(
@@ -260,45 +270,7 @@ class BaseProcessManager(ABC, Generic[TState, TStep]):
     ) -> list[UUID]:
         """Start many processes in one transaction (all or nothing); ``items`` are initial
         data dicts or ``(process_id, initial_data)`` pairs. Same rules as ``start``."""
-        now = self.backend.clock.now()
-        max_bytes = self.max_payload_bytes
-        new: list[ProcessMetadata[Any, Any]] = []
-        decisions: dict[UUID, Decision[TState, TStep]] = {}
-        ids: list[UUID] = []
-        for item in items:
-            given, data = item if isinstance(item, tuple) else (None, item)
-            pid = validate_uuid(given, "process_id") if given is not None else uuid4()
-            ids.append(pid)
-            if pid in decisions:
-                continue
-            # Stored with the row for replay: a JSON object within the payload limit, and
-            # a deep copy (taken before the hook sees the data).
-            initial_data = json.loads(encode_payload(data, "initial_data", max_bytes))
-            state = self.create_initial_state(data)
-            process: ProcessMetadata[TState, TStep] = ProcessMetadata(
-                domain=self.domain,
-                process_id=pid,
-                process_type=self.process_type,
-                status=ProcessStatus.PENDING,
-                state=state,
-                created_at=now,
-                updated_at=now,
-                version=1,
-                initial_data=initial_data,
-            )
-            # The state was made just now and is not used again: no copy needed.
-            decision = await decide_start(self, process, now, copy_state=False)
-            state_json = checked_state(decision, self.process_type)
-            assert decision.process is not None
-            new.append(
-                decision.process.copy(
-                    state=state_json, current_step=str(decision.process.current_step)
-                )
-            )
-            decisions[pid] = decision
-        async with self.backend.transaction(conn) as tx:
-            await self.engine.start(self, new, decisions, conn=tx)
-        return ids
+        return await self.runtime.start_many(items, conn=conn)
 
     async def handle_reply(
         self,
@@ -313,18 +285,7 @@ class BaseProcessManager(ABC, Generic[TState, TStep]):
         ``process`` (the seed's argument) only supplies the id when the reply has no
         correlation id; the stored process is always reloaded under lock. Returns the
         decision (None when the process is unknown). Hook errors are raised."""
-        pid = reply.correlation_id or (process.process_id if process else None)
-        if pid is not None and reply.correlation_id is None:
-            reply = dataclasses.replace(reply, correlation_id=pid)
-        envelope = Envelope(
-            raw=reply.to_message(),
-            message=ReplyReceived(reply),
-            process_id=pid,
-            domain=self.domain,
-        )
-        async with self.backend.transaction(conn) as tx:
-            [handled] = await self.engine.handle([envelope], conn=tx, raise_errors=True)
-        return handled.decision
+        return await self.runtime.handle_reply(reply, process, conn=conn)
 
     async def cancel(
         self, process_id: UUID | str, reason: str = "canceled", *, conn: Conn | None = None
@@ -333,23 +294,7 @@ class BaseProcessManager(ABC, Generic[TState, TStep]):
         end CANCELED. A command in flight is abandoned; its late reply is ignored. Raises
         ``ProcessNotFoundError``, or ``InvalidOperationError`` for a finished process.
         Canceling a process that already compensates changes nothing."""
-        pid = validate_uuid(process_id, "process_id")
-        reason = validate_text(reason, "reason", MAX_CANCEL_REASON_CHARS)
-        envelope = Envelope(
-            raw={}, message=CancelRequested(reason), process_id=pid, domain=self.domain
-        )
-        async with self.backend.transaction(conn) as tx:
-            [handled] = await self.engine.handle([envelope], conn=tx, raise_errors=True)
-            if handled.ignored is Ignored.UNKNOWN_PROCESS:
-                raise ProcessNotFoundError(self.domain, pid)
-            if handled.ignored is Ignored.FINISHED:
-                status = (handled.reason or "").removeprefix("process is ")  # for the message
-                raise InvalidOperationError(
-                    f"cannot cancel process {pid}: it has finished ({status})"
-                )
-            found = await self.process_repo.get_by_id(self.domain, pid, conn=tx)
-        assert found is not None
-        return self.typed(found)
+        return await self.runtime.cancel(process_id, reason, conn=conn)
 
     # -- queries -----------------------------------------------------------------------
 
@@ -357,24 +302,18 @@ class BaseProcessManager(ABC, Generic[TState, TStep]):
         self, process_id: UUID | str, *, conn: Conn | None = None
     ) -> ProcessMetadata[TState, TStep] | None:
         """The process with typed state, or None (``StateLoadError`` if it cannot load)."""
-        found = await self.process_repo.get_by_id(
-            self.domain, validate_uuid(process_id, "process_id"), conn=conn
-        )
-        return self.typed(found) if found is not None else None
+        return await self.runtime.get(process_id, conn=conn)
 
     async def get_audit_trail(
         self, process_id: UUID | str, *, conn: Conn | None = None
     ) -> list[ProcessAuditEntry]:
-        return await self.process_repo.get_audit_trail(
-            self.domain, validate_uuid(process_id, "process_id"), conn=conn
-        )
+        return await self.runtime.get_audit_trail(process_id, conn=conn)
 
     async def find_by_status(
         self, statuses: Sequence[ProcessStatus], *, limit: int | None = None
     ) -> list[ProcessMetadata[TState, TStep]]:
         """Processes of this type in any of ``statuses`` (typed), oldest first."""
-        found = await self.process_repo.find_by_status(self.domain, statuses, limit=limit)
-        return [self.typed(p) for p in found if p.process_type == self.process_type]
+        return await self.runtime.find_by_status(statuses, limit=limit)
 
 
 def managers_by_type(

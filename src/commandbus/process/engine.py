@@ -60,7 +60,15 @@ from commandbus.process.repository import (
 from commandbus.sanitise import storable_text
 from commandbus.validation import encode_payload
 
-__all__ = ["EngineManager", "Envelope", "EnvelopeResult", "Handled", "ProcessEngine", "Staged"]
+__all__ = [
+    "EngineManager",
+    "Envelope",
+    "EnvelopeResult",
+    "Handled",
+    "ProcessEngine",
+    "SendingPolicy",
+    "Staged",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -109,15 +117,24 @@ class Handled:
     exception: BaseException | None = None
 
 
+@dataclass(frozen=True)
+class SendingPolicy:
+    """How a process type's commands are sent: their replies go to ``reply_queue``, they
+    may be attempted ``max_attempts`` times (None: the store's default) and their data is
+    held to ``max_payload_bytes``, the same limit as ``bus.send``."""
+
+    reply_queue: str
+    max_attempts: int | None
+    max_payload_bytes: int
+
+
 class EngineManager(ProcessHooks[Any, Any], Protocol):
-    """What the engine needs of a process manager besides the kernel's hooks
-    (``BaseProcessManager`` provides it)."""
+    """What the engine needs of a process definition besides the kernel's hooks
+    (``BaseProcessManager`` provides it): how its commands are sent, and how its stored
+    snapshots load."""
 
     @property
-    def reply_queue(self) -> str: ...
-
-    @property
-    def max_attempts(self) -> int | None: ...
+    def sending(self) -> SendingPolicy: ...
 
     def load_snapshot(self, snapshot: ProcessSnapshot[Any, Any]) -> ProcessSnapshot[Any, Any]: ...
 
@@ -171,14 +188,15 @@ class Staged:
                     command_id=command.command_id,
                     data=command.data,
                     correlation_id=process_id,
-                    reply_to=manager.reply_queue,
-                    max_attempts=manager.max_attempts,
+                    reply_to=manager.sending.reply_queue,
+                    max_attempts=manager.sending.max_attempts,
                     encoded_data=command.data_json,
                 )
             )
         for timer in decision.timers:
             message = timer_message(domain, process_id, timer.command_id, timer.fire_at)
-            self.timers.setdefault((manager.reply_queue, timer.delay_seconds), []).append(message)
+            queue = manager.sending.reply_queue
+            self.timers.setdefault((queue, timer.delay_seconds), []).append(message)
 
 
 def checked_state(decision: Decision[Any, Any], process_type: str) -> JsonText:

@@ -1,0 +1,188 @@
+"""The runtime of one process definition: start, handle a reply, cancel, and the queries.
+
+``BaseProcessManager`` is the *definition* (the seed's hooks, pure; the kernel reads it);
+``ProcessRuntime`` is what runs it. Every write goes through the engine
+(``commandbus.process.engine``) in one transaction: the runtime decides nothing itself, it
+builds the kernel's input, hands the batch to the engine and turns the engine's typed
+``Handled`` result into the caller's answer. The manager's public methods (``start``,
+``handle_reply``, ``cancel``, ``get``…) delegate here.
+
+``SendingPolicy`` (defined beside the engine, which reads it) is how the commands of a
+process type are sent: the reply queue and the attempt and payload limits of the
+manager's bus.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from typing import Any, Generic, Protocol
+from uuid import UUID, uuid4
+
+from commandbus.errors import InvalidOperationError, ProcessNotFoundError
+from commandbus.models import Reply
+from commandbus.ports import Backend, Conn
+from commandbus.process.decisions import CancelRequested, Decision, Ignored, ReplyReceived
+from commandbus.process.engine import Envelope, ProcessEngine, SendingPolicy, checked_state
+from commandbus.process.kernel import ProcessHooks, decide_start
+from commandbus.process.models import (
+    ProcessAuditEntry,
+    ProcessMetadata,
+    ProcessSnapshot,
+    ProcessStatus,
+    TState,
+    TStep,
+)
+from commandbus.process.repository import ProcessRepository
+from commandbus.validation import encode_payload, validate_text, validate_uuid
+
+__all__ = ["MAX_CANCEL_REASON_CHARS", "ProcessDefinition", "ProcessRuntime", "SendingPolicy"]
+
+#: The longest reason ``cancel`` accepts (it is stored with the process).
+MAX_CANCEL_REASON_CHARS = 10_000
+
+
+class ProcessDefinition(ProcessHooks[TState, TStep], Protocol):
+    """What the runtime and the engine read of a process definition besides the kernel's
+    hooks (``BaseProcessManager`` provides it)."""
+
+    @property
+    def sending(self) -> SendingPolicy: ...
+
+    def create_initial_state(self, initial_data: dict[str, Any]) -> TState: ...
+
+    def typed(self, process: ProcessMetadata[Any, Any]) -> ProcessMetadata[TState, TStep]: ...
+
+    def load_snapshot(
+        self, snapshot: ProcessSnapshot[Any, Any]
+    ) -> ProcessSnapshot[TState, TStep]: ...
+
+
+class ProcessRuntime(Generic[TState, TStep]):
+    """Runs ``definition`` on ``backend``, its processes stored in ``repo``."""
+
+    def __init__(
+        self,
+        definition: ProcessDefinition[TState, TStep],
+        backend: Backend,
+        repo: ProcessRepository,
+    ) -> None:
+        self.definition = definition
+        self.backend = backend
+        self.repo = repo
+        self.engine = ProcessEngine(backend, repo, {definition.process_type: definition})
+
+    async def start_many(
+        self,
+        items: Sequence[dict[str, Any] | tuple[UUID | str | None, dict[str, Any]]],
+        conn: Conn | None = None,
+    ) -> list[UUID]:
+        """Start processes in one transaction, all or nothing (``BaseProcessManager.start``
+        and ``start_many`` document the rules)."""
+        definition = self.definition
+        now = self.backend.clock.now()
+        max_bytes = definition.sending.max_payload_bytes
+        new: list[ProcessMetadata[Any, Any]] = []
+        decisions: dict[UUID, Decision[TState, TStep]] = {}
+        ids: list[UUID] = []
+        for item in items:
+            given, data = item if isinstance(item, tuple) else (None, item)
+            pid = validate_uuid(given, "process_id") if given is not None else uuid4()
+            ids.append(pid)
+            if pid in decisions:
+                continue
+            # Stored with the row for replay: a JSON object within the payload limit, and
+            # a deep copy (taken before the hook sees the data).
+            initial_data = json.loads(encode_payload(data, "initial_data", max_bytes))
+            state = definition.create_initial_state(data)
+            process: ProcessMetadata[TState, TStep] = ProcessMetadata(
+                domain=definition.domain,
+                process_id=pid,
+                process_type=definition.process_type,
+                status=ProcessStatus.PENDING,
+                state=state,
+                created_at=now,
+                updated_at=now,
+                version=1,
+                initial_data=initial_data,
+            )
+            # The state was made just now and is not used again: no copy needed.
+            decision = await decide_start(definition, process, now, copy_state=False)
+            state_json = checked_state(decision, definition.process_type)
+            assert decision.process is not None
+            new.append(
+                decision.process.copy(
+                    state=state_json, current_step=str(decision.process.current_step)
+                )
+            )
+            decisions[pid] = decision
+        async with self.backend.transaction(conn) as tx:
+            await self.engine.start(definition, new, decisions, conn=tx)
+        return ids
+
+    async def handle_reply(
+        self,
+        reply: Reply,
+        process: ProcessMetadata[Any, Any] | None = None,
+        *,
+        conn: Conn | None = None,
+    ) -> Decision[Any, Any] | None:
+        """Apply one reply in one transaction, the process row locked; the decision, or
+        None when the process is unknown. Hook errors are raised."""
+        pid = reply.correlation_id or (process.process_id if process else None)
+        if pid is not None and reply.correlation_id is None:
+            reply = dataclasses.replace(reply, correlation_id=pid)
+        envelope = Envelope(
+            raw=reply.to_message(),
+            message=ReplyReceived(reply),
+            process_id=pid,
+            domain=self.definition.domain,
+        )
+        async with self.backend.transaction(conn) as tx:
+            [handled] = await self.engine.handle([envelope], conn=tx, raise_errors=True)
+        return handled.decision
+
+    async def cancel(
+        self, process_id: UUID | str, reason: str = "canceled", *, conn: Conn | None = None
+    ) -> ProcessMetadata[TState, TStep]:
+        """Cancel a running process (``BaseProcessManager.cancel`` documents the rules)."""
+        domain = self.definition.domain
+        pid = validate_uuid(process_id, "process_id")
+        reason = validate_text(reason, "reason", MAX_CANCEL_REASON_CHARS)
+        envelope = Envelope(raw={}, message=CancelRequested(reason), process_id=pid, domain=domain)
+        async with self.backend.transaction(conn) as tx:
+            [handled] = await self.engine.handle([envelope], conn=tx, raise_errors=True)
+            if handled.ignored is Ignored.UNKNOWN_PROCESS:
+                raise ProcessNotFoundError(domain, pid)
+            if handled.ignored is Ignored.FINISHED:
+                found = await self.repo.get_by_id(domain, pid, conn=tx)
+                status = found.status.value if found is not None else "finished"
+                raise InvalidOperationError(
+                    f"cannot cancel process {pid}: it has finished ({status})"
+                )
+            found = await self.repo.get_by_id(domain, pid, conn=tx)
+        assert found is not None
+        return self.definition.typed(found)
+
+    async def get(
+        self, process_id: UUID | str, *, conn: Conn | None = None
+    ) -> ProcessMetadata[TState, TStep] | None:
+        found = await self.repo.get_by_id(
+            self.definition.domain, validate_uuid(process_id, "process_id"), conn=conn
+        )
+        return self.definition.typed(found) if found is not None else None
+
+    async def get_audit_trail(
+        self, process_id: UUID | str, *, conn: Conn | None = None
+    ) -> list[ProcessAuditEntry]:
+        return await self.repo.get_audit_trail(
+            self.definition.domain, validate_uuid(process_id, "process_id"), conn=conn
+        )
+
+    async def find_by_status(
+        self, statuses: Sequence[ProcessStatus], *, limit: int | None = None
+    ) -> list[ProcessMetadata[TState, TStep]]:
+        definition = self.definition
+        found = await self.repo.find_by_status(definition.domain, statuses, limit=limit)
+        return [definition.typed(p) for p in found if p.process_type == definition.process_type]
