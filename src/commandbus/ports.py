@@ -121,8 +121,8 @@ class MessageQueue(Protocol):
         ...
 
 
-class CommandStore(Protocol):
-    """Commands: their queue messages, metadata rows, audit trail and archive."""
+class CommandSending(Protocol):
+    """The sender's side of the command store (``CommandBus.send``)."""
 
     async def insert(
         self,
@@ -141,6 +141,10 @@ class CommandStore(Protocol):
         nothing of the call is written.
         """
         ...
+
+
+class CommandDelivery(Protocol):
+    """The worker's hot path: claim deliveries, settle their outcomes."""
 
     async def claim(
         self,
@@ -184,13 +188,13 @@ class CommandStore(Protocol):
         """
         ...
 
+
+class CommandQueries(Protocol):
+    """Read-only views of commands: rows, audit trails, the troubleshooting queue."""
+
     async def get(
         self, domain: str, command_id: UUID, *, conn: Conn | None = None
     ) -> CommandMetadata | None: ...
-
-    async def lock(self, domain: str, command_id: UUID, *, conn: Conn) -> CommandMetadata | None:
-        """Read the row and lock it until ``conn`` ends (``SELECT … FOR UPDATE``)."""
-        ...
 
     async def query(
         self, query: CommandQuery, *, conn: Conn | None = None
@@ -202,6 +206,37 @@ class CommandStore(Protocol):
         self, command_id: UUID, domain: str | None = None, *, conn: Conn | None = None
     ) -> list[AuditEvent]:
         """Audit events of a command in the order they were written."""
+        ...
+
+    async def archived_message(
+        self, domain: str, command_id: UUID, *, conn: Conn | None = None
+    ) -> JsonObject | None:
+        """The most recently archived message of the command (its original payload)."""
+        ...
+
+    async def list_troubleshooting(
+        self,
+        domain: str,
+        command_type: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        *,
+        conn: Conn | None = None,
+    ) -> list[TroubleshootingItem]:
+        """Commands IN_TROUBLESHOOTING_QUEUE, oldest first, with their original payload."""
+        ...
+
+    async def count_troubleshooting(
+        self, domain: str, command_type: str | None = None, *, conn: Conn | None = None
+    ) -> int: ...
+
+
+class CommandOperations(Protocol):
+    """Operator actions and the writes that change a command outside a delivery (TSQ
+    decisions, process cancellation, recovery tools). Callers hold the row's lock."""
+
+    async def lock(self, domain: str, command_id: UUID, *, conn: Conn) -> CommandMetadata | None:
+        """Read the row and lock it until ``conn`` ends (``SELECT … FOR UPDATE``)."""
         ...
 
     async def append_audit(
@@ -228,12 +263,6 @@ class CommandStore(Protocol):
         ``last_error`` is ``(type, code, message)`` for the ``last_error_*`` columns."""
         ...
 
-    async def archived_message(
-        self, domain: str, command_id: UUID, *, conn: Conn | None = None
-    ) -> JsonObject | None:
-        """The most recently archived message of the command (its original payload)."""
-        ...
-
     async def apply_operator(self, settlement: OperatorSettlement, *, conn: Conn) -> bool:
         """Apply an operator's decision in ``conn``'s transaction, whose caller holds the
         command row's lock: status (attempts reset to 0 on ``requeue``), audit events, the
@@ -241,21 +270,11 @@ class CommandStore(Protocol):
         with nothing written, when there is no archived payload to requeue."""
         ...
 
-    async def list_troubleshooting(
-        self,
-        domain: str,
-        command_type: str | None = None,
-        limit: int = 50,
-        offset: int = 0,
-        *,
-        conn: Conn | None = None,
-    ) -> list[TroubleshootingItem]:
-        """Commands IN_TROUBLESHOOTING_QUEUE, oldest first, with their original payload."""
-        ...
 
-    async def count_troubleshooting(
-        self, domain: str, command_type: str | None = None, *, conn: Conn | None = None
-    ) -> int: ...
+class CommandStore(CommandSending, CommandDelivery, CommandQueries, CommandOperations, Protocol):
+    """Commands: their queue messages, metadata rows, audit trail and archive. One adapter
+    object implements all four consumer ports; each core module depends on the one it
+    uses (the bus sends, the worker delivers, operators operate, consoles query)."""
 
 
 class Waiter(Protocol):

@@ -29,7 +29,7 @@ from commandbus.handler import HandlerContext, HandlerRegistry, RegisteredHandle
 from commandbus.leases import LeaseKeeper
 from commandbus.models import AuditEventType, ClaimedCommand, Command, Settlement
 from commandbus.policies import RetryPolicy
-from commandbus.ports import Backend, Clock, Conn, Waiter
+from commandbus.ports import Backend, Clock, CommandDelivery, Conn, Waiter
 from commandbus.sanitise import (
     MAX_ERROR_CODE_CHARS,
     describe_exception,
@@ -98,6 +98,8 @@ class Worker(ConsumerLoop):
         self.batch_size = batch_size
         self.max_result_bytes = max_result_bytes
         self.stats = WorkerStats()
+        #: The worker's one port on the hot path: claim deliveries, settle them.
+        self._deliveries: CommandDelivery = self._backend.commands
         super().__init__(self._backend, clock or self._backend.clock)
         self._inflight = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -119,7 +121,7 @@ class Worker(ConsumerLoop):
 
         Returns how many commands were claimed. Handy in tests: no background tasks.
         """
-        claimed = await self._backend.commands.claim(
+        claimed = await self._deliveries.claim(
             self.domain, limit or self.batch_size, self.visibility_timeout
         )
         self.stats.claimed += len(claimed)
@@ -224,9 +226,7 @@ class Worker(ConsumerLoop):
                 continue
             want = min(free, self.batch_size)
             try:
-                claimed = await self._backend.commands.claim(
-                    self.domain, want, self.visibility_timeout
-                )
+                claimed = await self._deliveries.claim(self.domain, want, self.visibility_timeout)
             except Exception:
                 logger.exception(
                     "claim failed on %s; retrying after %ss", self.queue, poll_interval
@@ -335,7 +335,7 @@ class Worker(ConsumerLoop):
                 if outcome.kind is not OutcomeKind.SUCCESS:
                     raise _RollBack(outcome)
                 settlement = settle_outcome(claimed, outcome, self.retry_policy)
-                if not await self._backend.commands.settle([settlement], conn=conn):
+                if not await self._deliveries.settle([settlement], conn=conn):
                     # A stale delivery (claimed again after its visibility timeout, or
                     # moved by an operator): its writes are undone and the current
                     # delivery settles the command.

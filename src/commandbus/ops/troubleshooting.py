@@ -17,7 +17,7 @@ from commandbus.models import (
     TroubleshootingItem,
 )
 from commandbus.ops import decisions
-from commandbus.ports import Backend, Conn
+from commandbus.ports import Backend, CommandOperations, CommandQueries, Conn
 from commandbus.validation import (
     MAX_BATCH_LIMIT,
     MAX_PAYLOAD_BYTES,
@@ -46,6 +46,9 @@ def _command_type(command_type: object) -> str | None:
 class TroubleshootingQueue:
     def __init__(self, pool: BackendSource, *, max_payload_bytes: int = MAX_PAYLOAD_BYTES) -> None:
         self._backend: Backend = backend_from(pool)
+        # The two consumer ports an operator needs: reading the TSQ, acting on it.
+        self._queries: CommandQueries = self._backend.commands
+        self._operations: CommandOperations = self._backend.commands
         self.max_payload_bytes = max_payload_bytes
 
     @property
@@ -57,12 +60,12 @@ class TroubleshootingQueue:
     ) -> list[TroubleshootingItem]:
         validate_count(limit, "limit", MAX_BATCH_LIMIT)
         validate_count(offset, "offset", 2**31 - 1, minimum=0)
-        return await self._backend.commands.list_troubleshooting(
+        return await self._queries.list_troubleshooting(
             validate_name(domain), _command_type(command_type), limit, offset
         )
 
     async def count_troubleshooting(self, domain: str, command_type: str | None = None) -> int:
-        return await self._backend.commands.count_troubleshooting(
+        return await self._queries.count_troubleshooting(
             validate_name(domain), _command_type(command_type)
         )
 
@@ -75,7 +78,7 @@ class TroubleshootingQueue:
         async with self._backend.transaction() as conn:
             meta = await self._locked(domain, command_id, conn)
             settlement = decisions.retry(meta, operator)
-            if not await self._backend.commands.apply_operator(settlement, conn=conn):
+            if not await self._operations.apply_operator(settlement, conn=conn):
                 raise InvalidOperationError(
                     f"command {meta.command_id} has no archived payload to retry"
                 )
@@ -93,7 +96,7 @@ class TroubleshootingQueue:
         async with self._backend.transaction() as conn:
             meta = await self._locked(domain, command_id, conn)
             settlement = decisions.cancel(meta, reason, operator)
-            await self._backend.commands.apply_operator(settlement, conn=conn)
+            await self._operations.apply_operator(settlement, conn=conn)
 
     async def operator_complete(
         self,
@@ -109,14 +112,14 @@ class TroubleshootingQueue:
         async with self._backend.transaction() as conn:
             meta = await self._locked(domain, command_id, conn)
             settlement = decisions.complete(meta, result_data, operator)
-            await self._backend.commands.apply_operator(settlement, conn=conn)
+            await self._operations.apply_operator(settlement, conn=conn)
 
     async def _locked(self, domain: str, command_id: UUID | str, conn: Conn) -> CommandMetadata:
         """The command's row, locked until ``conn`` commits (two operators at once: the
         second waits, then finds the command no longer in the TSQ)."""
         domain = validate_name(domain)
         cid = validate_uuid(command_id)
-        meta = await self._backend.commands.lock(domain, cid, conn=conn)
+        meta = await self._operations.lock(domain, cid, conn=conn)
         if meta is None:
             raise CommandNotFoundError(domain, cid)
         return meta
