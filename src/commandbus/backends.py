@@ -26,6 +26,10 @@ MemoryBackendFactory = Callable[[Clock | None], Backend]
 
 _adapters: list[BackendAdapter] = []
 _memory_factories: list[MemoryBackendFactory] = []
+#: Public names an adapter offers through a core package (e.g. the seed's
+#: ``from commandbus.process import PostgresProcessRepository``): name -> a loader that
+#: imports the adapter on first use.
+_adapter_exports: dict[str, Callable[[], object]] = {}
 
 
 def register_backend_adapter(adapter: BackendAdapter) -> None:
@@ -37,6 +41,18 @@ def register_backend_adapter(adapter: BackendAdapter) -> None:
 def register_memory_backend(factory: MemoryBackendFactory) -> None:
     """The factory of ``in_memory_backend`` (the last registered wins)."""
     _memory_factories.append(factory)
+
+
+def register_adapter_export(name: str, load: Callable[[], object]) -> None:
+    """Offer ``name`` (loaded by ``load`` on first use) to ``adapter_export``."""
+    _adapter_exports[name] = load
+
+
+def adapter_export(name: str) -> object | None:
+    """The adapter object registered as ``name``, or None. Core packages re-export adapter
+    classes the seeds import from them through this, so they never import an adapter."""
+    load = _adapter_exports.get(name)
+    return None if load is None else load()
 
 
 def is_backend(obj: object) -> bool:

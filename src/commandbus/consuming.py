@@ -11,11 +11,30 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
+from collections.abc import Generator
 from contextlib import AsyncExitStack
+from typing import Any
 
-from commandbus.errors import ValidationError
 from commandbus.ports import Backend, Clock, Waiter
+from commandbus.validation import validate_count, validate_seconds
 from commandbus.waiting import wait_for_work
+
+#: Bounds on ``run``'s arguments: far above any sane value, so a typo fails loudly.
+MAX_CONCURRENCY = 10_000
+MAX_POLL_SECONDS = 3_600.0
+
+
+class Stopping:
+    """What ``stop()`` returns. The stop is requested when ``stop()`` is called, so a plain
+    ``consumer.stop()`` (the seed's router) stops the run; ``await consumer.stop()`` also
+    waits for the work in progress to finish."""
+
+    def __init__(self, consumer: ConsumerLoop, timeout: float | None) -> None:
+        self._consumer = consumer
+        self._timeout = timeout
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return self._consumer._wait_stopped(self._timeout).__await__()
 
 
 class ConsumerLoop(ABC):
@@ -68,14 +87,12 @@ class ConsumerLoop(ABC):
             total += n
         return total
 
-    async def run(
-        self, concurrency: int = 1, poll_interval: float = 1.0, use_notify: bool = True
-    ) -> None:
-        """Consume until ``stop()`` is called."""
+    async def _run(self, concurrency: int, poll_interval: float, use_notify: bool) -> None:
+        """Consume until ``stop()`` is called (each subclass's ``run`` calls this)."""
+        validate_count(concurrency, "concurrency", MAX_CONCURRENCY)
+        validate_seconds(poll_interval, "poll_interval", MAX_POLL_SECONDS)
         if self._running:
             raise RuntimeError(f"this {self.consumer_name} is already running")
-        if concurrency < 1:
-            raise ValidationError("concurrency must be >= 1")
         self._running = True
         self._stop_requested = False
         self._finished.clear()
@@ -91,11 +108,15 @@ class ConsumerLoop(ABC):
             self._running = False
             self._finished.set()
 
-    async def stop(self, timeout: float | None = None) -> None:
-        """Stop after the work in progress; wait up to ``timeout`` seconds for it (what
-        happens to work still running then is the subclass's ``_on_stop_timeout``)."""
+    def stop(self, timeout: float | None = None) -> Stopping:
+        """Stop after the work in progress. Awaiting the result waits up to ``timeout``
+        seconds for that work (what happens to work still running then is the subclass's
+        ``_on_stop_timeout``); not awaiting it only requests the stop."""
         self._stop_requested = True
         self._wake.set()
+        return Stopping(self, timeout)
+
+    async def _wait_stopped(self, timeout: float | None) -> None:
         if not self._running:
             return
         try:

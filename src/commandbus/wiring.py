@@ -8,7 +8,11 @@ are imported lazily, on first use.
 
 from __future__ import annotations
 
-from commandbus.backends import register_backend_adapter, register_memory_backend
+from commandbus.backends import (
+    register_adapter_export,
+    register_backend_adapter,
+    register_memory_backend,
+)
 from commandbus.ports import Backend, Clock
 
 
@@ -31,5 +35,13 @@ def memory_backend(clock: Clock | None) -> Backend:
     return InMemoryBackend(clock=clock)
 
 
+def postgres_process_repository() -> object:
+    from commandbus.postgres.process_repository import PostgresProcessRepository
+
+    return PostgresProcessRepository
+
+
 register_backend_adapter(postgres_backend_for)
+# The seed's ``from commandbus.process import PostgresProcessRepository``.
+register_adapter_export("PostgresProcessRepository", postgres_process_repository)
 register_memory_backend(memory_backend)

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 
 from commandbus.backends import BackendSource, backend_from
-from commandbus.consuming import ConsumerLoop
+from commandbus.consuming import ConsumerLoop, Stopping
 from commandbus.errors import (
     BusinessRuleException,
     DatabaseUnavailableError,
@@ -167,7 +167,7 @@ class Worker(ConsumerLoop):
         Wakes on LISTEN/NOTIFY when ``use_notify`` (and on a ``poll_interval`` timer in any
         case: notifications are hints, delayed retries become visible without one).
         """
-        await super().run(concurrency, poll_interval, use_notify)
+        await self._run(concurrency, poll_interval, use_notify)
 
     async def _serve(
         self, stack: AsyncExitStack, waiter: Waiter | None, concurrency: int, poll_interval: float
@@ -202,11 +202,11 @@ class Worker(ConsumerLoop):
         self._pending.clear()
         self._inflight = 0
 
-    async def stop(self, timeout: float | None = None) -> None:
-        """Stop claiming; wait up to ``timeout`` seconds for in-flight handlers to finish
-        and settle. Handlers still running then are cancelled: their commands become
-        visible again after the visibility timeout (at-least-once)."""
-        await super().stop(timeout)
+    def stop(self, timeout: float | None = None) -> Stopping:
+        """Stop claiming; ``await`` it to wait up to ``timeout`` seconds for in-flight
+        handlers to finish and settle. Handlers still running then are cancelled: their
+        commands become visible again after the visibility timeout (at-least-once)."""
+        return super().stop(timeout)
 
     async def _on_stop_timeout(self) -> None:
         self._abandon = True

@@ -19,7 +19,7 @@ from examples.statement_report.handlers import (
 
 from commandbus import CommandBus, HandlerRegistry, Worker
 from commandbus.memory import InMemoryBackend
-from commandbus.process import ProcessReplyRouter, ProcessStatus
+from commandbus.process import ProcessHookError, ProcessReplyRouter, ProcessStatus
 from commandbus.testing.clock import VirtualClock
 
 INPUT = {
@@ -95,8 +95,10 @@ async def test_statement_report_business_failure_deletes_files_in_reverse(
 
 async def test_bad_start_input_is_refused(backend: InMemoryBackend) -> None:
     manager = StatementReportProcess(CommandBus(backend))
-    with pytest.raises(ValueError, match="to_date"):
+    with pytest.raises(ProcessHookError, match="to_date") as refused:
         await manager.start({**INPUT, "to_date": "2023-01-01"})
-    with pytest.raises(KeyError):
+    assert isinstance(refused.value.cause, ValueError)
+    with pytest.raises(ProcessHookError, match="create_initial_state raised KeyError") as missing:
         await manager.start({"from_date": "2024-01-01"})
+    assert isinstance(missing.value.cause, KeyError)
     assert await manager.find_by_status(list(ProcessStatus)) == []

@@ -12,7 +12,7 @@ from examples.statement_report import (
     StatementReportStep,
 )
 
-from commandbus.models import Reply
+from commandbus.models import Reply, ReplyOutcome
 from commandbus.process import ProcessCommand, ProcessStatus, TimeoutAction
 from commandbus.process.replay import check_replay, replay_all, replay_process
 from commandbus.testing.scenario import ProcessScenario
@@ -32,7 +32,9 @@ class RenderWritesAnotherField(StatementReportProcess):
     """Incompatible: the render result lands in ``aggregated_data_path``."""
 
     def update_state(self, state: StatementReportState, step: Step, reply: Reply) -> None:
-        if step is Step.RENDER:
+        # FAILED replies reach update_state too (as in the seed); a render result is a
+        # SUCCESS reply's.
+        if step is Step.RENDER and reply.outcome is ReplyOutcome.SUCCESS:
             state.aggregated_data_path = (reply.data or {}).get("result_path")
             return
         super().update_state(state, step, reply)

@@ -11,7 +11,7 @@ from examples.statement_report import (
     StatementReportStep,
 )
 
-from commandbus.process import ProcessStatus, TimeoutAction
+from commandbus.process import ProcessHookError, ProcessStatus, TimeoutAction
 from commandbus.testing.scenario import ProcessScenario, ScenarioAssertionError
 
 Step = StatementReportStep
@@ -239,8 +239,9 @@ async def test_failed_expectations_tell_the_story(
 async def test_start_is_refused_for_bad_input(
     scenario: ProcessScenario[StatementReportState],
 ) -> None:
-    with pytest.raises(ValueError, match="to_date must not be before from_date"):
+    with pytest.raises(ProcessHookError, match="to_date must not be before from_date") as e:
         await scenario.start({**REQUEST, "to_date": "2024-01-01"})
+    assert isinstance(e.value.cause, ValueError)
 
 
 async def test_several_processes_in_one_scenario(

@@ -3,7 +3,10 @@ timeouts and recovery, driven by command replies (see docs/process-manager.md).
 
 The PostgreSQL repository lives with the other adapters
 (``commandbus.postgres.process_repository.PostgresProcessRepository``, also available as
-``PostgresBackend(pool).processes``); this package never imports an adapter.
+``PostgresBackend(pool).processes``). The seed's ``from commandbus.process import
+PostgresProcessRepository`` works too: the name comes from the adapter registry
+(``commandbus.backends.adapter_export``, filled by ``commandbus.wiring``), so this package
+still never imports an adapter.
 
 The names are loaded on first use, so that importing one module of the package (say
 ``commandbus.process.models``, which the ports use) does not import all of it.
@@ -15,9 +18,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from commandbus.process.base import BaseProcessManager
+    from commandbus.process.base import BaseProcessManager, ProcessManager
     from commandbus.process.errors import (
         ProcessAlreadyExistsError,
+        ProcessDefinitionError,
         ProcessHookError,
         ProcessVersionConflictError,
         StateLoadError,
@@ -48,6 +52,8 @@ _SOURCES = {
     "CompensationPlan": "commandbus.process.models",
     "Decision": "commandbus.process.kernel",
     "ProcessAlreadyExistsError": "commandbus.process.errors",
+    "ProcessDefinitionError": "commandbus.process.errors",
+    "ProcessManager": "commandbus.process.base",
     "ProcessAuditEntry": "commandbus.process.models",
     "ProcessCommand": "commandbus.process.models",
     "ProcessHookError": "commandbus.process.errors",
@@ -71,7 +77,19 @@ _SOURCES = {
 }
 
 
+#: public names that adapters offer (see ``commandbus.backends.adapter_export``)
+_ADAPTER_EXPORTS = frozenset({"PostgresProcessRepository"})
+
+
 def __getattr__(name: str) -> Any:
+    if name in _ADAPTER_EXPORTS:
+        from commandbus.backends import adapter_export
+
+        exported = adapter_export(name)
+        if exported is None:
+            raise ImportError(f"{name} is not registered (import commandbus first)")
+        globals()[name] = exported
+        return exported
     module = _SOURCES.get(name)
     if module is None:
         raise AttributeError(f"module 'commandbus.process' has no attribute {name!r}")
@@ -81,7 +99,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_SOURCES])
+    return sorted([*globals(), *_SOURCES, *_ADAPTER_EXPORTS])
 
 
 __all__ = [
@@ -89,10 +107,13 @@ __all__ = [
     "BaseProcessManager",
     "CompensationPlan",
     "Decision",
+    "PostgresProcessRepository",
     "ProcessAlreadyExistsError",
     "ProcessAuditEntry",
     "ProcessCommand",
+    "ProcessDefinitionError",
     "ProcessHookError",
+    "ProcessManager",
     "ProcessMessageDisposition",
     "ProcessMessageRecord",
     "ProcessMetadata",

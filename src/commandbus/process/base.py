@@ -25,7 +25,7 @@ import typing
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Mapping, Sequence
 from enum import StrEnum
-from typing import Any, ClassVar, Generic
+from typing import Any, ClassVar, Generic, Protocol, runtime_checkable
 from uuid import UUID
 
 from commandbus.bus import CommandBus
@@ -34,7 +34,7 @@ from commandbus.models import Reply
 from commandbus.ports import Backend, Conn
 from commandbus.process.decisions import Decision
 from commandbus.process.engine import ProcessEngine, SendingPolicy
-from commandbus.process.errors import StateLoadError
+from commandbus.process.errors import ProcessDefinitionError, StateLoadError
 from commandbus.process.models import (
     ProcessAuditEntry,
     ProcessCommand,
@@ -55,7 +55,23 @@ from commandbus.validation import (
     validate_queue_name,
 )
 
-__all__ = ["BaseProcessManager"]
+__all__ = ["BaseProcessManager", "ProcessManager"]
+
+
+@runtime_checkable
+class ProcessManager(Protocol):
+    """The seed's marker protocol of process managers: ``isinstance(m, ProcessManager)``
+    is true of every ``BaseProcessManager`` (and of any object with these members)."""
+
+    @property
+    def process_type(self) -> str: ...
+
+    @property
+    def domain(self) -> str: ...
+
+    async def start(self, initial_data: dict[str, Any]) -> UUID: ...
+
+    async def handle_reply(self, reply: Reply, process: ProcessMetadata[Any, Any]) -> Any: ...
 
 
 class BaseProcessManager(ABC, Generic[TState, TStep]):
@@ -78,6 +94,7 @@ class BaseProcessManager(ABC, Generic[TState, TStep]):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        _refuse_ignored_overrides(cls)
         for base in getattr(cls, "__orig_bases__", ()):
             if typing.get_origin(base) is BaseProcessManager:
                 args = typing.get_args(base)
@@ -113,6 +130,7 @@ class BaseProcessManager(ABC, Generic[TState, TStep]):
         )
         self._steps_by_name = {s.name: s for s in self.steps}
         self._runtime: ProcessRuntime[TState, TStep] | None = None
+        _check_typing_attributes(self)
 
     @property
     def max_attempts(self) -> int | None:
@@ -183,7 +201,9 @@ class BaseProcessManager(ABC, Generic[TState, TStep]):
     # -- helpers the kernel uses -------------------------------------------------------
 
     def parse_step(self, name: str) -> TStep:
-        step_class = getattr(type(self), "step_class", None)
+        # Read on the instance: ``step_class`` may be a property, as the seed writes
+        # ``process_type`` and ``domain``.
+        step_class = getattr(self, "step_class", None)
         if step_class is None or not issubclass(step_class, StrEnum):
             return name  # type: ignore[return-value]
         result: TStep = step_class(name)
@@ -204,7 +224,7 @@ class BaseProcessManager(ABC, Generic[TState, TStep]):
         return copy.deepcopy(state)
 
     def load_state(self, data: dict[str, Any]) -> TState:
-        state_class = getattr(type(self), "state_class", None)
+        state_class = getattr(self, "state_class", None)
         from_dict = getattr(state_class, "from_dict", None)
         if not callable(from_dict):
             return data  # type: ignore[return-value]
@@ -282,9 +302,11 @@ class BaseProcessManager(ABC, Generic[TState, TStep]):
         """Apply one reply (in one transaction; the process row is locked). Routers call
         this path in batches; use it directly when you consume replies yourself.
 
-        ``process`` (the seed's argument) only supplies the id when the reply has no
-        correlation id; the stored process is always reloaded under lock. Returns the
-        decision (None when the process is unknown). Hook errors are raised."""
+        The stored process is reloaded under lock (``process``, the seed's argument, only
+        supplies the id when the reply has no correlation id), and ``process``, when
+        given, is updated in place to what was stored, so the caller sees the new status,
+        step and state. Returns the decision (None when the process is unknown). Hook
+        errors are raised."""
         return await self.runtime.handle_reply(reply, process, conn=conn)
 
     async def cancel(
@@ -314,6 +336,54 @@ class BaseProcessManager(ABC, Generic[TState, TStep]):
     ) -> list[ProcessMetadata[TState, TStep]]:
         """Processes of this type in any of ``statuses`` (typed), oldest first."""
         return await self.runtime.find_by_status(statuses, limit=limit)
+
+
+#: The seed's private step machinery, which the kernel replaced: overriding one of these
+#: would change nothing, so defining it is refused, with what to override instead.
+IGNORED_OVERRIDES: Mapping[str, str] = {
+    "_execute_step": (
+        "the kernel sends each step's command: override build_command (what to send) "
+        "and get_step_timeout (how long to wait)"
+    ),
+    "_complete_process": (
+        "a process completes when get_next_step returns None; record the outcome in update_state"
+    ),
+    "_handle_failure": (
+        "a FAILED reply reaches update_state (record the failure in the state there), then "
+        "the completed steps are compensated (get_compensation_step or steps) and the "
+        "process ends FAILED"
+    ),
+    "_run_compensations": (
+        "the kernel compensates the completed steps in reverse order: override "
+        "get_compensation_step (or declare steps with compensation_step)"
+    ),
+    "_record_command": "the engine records every command in the audit trail itself",
+    "_record_reply": "the engine records every reply in the audit trail itself",
+}
+
+
+def _refuse_ignored_overrides(cls: type) -> None:
+    for name, instead in IGNORED_OVERRIDES.items():
+        if name in cls.__dict__:
+            raise ProcessDefinitionError(
+                f"{cls.__qualname__} defines {name}, which BaseProcessManager never calls "
+                f"(decisions are pure and made by the kernel): {instead}"
+            )
+
+
+def _check_typing_attributes(manager: BaseProcessManager[Any, Any]) -> None:
+    """``state_class`` and ``step_class`` (class attributes, properties or inferred from the
+    generic arguments) must be classes; a step class must be a ``StrEnum`` (or ``str``)."""
+    name = type(manager).__qualname__
+    state_class = getattr(manager, "state_class", None)
+    if state_class is not None and not isinstance(state_class, type):
+        raise ProcessDefinitionError(
+            f"{name}.state_class must be a class with from_dict, got {state_class!r}"
+        )
+    step_class = getattr(manager, "step_class", None)
+    is_step_class = isinstance(step_class, type) and issubclass(step_class, str)
+    if step_class is not None and not is_step_class:
+        raise ProcessDefinitionError(f"{name}.step_class must be a StrEnum, got {step_class!r}")
 
 
 def managers_by_type(

@@ -236,8 +236,8 @@ class ProcessEngine:
     ) -> None:
         """Write new processes (rows with their state already encoded) and what their
         start decisions send, in ``conn``. A process id that exists already with the
-        manager's type is skipped (an idempotent start); with another type it raises
-        ``ProcessAlreadyExistsError``."""
+        manager's type and the same initial data is skipped (an idempotent start); with
+        another type or other data it raises ``ProcessAlreadyExistsError``."""
         staged = Staged()
         inserted = set(await self.repo.insert_new(new, conn=conn))
         for process in new:
@@ -249,6 +249,14 @@ class ProcessEngine:
             if existing is None or existing.process_type != manager.process_type:
                 raise ProcessAlreadyExistsError(
                     process.domain, pid, existing.process_type if existing else None
+                )
+            if existing.initial_data != process.initial_data:
+                # Idempotent only for the same request: other data is another process.
+                raise ProcessAlreadyExistsError(
+                    process.domain,
+                    pid,
+                    existing.process_type,
+                    detail="it was started with other initial data",
                 )
         await self.flush(staged, conn=conn)
 

@@ -9,6 +9,7 @@ from commandbus.sanitise import describe_exception
 
 __all__ = [
     "ProcessAlreadyExistsError",
+    "ProcessDefinitionError",
     "ProcessHookError",
     "ProcessVersionConflictError",
     "StateLoadError",
@@ -16,17 +17,31 @@ __all__ = [
 
 
 class ProcessAlreadyExistsError(InvalidOperationError):
-    """A process with this id exists already, of another type (or ``save`` was used twice)."""
+    """A process with this id exists already: of another type, started with other initial
+    data, or ``save`` was used twice."""
 
-    def __init__(self, domain: str, process_id: UUID, process_type: str | None = None) -> None:
+    def __init__(
+        self,
+        domain: str,
+        process_id: UUID,
+        process_type: str | None = None,
+        *,
+        detail: str | None = None,
+    ) -> None:
         self.domain = domain
         self.process_id = process_id
         self.process_type = process_type
         of_type = f" of type {process_type!r}" if process_type else ""
+        why = f" and {detail}" if detail else ""
         super().__init__(
-            f"process {process_id} already exists in domain {domain!r}{of_type}; "
+            f"process {process_id} already exists in domain {domain!r}{of_type}{why}; "
             "process ids are unique per domain (pass another id or none)"
         )
+
+
+class ProcessDefinitionError(CommandBusError, TypeError):
+    """A process manager class is defined in a way the library would not honour (raised
+    when the class is created or instantiated, never later)."""
 
 
 class ProcessVersionConflictError(CommandBusError):

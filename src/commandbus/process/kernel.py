@@ -23,7 +23,8 @@ Rules (ARCHITECTURE §1.2, §5):
   awaited, so the operator's retry (a later reply), complete (SUCCESS) or cancel (CANCELED)
   continues the process.
 - SUCCESS: ``update_state`` then ``get_next_step``; None completes the process.
-- FAILED (a business rule refused the step): compensate, then end **FAILED** with the
+- FAILED (a business rule refused the step): ``update_state`` (the state may record the
+  failure, as in the seed), then compensate, and end **FAILED** with the
   reply's error code and message — the process did not reach its goal because of a
   business failure, and FAILED keeps that visible (COMPENSATED is kept for an operator's
   cancel, as the design document has it).
@@ -235,6 +236,8 @@ async def _on_reply(
                 await draft.send(following, AuditEntryKind.STEP)
                 draft.process.status = ProcessStatus.WAITING_FOR_REPLY
         case ReplyOutcome.FAILED:
+            # As the seed does: the state may record the failure before compensation.
+            draft.call("update_state", hooks.update_state, draft.state, step, reply)
             draft.set_error(reply.error_code or "FAILED", reply.error_message)
             await draft.compensate(ProcessStatus.FAILED)
         case ReplyOutcome.CANCELED:

@@ -33,7 +33,7 @@ from typing import Any
 from uuid import UUID
 
 from commandbus.backends import BackendSource, backend_from
-from commandbus.consuming import ConsumerLoop
+from commandbus.consuming import ConsumerLoop, Stopping
 from commandbus.errors import ValidationError
 from commandbus.models import QueueMessage, Reply
 from commandbus.ports import Backend, Clock, Waiter
@@ -48,7 +48,12 @@ from commandbus.process.models import (
 )
 from commandbus.process.repository import ProcessRepository, ProcessWrites
 from commandbus.sanitise import describe_exception, storable_text
-from commandbus.validation import SET_ASIDE_SECONDS, validate_queue_name
+from commandbus.validation import (
+    MAX_BATCH_LIMIT,
+    SET_ASIDE_SECONDS,
+    validate_count,
+    validate_queue_name,
+)
 
 __all__ = ["ProcessReplyRouter", "RouterStats"]
 
@@ -73,13 +78,15 @@ class RouterStats:
 class ProcessReplyRouter(ConsumerLoop):
     """Routes replies (and timers) from ``reply_queue`` to the process managers.
 
-    ``managers`` is the seed's ``{process_type: manager}`` dict (or a list of managers).
-    ``reply_queue`` defaults to the managers' common reply queue.
+    The seed's constructor: ``ProcessReplyRouter(pool=pool, process_repo=repo,
+    managers={process_type: manager}, reply_queue=...)``. ``pool`` is a psycopg
+    ``AsyncConnectionPool`` or any ``Backend``; ``process_repo`` defaults to the backend's;
+    ``managers`` may also be a list; ``reply_queue`` defaults to the managers' common one.
     """
 
     def __init__(
         self,
-        pool_or_backend: BackendSource,
+        pool: BackendSource,
         process_repo: ProcessRepository | None = None,
         managers: Mapping[str, BaseProcessManager[Any, Any]]
         | Sequence[BaseProcessManager[Any, Any]] = (),
@@ -97,7 +104,7 @@ class ProcessReplyRouter(ConsumerLoop):
             raise ValidationError(
                 "batch_size and max_reply_attempts must be >= 1, visibility_timeout > 0"
             )
-        self._backend: Backend = backend_from(pool_or_backend, clock)
+        self._backend: Backend = backend_from(pool, clock)
         repo = (
             process_repo if process_repo is not None else getattr(self._backend, "processes", None)
         )
@@ -260,13 +267,21 @@ class ProcessReplyRouter(ConsumerLoop):
         return [self.reply_queue]
 
     async def run(
-        self, concurrency: int = 1, poll_interval: float = 1.0, use_notify: bool = True
+        self,
+        poll_interval: float = 1.0,
+        batch_size: int | None = None,
+        *,
+        concurrency: int = 1,
+        use_notify: bool = True,
     ) -> None:
-        """Handle batches until ``stop()``; ``concurrency`` batches run at once (each its own
-        transaction and connection). Wakes on notifications (``use_notify``) and on a
-        ``poll_interval`` timer in any case (timers become visible without a notification).
-        """
-        await super().run(concurrency, poll_interval, use_notify)
+        """Handle batches until ``stop()`` (the seed's signature: ``run(poll_interval=1.0,
+        batch_size=…)``). ``batch_size`` replaces the constructor's; ``concurrency``
+        batches run at once (each its own transaction and connection). Wakes on
+        notifications (``use_notify``) and on a ``poll_interval`` timer in any case (timers
+        become visible without a notification)."""
+        if batch_size is not None:
+            self.batch_size = validate_count(batch_size, "batch_size", MAX_BATCH_LIMIT)
+        await self._run(concurrency, poll_interval, use_notify)
 
     async def _serve(
         self, stack: AsyncExitStack, waiter: Waiter | None, concurrency: int, poll_interval: float
@@ -281,9 +296,10 @@ class ProcessReplyRouter(ConsumerLoop):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    async def stop(self, timeout: float | None = None) -> None:
-        """Stop after the batches in progress; wait up to ``timeout`` seconds for them."""
-        await super().stop(timeout)
+    def stop(self, timeout: float | None = None) -> Stopping:
+        """Stop after the batches in progress. ``router.stop()`` (the seed's plain call)
+        requests it; ``await router.stop(timeout)`` also waits up to ``timeout`` seconds."""
+        return super().stop(timeout)
 
     async def _on_stop_timeout(self) -> None:
         # A batch still running is one transaction: it commits or rolls back on its own,

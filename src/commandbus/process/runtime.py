@@ -25,6 +25,7 @@ from commandbus.models import Reply
 from commandbus.ports import Backend, Conn
 from commandbus.process.decisions import CancelRequested, Decision, Ignored, ReplyReceived
 from commandbus.process.engine import Envelope, ProcessEngine, SendingPolicy, checked_state
+from commandbus.process.errors import ProcessHookError
 from commandbus.process.kernel import ProcessHooks, decide_start
 from commandbus.process.models import (
     ProcessAuditEntry,
@@ -57,6 +58,12 @@ class ProcessDefinition(ProcessHooks[TState, TStep], Protocol):
     def load_snapshot(
         self, snapshot: ProcessSnapshot[Any, Any]
     ) -> ProcessSnapshot[TState, TStep]: ...
+
+
+def _refresh(target: ProcessMetadata[Any, Any], source: ProcessMetadata[Any, Any]) -> None:
+    """Make the caller's ``target`` object what is stored (``handle_reply``'s argument)."""
+    for f in dataclasses.fields(source):
+        setattr(target, f.name, getattr(source, f.name))
 
 
 class ProcessRuntime(Generic[TState, TStep]):
@@ -95,7 +102,11 @@ class ProcessRuntime(Generic[TState, TStep]):
             # Stored with the row for replay: a JSON object within the payload limit, and
             # a deep copy (taken before the hook sees the data).
             initial_data = json.loads(encode_payload(data, "initial_data", max_bytes))
-            state = definition.create_initial_state(data)
+            try:
+                state = definition.create_initial_state(data)
+            except Exception as exc:  # one rule for every hook: ProcessHookError
+                hook = "create_initial_state"
+                raise ProcessHookError(hook, definition.process_type, exc) from exc
             process: ProcessMetadata[TState, TStep] = ProcessMetadata(
                 domain=definition.domain,
                 process_id=pid,
@@ -141,6 +152,10 @@ class ProcessRuntime(Generic[TState, TStep]):
         )
         async with self.backend.transaction(conn) as tx:
             [handled] = await self.engine.handle([envelope], conn=tx, raise_errors=True)
+            if process is not None and pid is not None:
+                stored = await self.repo.get_by_id(self.definition.domain, pid, conn=tx)
+                if stored is not None:
+                    _refresh(process, self.definition.typed(stored))
         return handled.decision
 
     async def cancel(

@@ -11,7 +11,7 @@ from commandbus.bus import CommandBus
 from commandbus.errors import (
     ValidationError,
 )
-from commandbus.process.errors import ProcessAlreadyExistsError
+from commandbus.process.errors import ProcessAlreadyExistsError, ProcessHookError
 from commandbus.process.models import (
     ProcessStatus,
 )
@@ -33,7 +33,8 @@ class EdgeBehaviour(BehaviourBase):
     # -- starting ----------------------------------------------------------------------
 
     async def test_start_with_bad_input_writes_nothing(self, env: Env) -> None:
-        with pytest.raises(ValueError, match="invalid start input"):
+        # One rule for every hook: create_initial_state's error is a ProcessHookError too.
+        with pytest.raises(ProcessHookError, match="create_initial_state raised ValueError"):
             await env.manager.start({"invalid": True}, process_id=uuid4())
         assert await env.manager.find_by_status(list(ProcessStatus)) == []
         assert await env.backend.queue.depth(f"{DOMAIN}__commands") == 0
@@ -69,7 +70,9 @@ class EdgeBehaviour(BehaviourBase):
     async def test_start_is_idempotent_for_a_given_id(self, env: Env) -> None:
         pid = uuid4()
         assert await env.manager.start({}, process_id=pid) == pid
-        assert await env.manager.start({"skip_b": True}, process_id=pid) == pid
+        assert await env.manager.start({}, process_id=pid) == pid  # same request: same process
+        with pytest.raises(ProcessAlreadyExistsError, match="other initial data"):
+            await env.manager.start({"skip_b": True}, process_id=pid)
         assert len(await env.manager.get_audit_trail(pid)) == 1
         assert await env.backend.queue.depth(f"{DOMAIN}__commands") == 1
         other = OtherProcess(env.bus)
