@@ -58,6 +58,9 @@ class AuditEventType(StrEnum):
     #: A delivery's handler ran past its lease (visibility timeout); its outcome was
     #: discarded because the command had been delivered again meanwhile.
     LEASE_EXPIRED = "LEASE_EXPIRED"
+    #: Canceled before it started because the process that sent it no longer awaits it
+    #: (the process was canceled, or the step timed out and was re-sent or given up).
+    WITHDRAWN = "WITHDRAWN"
 
 
 @dataclass(frozen=True)

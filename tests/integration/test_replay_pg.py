@@ -26,7 +26,8 @@ from commandbus.process.replay import check_replay, replay_all
 
 class RenderWritesAnotherField(StatementReportProcess):
     def update_state(self, state: StatementReportState, step: Step, reply: Reply) -> None:
-        if step is Step.RENDER:
+        # FAILED replies reach update_state too; a render result is a SUCCESS reply's.
+        if step is Step.RENDER and reply.outcome is ReplyOutcome.SUCCESS:
             state.aggregated_data_path = (reply.data or {}).get("result_path")
             return
         super().update_state(state, step, reply)

@@ -46,7 +46,13 @@ class TimerFired:
 
 @dataclass(frozen=True)
 class CancelRequested:
+    """``cancel(reason)``. ``awaited_started`` is a fact the engine reads (under the command
+    row's lock) before deciding: the awaited forward command has started (claimed, or
+    already answered with its reply still queued), so it cannot be withdrawn and the
+    cancel waits for its outcome; False when it can still be withdrawn (or there is none)."""
+
     reason: str
+    awaited_started: bool = False
 
 
 IncomingMessage = ReplyReceived | TimerFired | CancelRequested
@@ -117,6 +123,7 @@ class Ignored(StrEnum):
     TIMER_NOT_AWAITED = "timer_not_awaited"
     TIMER_ANSWERED = "timer_answered"
     TIMER_WAITING_FOR_OPERATOR = "timer_waiting_for_operator"
+    TIMER_WHILE_CANCELING = "timer_while_canceling"  # the cancel waits for the reply
     ALREADY_COMPENSATING = "already_compensating"
     #: decided by the engine, before the kernel: no such process, no correlation id
     UNKNOWN_PROCESS = "unknown_process"
@@ -134,6 +141,9 @@ class Decision(Generic[S, T]):
     audit_inserts: tuple[ProcessAuditEntry, ...] = ()
     audit_updates: tuple[ProcessAuditEntry, ...] = ()
     timers: tuple[TimerRequest, ...] = ()
+    #: Commands the process no longer awaits: the engine cancels each one that has not
+    #: started (PENDING or in the troubleshooting queue) so that it never runs.
+    withdrawals: tuple[UUID, ...] = ()
     ignored: str | None = None
     ignored_because: Ignored | None = None
 

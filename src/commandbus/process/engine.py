@@ -57,6 +57,7 @@ from commandbus.process.repository import (
     ProcessWrites,
     state_to_dict,
 )
+from commandbus.process.withdrawal import WITHDRAWABLE, locked_command, withdraw
 from commandbus.sanitise import storable_text
 from commandbus.validation import encode_payload
 
@@ -148,6 +149,8 @@ class Staged:
     audit_updates: dict[tuple[str, UUID, UUID], ProcessAuditEntry] = field(default_factory=dict)
     messages: list[ProcessMessageRecord] = field(default_factory=list)
     commands: list[SendRequest] = field(default_factory=list)
+    # (command_id, process_id, reason): commands to withdraw if they have not started
+    withdrawals: list[tuple[UUID, UUID, str]] = field(default_factory=list)
     # (queue, delay) -> timer messages
     timers: dict[tuple[str, float], list[JsonObject]] = field(default_factory=dict)
 
@@ -193,6 +196,11 @@ class Staged:
                     encoded_data=command.data_json,
                 )
             )
+        if decision.withdrawals:
+            process = decision.process
+            why = f"{process.error_code}: {process.error_message}" if process else "withdrawn"
+            for command_id in decision.withdrawals:
+                self.withdrawals.append((command_id, process_id, why))
         for timer in decision.timers:
             message = timer_message(domain, process_id, timer.command_id, timer.fire_at)
             queue = manager.sending.reply_queue
@@ -286,7 +294,7 @@ class ProcessEngine:
         for env in envelopes:
             handled.append(
                 await self._handle_one(
-                    env, raw_by_id, typed, failed_load, remaining, staged, now, raise_errors
+                    env, raw_by_id, typed, failed_load, remaining, staged, now, raise_errors, conn
                 )
             )
         await self.flush(staged, conn=conn)
@@ -302,6 +310,7 @@ class ProcessEngine:
         staged: Staged,
         now: datetime,
         raise_errors: bool,
+        conn: Conn,
     ) -> Handled:
         parked = ProcessMessageDisposition.PARKED
         ignored = ProcessMessageDisposition.IGNORED
@@ -336,11 +345,14 @@ class ProcessEngine:
             typed[env.process_id] = current
         manager, snapshot, version = current
         remaining[env.process_id] -= 1
+        message = env.message
+        if isinstance(message, CancelRequested):
+            message = await self._with_awaited_fact(message, snapshot, conn)
         try:
             decision = await decide(
                 manager,
                 snapshot,
-                env.message,
+                message,
                 now,
                 copy_state=remaining[env.process_id] > 0,
             )
@@ -375,6 +387,20 @@ class ProcessEngine:
         assert decision.process is not None
         typed[env.process_id] = (manager, _advance(snapshot, decision), version)
         return Handled(EnvelopeResult.APPLIED, decision=decision)
+
+    async def _with_awaited_fact(
+        self, cancel: CancelRequested, snapshot: ProcessSnapshot[Any, Any], conn: Conn
+    ) -> CancelRequested:
+        """The cancel with the fact the kernel needs: has the awaited command started?
+        Read under the command row's lock, which holds until the cancel commits."""
+        awaited = snapshot.process.awaiting_command_id
+        entry = snapshot.entry_for(awaited) if awaited is not None else None
+        if awaited is None or entry is None or entry.is_answered:
+            return cancel
+        commands = self.backend.commands
+        row = await locked_command(commands, commands, awaited, conn=conn)
+        started = row is not None and row.status not in WITHDRAWABLE
+        return CancelRequested(cancel.reason, awaited_started=started)
 
     def _log(
         self,
@@ -459,6 +485,9 @@ class ProcessEngine:
         )
         if writes:
             await self.repo.apply(writes, conn=conn)
+        commands = self.backend.commands
+        for command_id, process_id, reason in staged.withdrawals:
+            await withdraw(commands, commands, command_id, process_id, reason, conn=conn)
         if staged.commands:
             await self.backend.commands.insert(
                 staged.commands, RetryPolicy().max_attempts, conn=conn

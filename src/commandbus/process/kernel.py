@@ -105,6 +105,8 @@ R = TypeVar("R")
 
 STEP_TIMEOUT = "STEP_TIMEOUT"
 COMPENSATION_FAILED = "COMPENSATION_FAILED"
+#: The error code on the audit entry of a command withdrawn before it started.
+WITHDRAWN = "WITHDRAWN"
 
 
 class ProcessHooks(Protocol[S, T]):
@@ -183,7 +185,7 @@ async def decide(
         return await _on_reply(hooks, snapshot, message.reply, now, copy_state)
     if isinstance(message, TimerFired):
         return await _on_timer(hooks, snapshot, message.command_id, now, copy_state)
-    return await _on_cancel(hooks, snapshot, message.reason, now, copy_state)
+    return await _on_cancel(hooks, snapshot, message, now, copy_state)
 
 
 async def _on_reply(
@@ -212,6 +214,18 @@ async def _on_reply(
     draft = _Draft(hooks, snapshot, now, copy_state)
     step = draft.parse(entry.step_name)
     draft.record_reply(entry, reply)
+
+    plan = process.compensation
+    if entry.kind is AuditEntryKind.STEP and plan is not None and plan.waiting_for is not None:
+        # A cancel waited for this step's outcome: it succeeded (compensate it with the
+        # others), failed, was canceled, or went to the troubleshooting queue (withdraw it
+        # there, it must not run after the cancel).
+        if reply.outcome in (ReplyOutcome.SUCCESS, ReplyOutcome.FAILED):
+            draft.call("update_state", hooks.update_state, draft.state, step, reply)
+        if reply.outcome is ReplyOutcome.IN_TROUBLESHOOTING_QUEUE:
+            draft.withdrawals.append(entry.command_id)
+        await draft.compensate(plan.target, waited_for=plan.waiting_for)
+        return draft.decision()
 
     if entry.kind is AuditEntryKind.COMPENSATION:
         if reply.outcome is ReplyOutcome.SUCCESS:
@@ -268,6 +282,12 @@ async def _on_timer(
         return Decision.ignore(
             Ignored.TIMER_WAITING_FOR_OPERATOR, "timer while the process waits for an operator"
         )
+    plan = process.compensation
+    if entry.kind is AuditEntryKind.STEP and plan is not None and plan.waiting_for is not None:
+        return Decision.ignore(
+            Ignored.TIMER_WHILE_CANCELING,
+            "timer while a cancel waits for the outcome of the step's started command",
+        )
 
     draft = _Draft(hooks, snapshot, now, copy_state)
     step = draft.parse(entry.step_name)
@@ -282,6 +302,7 @@ async def _on_timer(
     message = f"step {entry.step_name} got no reply in time (attempt {attempt})"
     match TimeoutAction(action):
         case TimeoutAction.RETRY:
+            draft.withdrawals.append(command_id)  # superseded: must not run if not started
             await draft.send(step, AuditEntryKind.STEP)
             draft.process.status = ProcessStatus.WAITING_FOR_REPLY
         case TimeoutAction.TSQ:
@@ -289,9 +310,11 @@ async def _on_timer(
             draft.process.deadline_at = None
             draft.set_error(STEP_TIMEOUT, message)
         case TimeoutAction.COMPENSATE:
+            draft.withdrawals.append(command_id)
             draft.set_error(STEP_TIMEOUT, message)
             await draft.compensate(ProcessStatus.FAILED)
         case TimeoutAction.FAIL:
+            draft.withdrawals.append(command_id)
             draft.set_error(STEP_TIMEOUT, message)
             draft.finish(ProcessStatus.FAILED)
     return draft.decision()
@@ -300,14 +323,31 @@ async def _on_timer(
 async def _on_cancel(
     hooks: ProcessHooks[S, T],
     snapshot: ProcessSnapshot[S, T],
-    reason: str,
+    cancel: CancelRequested,
     now: datetime,
     copy_state: bool,
 ) -> Decision[S, T]:
-    if snapshot.process.status is ProcessStatus.COMPENSATING:
+    process = snapshot.process
+    if process.status is ProcessStatus.COMPENSATING:
         return Decision.ignore(Ignored.ALREADY_COMPENSATING, "process is already compensating")
     draft = _Draft(hooks, snapshot, now, copy_state)
-    draft.set_error("CANCELED", reason)
+    draft.set_error("CANCELED", cancel.reason)
+    awaited = (
+        snapshot.entry_for(process.awaiting_command_id)
+        if process.awaiting_command_id is not None
+        else None
+    )
+    if awaited is not None and awaited.kind is AuditEntryKind.STEP and not awaited.is_answered:
+        if cancel.awaited_started:
+            # Its handler runs (or ran): wait for the outcome, so that a step that
+            # succeeded is compensated too. Compensation starts when the reply arrives.
+            draft.process.status = ProcessStatus.COMPENSATING
+            draft.process.compensation = CompensationPlan(
+                target=ProcessStatus.CANCELED, waiting_for=awaited.step_name
+            )
+            return draft.decision()
+        draft.withdrawals.append(awaited.command_id)  # not started: it must never run
+        draft.record_withdrawn(awaited, cancel.reason)
     await draft.compensate(ProcessStatus.CANCELED)
     return draft.decision()
 
@@ -345,6 +385,7 @@ class _Draft(Generic[S, T]):
         self.audit_inserts: list[ProcessAuditEntry] = []
         self.audit_updates: list[ProcessAuditEntry] = []
         self.timers: list[TimerRequest] = []
+        self.withdrawals: list[UUID] = []
 
     @property
     def state(self) -> S:
@@ -373,6 +414,20 @@ class _Draft(Generic[S, T]):
         updated.error_code = reply.error_code
         updated.error_message = reply.error_message
         self.audit_updates.append(updated)
+
+    def record_withdrawn(self, entry: ProcessAuditEntry, reason: str) -> None:
+        """The awaited command was withdrawn before it started: answered CANCELED."""
+        updated = entry.copy()
+        updated.reply_outcome = ReplyOutcome.CANCELED
+        updated.received_at = self.now
+        updated.error_code = WITHDRAWN
+        updated.error_message = f"withdrawn before it started: {reason}"
+        self.audit_updates.append(updated)
+
+    def trail(self) -> list[ProcessAuditEntry]:
+        """The audit trail with this decision's updates applied."""
+        updated = {e.command_id: e for e in self.audit_updates}
+        return [updated.get(e.command_id, e) for e in self.snapshot.audit]
 
     def mark_timed_out(self, entry: ProcessAuditEntry) -> None:
         updated = entry.copy()
@@ -430,9 +485,9 @@ class _Draft(Generic[S, T]):
         else:
             process.deadline_at = None
 
-    async def compensate(self, target: ProcessStatus) -> None:
+    async def compensate(self, target: ProcessStatus, waited_for: str | None = None) -> None:
         """Start compensating the completed forward steps, newest first."""
-        completed = completed_steps(self.snapshot.audit)
+        completed = completed_steps(self.trail())
         remaining: list[str] = []
         for name in reversed(completed):
             step = self.parse(name)
@@ -441,7 +496,9 @@ class _Draft(Generic[S, T]):
             )
             if compensation is not None:
                 remaining.append(str(compensation))
-        self.process.compensation = CompensationPlan(target=target, remaining=tuple(remaining))
+        self.process.compensation = CompensationPlan(
+            target=target, remaining=tuple(remaining), waited_for=waited_for
+        )
         self.process.status = ProcessStatus.COMPENSATING
         await self.next_compensation()
 
@@ -450,7 +507,10 @@ class _Draft(Generic[S, T]):
         if plan is None:  # defensive: a compensation entry outside a compensation
             plan = CompensationPlan(target=ProcessStatus.FAILED)
         self.process.compensation = CompensationPlan(
-            target=plan.target, remaining=plan.remaining, failed=(*plan.failed, step_name)
+            target=plan.target,
+            remaining=plan.remaining,
+            failed=(*plan.failed, step_name),
+            waited_for=plan.waited_for,
         )
 
     async def next_compensation(self) -> None:
@@ -474,7 +534,10 @@ class _Draft(Generic[S, T]):
             return
         step = self.parse(plan.remaining[0])
         self.process.compensation = CompensationPlan(
-            target=plan.target, remaining=plan.remaining[1:], failed=plan.failed
+            target=plan.target,
+            remaining=plan.remaining[1:],
+            failed=plan.failed,
+            waited_for=plan.waited_for,
         )
         await self.send(step, AuditEntryKind.COMPENSATION)
         self.process.status = ProcessStatus.COMPENSATING
@@ -493,4 +556,5 @@ class _Draft(Generic[S, T]):
             audit_inserts=tuple(self.audit_inserts),
             audit_updates=tuple(self.audit_updates),
             timers=tuple(self.timers),
+            withdrawals=tuple(self.withdrawals),
         )

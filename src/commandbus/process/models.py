@@ -145,20 +145,35 @@ class CompensationPlan:
     target: ProcessStatus
     remaining: tuple[str, ...] = ()
     failed: tuple[str, ...] = ()
+    #: A cancel that waits for the outcome of this forward step (its command had started
+    #: and could not be withdrawn); the plan is made when that reply arrives.
+    waiting_for: str | None = None
+    #: Kept once that reply came (the audit does not record the cancel itself): replay
+    #: feeds the cancel before that step's reply.
+    waited_for: str | None = None
 
     def to_dict(self) -> JsonObject:
-        return {
+        data: JsonObject = {
             "target": self.target.value,
             "remaining": list(self.remaining),
             "failed": list(self.failed),
         }
+        if self.waiting_for is not None:
+            data["waiting_for"] = self.waiting_for
+        if self.waited_for is not None:
+            data["waited_for"] = self.waited_for
+        return data
 
     @classmethod
     def from_dict(cls, data: JsonObject) -> CompensationPlan:
+        waiting_for = data.get("waiting_for")
+        waited_for = data.get("waited_for")
         return cls(
             target=ProcessStatus(data["target"]),
             remaining=tuple(data.get("remaining", ())),
             failed=tuple(data.get("failed", ())),
+            waiting_for=waiting_for if isinstance(waiting_for, str) else None,
+            waited_for=waited_for if isinstance(waited_for, str) else None,
         )
 
 

@@ -17,6 +17,7 @@ from uuid import UUID
 from commandbus.models import JsonObject, Reply, ReplyOutcome
 from commandbus.process.base import BaseProcessManager
 from commandbus.process.kernel import (
+    WITHDRAWN,
     CancelRequested,
     Decision,
     IncomingMessage,
@@ -235,6 +236,19 @@ class Replayer:
                 await self.feed(
                     TimerFired(entry.command_id), entry.timed_out_at, f"timer {entry.step_name}"
                 )
+            if entry.error_code == WITHDRAWN and entry.received_at is not None:
+                # Not a reply: a cancel withdrew this command before it started.
+                await self.feed(CancelRequested(self.cancel_reason()), entry.received_at, "cancel")
+                index += 1
+                continue
+            if (
+                entry.reply_outcome is not None
+                and entry.received_at is not None
+                and self._cancel_waited_for(entry)
+            ):
+                # A cancel came while this step's command ran; it waited for this reply.
+                cancel = CancelRequested(self.cancel_reason(), awaited_started=True)
+                await self.feed(cancel, entry.received_at, "cancel")
             if entry.reply_outcome is not None and entry.received_at is not None:
                 # The reply exactly as the audit stored it, not ``Reply.answering``: an
                 # audit entry has no correlation id or domain, and ``answering`` would drop
@@ -271,6 +285,15 @@ class Replayer:
                     "the current code sends a command the process never sent",
                 )
             )
+
+    def _cancel_waited_for(self, entry: ProcessAuditEntry) -> bool:
+        """Whether a cancel waited for the reply of ``entry``: the stored plan names its
+        step, and it is the last forward step the process sent."""
+        plan = self.stored.compensation
+        if plan is None or plan.waited_for is None or entry.step_name != plan.waited_for:
+            return False
+        steps = [e for e in self.audit if str(e.kind) == "STEP"]
+        return bool(steps) and steps[-1].command_id == entry.command_id
 
     def cancel_reason(self) -> str:
         message = self.stored.error_message or "canceled"

@@ -8,7 +8,7 @@ B and D have none). Subclass it as ``Test…`` with a ``backend`` fixture and an
 memory backend; shifting visibility deadlines for PostgreSQL).
 
 The contract is split by theme: ``FlowBehaviour``, ``TroubleshootingBehaviour``,
-``TimeoutBehaviour`` and ``EdgeBehaviour`` share ``BehaviourBase``;
+``TimeoutBehaviour``, ``EdgeBehaviour`` and ``CancelBehaviour`` share ``BehaviourBase``;
 ``ProcessBehaviourContract`` is all of them.
 """
 
@@ -21,6 +21,7 @@ from commandbus.testing.process_behaviour._pipeline import (
     PipelineStep,
     Services,
 )
+from commandbus.testing.process_behaviour.cancel import CancelBehaviour
 from commandbus.testing.process_behaviour.edges import EdgeBehaviour
 from commandbus.testing.process_behaviour.flows import FlowBehaviour
 from commandbus.testing.process_behaviour.operators import TroubleshootingBehaviour
@@ -28,13 +29,14 @@ from commandbus.testing.process_behaviour.timing import TimeoutBehaviour
 
 
 class ProcessBehaviourContract(
-    FlowBehaviour, TroubleshootingBehaviour, TimeoutBehaviour, EdgeBehaviour
+    FlowBehaviour, TroubleshootingBehaviour, TimeoutBehaviour, EdgeBehaviour, CancelBehaviour
 ):
     """Process manager behaviour on a backend (all of it)."""
 
 
 __all__ = [
     "BehaviourBase",
+    "CancelBehaviour",
     "EdgeBehaviour",
     "Env",
     "FlowBehaviour",

@@ -154,6 +154,10 @@ class Services:
     def __init__(self, registry: HandlerRegistry) -> None:
         self.plan: dict[str, list[str]] = {}
         self.calls: list[str] = []
+        #: A "hold" action sets ``holding`` and waits for ``released`` (a handler that is
+        #: running, in flight).
+        self.holding = asyncio.Event()
+        self.released = asyncio.Event()
         for command_type in ("StepA", "StepB", "StepC", "StepD", "UndoA", "UndoC"):
             registry.register(DOMAIN, command_type, self._handle)
 
@@ -167,6 +171,9 @@ class Services:
             raise PermanentCommandError("BROKEN", f"{command.command_type} is broken")
         if action == "business":
             raise BusinessRuleException("REFUSED", f"{command.command_type} refused")
+        if action == "hold":
+            self.holding.set()
+            await self.released.wait()
         return {"value": f"{command.command_type}-ok"}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from commandbus.models import CommandStatus
 from commandbus.process.models import (
     ProcessMessageDisposition,
     ProcessStatus,
@@ -11,6 +12,7 @@ from commandbus.process.models import (
 )
 from commandbus.process.router import ProcessReplyRouter
 from commandbus.testing.process_behaviour._pipeline import (
+    DOMAIN,
     BehaviourBase,
     Env,
     PipelineProcess,
@@ -44,19 +46,21 @@ class TimeoutBehaviour(BehaviourBase):
         assert p.status is ProcessStatus.COMPLETED
         assert p.error_code is None
 
-    async def test_step_timeout_retry_sends_again_and_ignores_the_late_reply(
-        self, env: Env
-    ) -> None:
+    async def test_step_timeout_retry_sends_again_and_withdraws_the_first(self, env: Env) -> None:
         env.manager.timeouts = {"b": 30}
         env.manager.timeout_action = TimeoutAction.RETRY
         pid = await env.manager.start({})
         await env.worker.process_once()
-        await env.router.process_once()  # B sent
+        await env.router.process_once()  # B sent (not claimed yet)
+        first_b = (await self.process(env, pid)).awaiting_command_id
+        assert first_b is not None
         await self.advance(env.backend, 31)
-        await env.router.process_once()  # timer: B sent again
+        await env.router.process_once()  # timer: B sent again, the first B withdrawn
         p = await self.process(env, pid)
         assert p.status is ProcessStatus.WAITING_FOR_REPLY and p.command_seq == 3
-        await self.drive(env)  # both B commands reply; the first one is stale
+        first = await env.bus.get_command(DOMAIN, first_b)
+        assert first is not None and first.status is CommandStatus.CANCELED
+        await self.drive(env)
         p = await self.process(env, pid)
         assert p.status is ProcessStatus.COMPLETED
         assert await self.steps_sent(env, pid) == [
@@ -66,9 +70,8 @@ class TimeoutBehaviour(BehaviourBase):
             ("c", "SUCCESS"),
             ("d", "SUCCESS"),
         ]
-        assert await self.log(env, ProcessMessageDisposition.IGNORED) == [
-            "stale reply: the process no longer awaits this command"
-        ]
+        assert env.services.calls.count("StepB") == 1  # the superseded B never ran
+        assert await self.log(env, ProcessMessageDisposition.IGNORED) == []
 
     async def test_step_timeout_compensate(self, env: Env) -> None:
         env.manager.timeouts = {"b": 30}
