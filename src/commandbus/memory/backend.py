@@ -12,7 +12,6 @@ import asyncio
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Any
 
 from commandbus.memory.commands import InMemoryCommandStore
 from commandbus.memory.process_repository import InMemoryProcessRepository
@@ -86,8 +85,6 @@ class InMemoryBackend:
     ) -> None:
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.max_payload_bytes = max_payload_bytes
-        # Row locks: key -> the root transaction holding it (see MemoryTransaction.lock).
-        self._locks: dict[Any, MemoryTransaction] = {}
         self._listeners: dict[str, set[InMemoryWaiter]] = {}
         self._closed = False
         # Typed as the ports (the Backend protocol's attributes are invariant); the

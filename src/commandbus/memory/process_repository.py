@@ -2,10 +2,11 @@
 
 Behaves like ``PostgresProcessRepository`` (same contract suite,
 ``commandbus.testing.process_contracts``) on top of ``InMemoryBackend`` transactions:
-every mutation records its undo; rows and audit entries live in ``TxCell``s, so what an
-open transaction creates or changes is invisible to others until it commits; ``lock`` and
-every update take the row lock, and an insert of a key another open transaction inserted
-waits for it (like a unique index). Stored states
+processes, audit entries and logged messages are rows of ``commandbus.memory.rows``, as
+those of the command store and the queues, so what an open transaction creates, changes
+or deletes is invisible to others until it commits and a rollback leaves nothing;
+``lock`` and every update take the row lock, and an insert (or a lock or an update) of a
+key another open transaction inserted waits for it (like a unique index). Stored states
 and payloads are kept JSON-encoded, so callers never share mutable data with the store.
 """
 
@@ -18,7 +19,8 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from commandbus.memory.transaction import MemoryHost, MemoryTransaction, TxCell, visible_to
+from commandbus.memory.rows import TxCell, TxLog, TxTable
+from commandbus.memory.transaction import MemoryHost, MemoryTransaction
 from commandbus.models import ReplyOutcome
 from commandbus.ports import Conn
 from commandbus.process.errors import ProcessAlreadyExistsError, ProcessVersionConflictError
@@ -51,10 +53,6 @@ def _decode(body: str | None) -> Any:
     return None if body is None else json.loads(body)
 
 
-def _lock_key(domain: str, process_id: UUID) -> tuple[str, str, UUID]:
-    return ("process", domain, process_id)
-
-
 #: A stored process: ``state`` and ``initial_data`` are JSON encodings (str).
 _Row = TxCell[AnyProcess]
 
@@ -62,12 +60,6 @@ _Row = TxCell[AnyProcess]
 def _read(p: AnyProcess) -> AnyProcess:
     initial_data = _decode(p.initial_data)  # type: ignore[arg-type]  # str when stored
     return p.copy(state=_decode(p.state), initial_data=initial_data)
-
-
-@dataclass(slots=True, eq=False)
-class _AuditRow:
-    seq: int
-    cell: TxCell[ProcessAuditEntry]  # command_data / reply_data JSON-encoded (str)
 
 
 def _read_entry(e: ProcessAuditEntry) -> ProcessAuditEntry:
@@ -81,8 +73,7 @@ def _read_entry(e: ProcessAuditEntry) -> ProcessAuditEntry:
 @dataclass(slots=True, eq=False)
 class _LogRow:
     record: ProcessMessageRecord
-    body: str
-    tx: MemoryTransaction | None
+    body: str  # the message, JSON-encoded
 
 
 def _stored_entry(entry: ProcessAuditEntry) -> ProcessAuditEntry:
@@ -100,17 +91,13 @@ class InMemoryProcessRepository:
 
     def __init__(self, backend: MemoryHost) -> None:
         self._backend = backend
-        self._rows: dict[Key, _Row] = {}
-        self._audit: dict[Key, list[_AuditRow]] = {}
-        self._log: list[_LogRow] = []
+        self._rows: TxTable[Key, AnyProcess] = TxTable()
+        # Entries JSON-encoded (command_data / reply_data are str), in write order.
+        self._audit: dict[Key, TxLog[ProcessAuditEntry]] = {}
+        self._log: TxLog[_LogRow] = TxLog()
         self._seq = 0
 
     # -- helpers -------------------------------------------------------------------------
-
-    def _visible(self, tx: MemoryTransaction, key: Key) -> AnyProcess | None:
-        """The stored process as ``tx`` sees it (encoded state)."""
-        row = self._rows.get(key)
-        return None if row is None else row.seen_by(tx)
 
     def _stored(
         self, process: AnyProcess, version: int, now: datetime, *, initial_data: str | None
@@ -128,43 +115,35 @@ class InMemoryProcessRepository:
             updated_at=now,
         )
 
-    def _insert_row(self, tx: MemoryTransaction, stored: AnyProcess) -> None:
-        key = (stored.domain, stored.process_id)
-        row = _Row(stored, tx)
-        self._rows[key] = row
-
-        def undo() -> None:
-            if self._rows.get(key) is row:
-                del self._rows[key]
-
-        tx.record_undo(undo)
-
-    async def _wait_for_inserter(self, tx: MemoryTransaction, key: Key) -> _Row | None:
-        """The committed (or own) row of ``key``; waits for an open inserter to finish."""
-        while True:
-            row = self._rows.get(key)
-            if row is None or visible_to(row.created_by, tx):
-                return row
-            assert row.created_by is not None
-            await row.created_by.wait_ended()
+    async def _locked(self, tx: MemoryTransaction, key: Key) -> tuple[_Row, AnyProcess] | None:
+        """The row of ``key`` locked by ``tx`` and its latest version; another
+        transaction's uncommitted insert of it is waited for first (None if it rolls
+        back)."""
+        row = await self._rows.unique(tx, key)
+        if row is None:
+            return None
+        stored = await row.lock(tx)
+        return (row, stored) if stored is not None else None
 
     def _append_audit(self, tx: MemoryTransaction, key: Key, entry: ProcessAuditEntry) -> None:
+        # One sequence numbers audit entries and logged messages (the log's ids).
         self._seq += 1
-        arow = _AuditRow(self._seq, TxCell(_stored_entry(entry), tx))
-        rows = self._audit.setdefault(key, [])
-        rows.append(arow)
+        log = self._audit.get(key)
+        if log is None:
+            log = self._audit[key] = TxLog()
+        log.append(tx, _stored_entry(entry))
 
-        def undo() -> None:
-            rows.remove(arow)
-
-        tx.record_undo(undo)
-
-    def _update_audit(
+    async def _update_audit(
         self, tx: MemoryTransaction, key: Key, command_id: UUID, entry: ProcessAuditEntry
     ) -> None:
-        for arow in reversed(self._audit.get(key, [])):
-            old = arow.cell.seen_by(tx)
-            if old is not None and old.command_id == command_id:
+        log = self._audit.get(key)
+        for cell in reversed(log.cells() if log is not None else []):
+            seen = cell.seen_by(tx)
+            if seen is not None and seen.command_id == command_id:
+                # An UPDATE: waits for another transaction holding the entry.
+                old = await cell.lock(tx)
+                if old is None:
+                    return
                 new = _stored_entry(entry)
                 updated = replace(
                     old,
@@ -175,44 +154,30 @@ class InMemoryProcessRepository:
                     error_message=new.error_message,
                     timed_out_at=new.timed_out_at,
                 )
-                arow.cell.write(tx, updated)
+                cell.write(tx, updated)
                 return
 
     def _audit_of(self, tx: MemoryTransaction, key: Key) -> list[ProcessAuditEntry]:
-        seen = [
-            (entry, r.seq)
-            for r in self._audit.get(key, [])
-            if (entry := r.cell.seen_by(tx)) is not None
-        ]
-        seen.sort(key=lambda pair: (pair[0].sent_at, pair[1]))
-        return [_read_entry(entry) for entry, _ in seen]
+        log = self._audit.get(key)
+        seen = log.seen_by(tx) if log is not None else []
+        seen.sort(key=lambda entry: entry.sent_at)  # stable: ties stay in write order
+        return [_read_entry(entry) for entry in seen]
 
     def _add_log(self, tx: MemoryTransaction, record: ProcessMessageRecord) -> None:
         self._seq += 1
         stored = replace(record, id=self._seq, recorded_at=self._backend.clock.now())
-        lrow = _LogRow(stored, _encode(record.message), tx.root)
-        self._log.append(lrow)
-
-        def undo() -> None:
-            self._log.remove(lrow)
-
-        def commit() -> None:
-            lrow.tx = None
-
-        tx.record_undo(undo)
-        tx.on_commit(commit)
+        self._log.append(tx, _LogRow(stored, _encode(record.message)))
 
     # -- the seed's API ------------------------------------------------------------------
 
     async def save(self, process: AnyProcess, *, conn: Conn | None = None) -> None:
         async with self._backend.transaction(conn) as tx:
             key = (process.domain, process.process_id)
-            if await self._wait_for_inserter(tx, key) is not None:
+            if await self._rows.unique(tx, key) is not None:
                 raise ProcessAlreadyExistsError(process.domain, process.process_id)
             now = self._backend.clock.now()
             stored = self._stored(process, 1, now, initial_data=_encode_opt(process.initial_data))
-            self._insert_row(tx, stored)
-            await tx.lock(_lock_key(*key))
+            self._rows.insert(tx, key, stored)
         process.version = 1
         process.updated_at = now
 
@@ -223,7 +188,7 @@ class InMemoryProcessRepository:
         self, domain: str, process_id: UUID, *, conn: Conn | None = None
     ) -> AnyProcess | None:
         async with self._backend.transaction(conn) as tx:
-            stored = self._visible(tx, (domain, process_id))
+            stored = self._rows.get(tx, (domain, process_id))
             return _read(stored) if stored is not None else None
 
     async def find_by_status(
@@ -285,14 +250,13 @@ class InMemoryProcessRepository:
             inserted: list[UUID] = []
             for process in processes:
                 key = (process.domain, process.process_id)
-                if await self._wait_for_inserter(tx, key) is not None:
+                if await self._rows.unique(tx, key) is not None:
                     continue
                 initial_data = _encode_opt(process.initial_data)
                 stored = self._stored(
                     process, max(process.version, 1), now, initial_data=initial_data
                 )
-                self._insert_row(tx, stored)
-                await tx.lock(_lock_key(*key))
+                self._rows.insert(tx, key, stored)
                 inserted.append(process.process_id)
             return inserted
 
@@ -306,13 +270,9 @@ class InMemoryProcessRepository:
             )
             result: list[ProcessSnapshot[Any, Any]] = []
             for key in keys:
-                if await self._wait_for_inserter(tx, key) is None:
-                    continue
-                await tx.lock(_lock_key(*key))
-                stored = self._visible(tx, key)
-                if stored is None:
-                    continue
-                result.append(ProcessSnapshot(_read(stored), self._audit_of(tx, key)))
+                locked = await self._locked(tx, key)
+                if locked is not None:
+                    result.append(ProcessSnapshot(_read(locked[1]), self._audit_of(tx, key)))
             return result
 
     async def apply(self, writes: ProcessWrites, *, conn: Conn | None = None) -> None:
@@ -320,15 +280,14 @@ class InMemoryProcessRepository:
             now = self._backend.clock.now()
             conflicts: list[AnyProcess] = []
             for process in writes.updates:
-                key = (process.domain, process.process_id)
-                await tx.lock(_lock_key(*key))
-                current = self._visible(tx, key)
-                if current is None or current.version != process.version:
+                locked = await self._locked(tx, (process.domain, process.process_id))
+                if locked is None or locked[1].version != process.version:
                     conflicts.append(process)
                     continue
+                row, current = locked
                 kept: Any = current.initial_data  # the stored encoding (str)
                 stored = self._stored(process, process.version + 1, now, initial_data=kept)
-                self._rows[key].write(tx, stored)
+                row.write(tx, stored)
             if conflicts:
                 raise ProcessVersionConflictError(
                     conflicts[0].domain, [p.process_id for p in conflicts]
@@ -336,7 +295,7 @@ class InMemoryProcessRepository:
             for domain, process_id, entry in writes.audit_inserts:
                 self._append_audit(tx, (domain, process_id), entry)
             for domain, process_id, entry in writes.audit_updates:
-                self._update_audit(tx, (domain, process_id), entry.command_id, entry)
+                await self._update_audit(tx, (domain, process_id), entry.command_id, entry)
             for record in writes.messages:
                 self._add_log(tx, record)
         for process in writes.updates:
@@ -377,10 +336,8 @@ class InMemoryProcessRepository:
     ) -> list[ProcessMessageRecord]:
         async with self._backend.transaction(conn) as tx:
             found: list[ProcessMessageRecord] = []
-            for lrow in self._log:
+            for lrow in self._log.seen_by(tx):
                 r = lrow.record
-                if not visible_to(lrow.tx, tx):
-                    continue
                 if domain is not None and r.domain != domain:
                     continue
                 if process_id is not None and r.process_id != process_id:
@@ -394,13 +351,12 @@ class InMemoryProcessRepository:
 
     async def delete_message(self, record_id: int, *, conn: Conn | None = None) -> bool:
         async with self._backend.transaction(conn) as tx:
-            for index, lrow in enumerate(self._log):
-                if lrow.record.id == record_id and visible_to(lrow.tx, tx):
-                    del self._log[index]
-
-                    def undo(index: int = index, lrow: _LogRow = lrow) -> None:
-                        self._log.insert(index, lrow)
-
-                    tx.record_undo(undo)
+            for cell in self._log.cells():
+                lrow = cell.seen_by(tx)
+                if lrow is not None and lrow.record.id == record_id:
+                    # A DELETE: waits for another transaction deleting the same row.
+                    if await cell.lock(tx) is None:
+                        return False
+                    self._log.delete(tx, cell)
                     return True
             return False

@@ -1,11 +1,13 @@
 """In-memory message queues with PGMQ semantics (``msg_id``, ``read_ct``, ``vt``, archive).
 
-Per queue: a dict of messages by id and a heap of ``(vt, msg_id)``, the order in which
+Per queue: a ``TxTable`` of messages by id (``commandbus.memory.rows``: uncommitted
+writes are invisible to others, a message a transaction has written — leased, moved or
+deleted — is locked by it until it ends) and a heap of ``(vt, msg_id)``, the order in which
 PostgreSQL's claim index ``(queue_name, vt, msg_id)`` hands out visible messages, so a
 read takes the ``k`` first visible messages in ``O(k log n)`` and never scans the queue.
-Heap entries are invalidated lazily: whenever a message's ``vt`` changes a new entry is
-pushed, and entries that no longer match their message are dropped when they reach the
-top.
+Heap entries are invalidated lazily: whenever a message gets a new version (or a rollback
+puts an old one back) an entry is pushed, and entries that no longer match the latest
+version are dropped when they reach the top.
 
 Payloads are stored JSON-encoded and decoded on every read, so callers can never mutate
 stored data, and anything PostgreSQL's ``jsonb`` would refuse is refused here too.
@@ -16,10 +18,12 @@ from __future__ import annotations
 import heapq
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from commandbus.memory.transaction import MemoryHost, MemoryTransaction, visible_to
+from commandbus.memory.rows import TxCell, TxTable
+from commandbus.memory.transaction import MemoryHost, MemoryTransaction
 from commandbus.models import JsonObject, QueueMessage
 from commandbus.ports import Conn
 from commandbus.validation import encode_payload, validate_queue_name
@@ -27,49 +31,74 @@ from commandbus.validation import encode_payload, validate_queue_name
 __all__ = ["InMemoryMessageQueue"]
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class StoredMessage:
+    """One version of a queued message; never changed once stored (a lease stores a new
+    version), so other transactions can go on reading the committed one."""
+
     msg_id: int
     queue: str
     body: str  # JSON encoding of the message
     enqueued_at: datetime
     vt: datetime
     read_ct: int = 0
-    tx: MemoryTransaction | None = None  # creating transaction until it commits
 
     def decode(self) -> JsonObject:
         data: JsonObject = json.loads(self.body)
         return data
 
+    def moved(self, vt: datetime, read_ct: int) -> StoredMessage:
+        return StoredMessage(self.msg_id, self.queue, self.body, self.enqueued_at, vt, read_ct)
 
-@dataclass(slots=True)
-class QueueState:
-    name: str
-    messages: dict[int, StoredMessage] = field(default_factory=dict)
-    heap: list[tuple[datetime, int]] = field(default_factory=list)
-    uncommitted: dict[int, MemoryTransaction] = field(default_factory=dict)
+
+#: A queued message as stored: its versions and its row lock.
+MessageCell = TxCell[StoredMessage]
+#: A message a reader may take, with the version it read.
+Picked = tuple[MessageCell, StoredMessage]
+
+
+class QueueState(TxTable[int, StoredMessage]):
+    """The messages of one queue and the heap of their ``(vt, msg_id)``."""
+
+    __slots__ = ("heap", "name")
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+        self.heap: list[tuple[datetime, int]] = []
 
     def schedule(self, msg: StoredMessage) -> None:
         heapq.heappush(self.heap, (msg.vt, msg.msg_id))
 
-    def pick(self, tx: MemoryTransaction, now: datetime, limit: int) -> list[StoredMessage]:
+    def _restored(self, cell: TxCell[Any]) -> None:
+        # The restored version's entry may have been dropped as stale meanwhile.
+        msg = cell.value
+        if msg is not None:
+            self.schedule(msg)
+
+    def pick(self, tx: MemoryTransaction, now: datetime, limit: int) -> list[Picked]:
         """Up to ``limit`` messages visible at ``now`` in ``(vt, msg_id)`` order, skipping
-        uncommitted messages of other transactions (``FOR UPDATE SKIP LOCKED``). Nothing
-        changes: the caller leases or removes what it takes."""
+        messages another transaction holds or inserted and has not committed (``FOR UPDATE
+        SKIP LOCKED``). Nothing changes: the caller leases or removes what it takes."""
         heap = self.heap
-        messages = self.messages
-        picked: list[StoredMessage] = []
+        cells = self._cells
+        root = tx.root
+        picked: list[Picked] = []
         keep: list[tuple[datetime, int]] = []
-        seen: set[int] = set()
+        seen: set[tuple[datetime, int]] = set()
         while heap and len(picked) < limit and heap[0][0] <= now:
             entry = heapq.heappop(heap)
-            msg = messages.get(entry[1])
-            if msg is None or msg.vt != entry[0] or entry[1] in seen:
-                continue  # stale or duplicate entry
-            seen.add(entry[1])
+            cell = cells.get(entry[1])
+            if cell is None or entry in seen:
+                continue  # gone, or a duplicate entry
+            msg = cell.value
+            if msg is None or msg.vt != entry[0]:
+                continue  # stale: the latest version is elsewhere in the heap (or deleted)
+            seen.add(entry)
             keep.append(entry)
-            if visible_to(msg.tx, tx):
-                picked.append(msg)
+            holder = cell.holder  # ``not cell.held_by_other(tx)``, inlined: the hot loop
+            if holder is None or holder is root:
+                picked.append((cell, msg))
         for entry in keep:
             heapq.heappush(heap, entry)
         return picked
@@ -122,31 +151,46 @@ class InMemoryMessageQueue:
         async with self._backend.transaction(conn) as tx:
             picked = self.pick(tx, queue, limit)
             vt = self._backend.clock.now() + _seconds(visibility_timeout)
-            for msg in picked:
-                self.lease(tx, msg, vt)
-            return [self.message_of(msg) for msg in sorted(picked, key=lambda m: m.msg_id)]
+            leased = [self.lease(tx, cell, msg, vt) for cell, msg in picked]
+            return [self.message_of(msg) for msg in sorted(leased, key=lambda m: m.msg_id)]
 
     async def delete(self, queue: str, msg_ids: Sequence[int], *, conn: Conn | None = None) -> int:
         async with self._backend.transaction(conn) as tx:
-            return sum(1 for msg_id in msg_ids if self.remove(tx, queue, msg_id) is not None)
+            deleted = 0
+            for msg_id in msg_ids:
+                taken = await self.take(tx, queue, msg_id)
+                if taken is not None:
+                    self.remove(tx, *taken)
+                    deleted += 1
+            return deleted
 
     async def set_visibility(
         self, queue: str, msg_id: int, seconds: float, *, conn: Conn | None = None
     ) -> bool:
         async with self._backend.transaction(conn) as tx:
-            msg = self.find(tx, queue, msg_id)
-            if msg is None:
+            taken = await self.take(tx, queue, msg_id)
+            if taken is None:
                 return False
-            self.set_vt(tx, msg, self._backend.clock.now() + _seconds(seconds))
+            self.set_vt(tx, *taken, self._backend.clock.now() + _seconds(seconds))
             return True
+
+    async def release(self, queue: str, msg_ids: Sequence[int], *, conn: Conn | None = None) -> int:
+        """Give read messages back unhandled: visible now, that read uncounted."""
+        async with self._backend.transaction(conn) as tx:
+            released = 0
+            for msg_id in msg_ids:
+                taken = await self.take(tx, queue, msg_id)
+                if taken is not None:
+                    cell, msg = taken
+                    now = self._backend.clock.now()
+                    self._write(tx, cell, msg.moved(now, max(msg.read_ct - 1, 0)))
+                    released += 1
+            return released
 
     async def depth(self, queue: str, *, conn: Conn | None = None) -> int:
         async with self._backend.transaction(conn) as tx:
             state = self._queues.get(queue)
-            if state is None:
-                return 0
-            hidden = sum(1 for owner in state.uncommitted.values() if owner is not tx.root)
-            return len(state.messages) - hidden
+            return 0 if state is None else state.count_seen_by(tx)
 
     # -- building blocks for the command store (all inside an open transaction) --------
 
@@ -162,74 +206,57 @@ class InMemoryMessageQueue:
         msg_id = self._next_id
         self._next_id += 1
         now = self._backend.clock.now()
-        root = tx.root
-        msg = StoredMessage(msg_id, queue, body, now, now + _seconds(delay), tx=root)
-        state.messages[msg_id] = msg
-        state.uncommitted[msg_id] = root
+        msg = StoredMessage(msg_id, queue, body, now, now + _seconds(delay))
+        state.insert(tx, msg_id, msg)
         state.schedule(msg)
-
-        def undo() -> None:
-            state.messages.pop(msg_id, None)
-            state.uncommitted.pop(msg_id, None)
-
-        def publish() -> None:
-            msg.tx = None
-            state.uncommitted.pop(msg_id, None)
-
-        tx.record_undo(undo)
-        tx.on_commit(publish)
         tx.notify(queue)
         return msg_id
 
-    def find(self, tx: MemoryTransaction, queue: str, msg_id: int) -> StoredMessage | None:
+    async def take(self, tx: MemoryTransaction, queue: str, msg_id: int) -> Picked | None:
+        """The message as an UPDATE or DELETE in ``tx`` finds it, for ``tx`` to write right
+        away: None if it does not exist for ``tx``; a message another open transaction
+        holds is waited for."""
         state = self._queues.get(queue)
-        if state is None:
+        cell = state.cell(msg_id) if state is not None else None
+        if cell is None:
             return None
-        msg = state.messages.get(msg_id)
-        if msg is None or not visible_to(msg.tx, tx):
+        # Only a message another transaction holds needs the lock now (to wait for it);
+        # otherwise the write takes it (one undo entry fewer on the settle path).
+        holder = cell.holder
+        if holder is not None and holder is not tx.root and await cell.lock(tx) is None:
             return None
-        return msg
+        msg = cell.value  # what ``tx`` sees: nobody else holds the message now
+        return (cell, msg) if msg is not None else None
 
-    def remove(self, tx: MemoryTransaction, queue: str, msg_id: int) -> StoredMessage | None:
-        msg = self.find(tx, queue, msg_id)
-        if msg is None:
-            return None
-        state = self._queues[queue]
-        del state.messages[msg_id]
-        owner = state.uncommitted.pop(msg_id, None)
-
-        def undo() -> None:
-            state.messages[msg_id] = msg
-            if owner is not None:
-                state.uncommitted[msg_id] = owner
-            state.schedule(msg)
-
-        tx.record_undo(undo)
-        return msg
-
-    def set_vt(self, tx: MemoryTransaction, msg: StoredMessage, vt: datetime) -> None:
-        state = self._queues[msg.queue]
-        old_vt, old_ct = msg.vt, msg.read_ct
-        msg.vt = vt
-        state.schedule(msg)
-
-        def undo() -> None:
-            msg.vt, msg.read_ct = old_vt, old_ct
-            state.schedule(msg)
-
-        tx.record_undo(undo)
-
-    def pick(self, tx: MemoryTransaction, queue: str, limit: int) -> list[StoredMessage]:
+    def pick(self, tx: MemoryTransaction, queue: str, limit: int) -> list[Picked]:
         """Visible messages to take, in the order PostgreSQL's claim would pick them."""
         state = self._queues.get(queue)
         if state is None or limit <= 0:
             return []
         return state.pick(tx, self._backend.clock.now(), limit)
 
-    def lease(self, tx: MemoryTransaction, msg: StoredMessage, vt: datetime) -> None:
-        """A read of ``msg``: invisible until ``vt``, ``read_ct`` + 1."""
-        self.set_vt(tx, msg, vt)
-        msg.read_ct += 1
+    # The writes below take a message ``tx`` may write (``pick``ed or ``take``n, with the
+    # version read then) and must follow without an ``await`` in between.
+
+    def remove(self, tx: MemoryTransaction, cell: MessageCell, msg: StoredMessage) -> None:
+        self._queues[msg.queue].delete(tx, cell)
+
+    def set_vt(
+        self, tx: MemoryTransaction, cell: MessageCell, msg: StoredMessage, vt: datetime
+    ) -> None:
+        self._write(tx, cell, msg.moved(vt, msg.read_ct))
+
+    def lease(
+        self, tx: MemoryTransaction, cell: MessageCell, msg: StoredMessage, vt: datetime
+    ) -> StoredMessage:
+        """A read of the message: invisible until ``vt``, ``read_ct`` + 1; the new version."""
+        leased = msg.moved(vt, msg.read_ct + 1)
+        self._write(tx, cell, leased)
+        return leased
+
+    def _write(self, tx: MemoryTransaction, cell: MessageCell, msg: StoredMessage) -> None:
+        cell.write(tx, msg)
+        self._queues[msg.queue].schedule(msg)
 
     @staticmethod
     def message_of(msg: StoredMessage) -> QueueMessage:
