@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Generator
+from collections.abc import Coroutine, Generator
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -24,17 +24,34 @@ MAX_CONCURRENCY = 10_000
 MAX_POLL_SECONDS = 3_600.0
 
 
-class Stopping:
+class Stopping(Coroutine[Any, Any, None]):
     """What ``stop()`` returns. The stop is requested when ``stop()`` is called, so a plain
-    ``consumer.stop()`` (the seed's router) stops the run; ``await consumer.stop()`` also
-    waits for the work in progress to finish."""
+    ``consumer.stop()`` (the seed's router) stops the run; ``await consumer.stop()`` (or a
+    task made of it) also waits for the work in progress to finish. The waiting coroutine
+    is only made when awaited, so a plain call leaves no "never awaited" warning."""
 
     def __init__(self, consumer: ConsumerLoop, timeout: float | None) -> None:
         self._consumer = consumer
         self._timeout = timeout
+        self._waiting: Coroutine[Any, Any, None] | None = None
+
+    def _wait(self) -> Coroutine[Any, Any, None]:
+        if self._waiting is None:
+            self._waiting = self._consumer._wait_stopped(self._timeout)
+        return self._waiting
+
+    def send(self, value: Any) -> Any:
+        return self._wait().send(value)
+
+    def throw(self, *args: Any) -> Any:
+        return self._wait().throw(*args)
+
+    def close(self) -> None:
+        if self._waiting is not None:
+            self._waiting.close()
 
     def __await__(self) -> Generator[Any, None, None]:
-        return self._consumer._wait_stopped(self._timeout).__await__()
+        return self._wait().__await__()
 
 
 class ConsumerLoop(ABC):

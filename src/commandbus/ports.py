@@ -116,6 +116,11 @@ class MessageQueue(Protocol):
         """Make a message invisible until ``now + seconds``; False if it no longer exists."""
         ...
 
+    async def release(self, queue: str, msg_ids: Sequence[int], *, conn: Conn | None = None) -> int:
+        """Give read messages back unhandled: visible at once, and the read that delivered
+        them not counted (read count - 1, never below 0). Returns how many existed."""
+        ...
+
     async def depth(self, queue: str, *, conn: Conn | None = None) -> int:
         """Number of messages in the queue (visible or not)."""
         ...
@@ -323,18 +328,18 @@ class ProcessRepository(Protocol):
 
     # -- the seed's API ----------------------------------------------------------------
 
-    async def save(self, process: AnyProcess, *, conn: Conn | None = None) -> None:
+    async def save(self, process: AnyProcess, conn: Conn | None = None) -> None:
         """Insert a new process (version 1). Raises ``ProcessAlreadyExistsError``."""
         ...
 
-    async def update(self, process: AnyProcess, *, conn: Conn | None = None) -> None:
+    async def update(self, process: AnyProcess, conn: Conn | None = None) -> None:
         """Write all fields of an existing process whose stored version is
         ``process.version``; sets ``process.version`` (+1) and ``process.updated_at`` (the
         database's clock). Raises ``ProcessVersionConflictError`` (also when missing)."""
         ...
 
     async def get_by_id(
-        self, domain: str, process_id: UUID, *, conn: Conn | None = None
+        self, domain: str, process_id: UUID, conn: Conn | None = None
     ) -> AnyProcess | None:
         """The process with its state as a dict, or None."""
         ...
@@ -343,9 +348,9 @@ class ProcessRepository(Protocol):
         self,
         domain: str,
         statuses: Sequence[ProcessStatus],
+        conn: Conn | None = None,
         *,
         limit: int | None = None,
-        conn: Conn | None = None,
     ) -> list[AnyProcess]:
         """Processes of ``domain`` in any of ``statuses``, oldest first."""
         ...
@@ -355,7 +360,6 @@ class ProcessRepository(Protocol):
         domain: str,
         process_id: UUID,
         entry: ProcessAuditEntry,
-        *,
         conn: Conn | None = None,
     ) -> None:
         """Append an audit entry (a command the process sent)."""
@@ -367,7 +371,6 @@ class ProcessRepository(Protocol):
         process_id: UUID,
         command_id: UUID,
         entry: ProcessAuditEntry,
-        *,
         conn: Conn | None = None,
     ) -> None:
         """Record reply fields (outcome, data, received_at, error, timed_out_at) of
@@ -375,13 +378,13 @@ class ProcessRepository(Protocol):
         ...
 
     async def get_audit_trail(
-        self, domain: str, process_id: UUID, *, conn: Conn | None = None
+        self, domain: str, process_id: UUID, conn: Conn | None = None
     ) -> list[ProcessAuditEntry]:
         """Audit entries ordered by ``sent_at`` (ties in insertion order)."""
         ...
 
     async def get_completed_steps(
-        self, domain: str, process_id: UUID, *, conn: Conn | None = None
+        self, domain: str, process_id: UUID, conn: Conn | None = None
     ) -> list[str]:
         """Names of forward steps (kind STEP) answered SUCCESS, in send order."""
         ...

@@ -224,7 +224,8 @@ async def test_timeout_actions(manager: PipelineProcess) -> None:
 
     later = NOW + timedelta(seconds=11)
     parked = await step(manager, snap, TimerFired(command_id), later)
-    assert parked.process.status is ProcessStatus.WAITING_FOR_TSQ
+    # Nothing is in the troubleshooting queue: the process waits for an operator's decision.
+    assert parked.process.status is ProcessStatus.WAITING_FOR_OPERATOR
     assert parked.process.error_code == "STEP_TIMEOUT"
     assert parked.audit[0].timed_out_at == later
     again = await decide(manager, parked, TimerFired(command_id), later)
@@ -233,6 +234,8 @@ async def test_timeout_actions(manager: PipelineProcess) -> None:
     manager.timeout_action = TimeoutAction.FAIL
     failed = await step(manager, snap, TimerFired(command_id), later)
     assert failed.process.status is ProcessStatus.FAILED
+    fail_decision = await decide(manager, snap, TimerFired(command_id), later)
+    assert fail_decision.withdrawals == (command_id,)  # the abandoned command must not run
 
     manager.timeout_action = TimeoutAction.RETRY
     retried = snap

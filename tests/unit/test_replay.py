@@ -147,6 +147,26 @@ async def test_unchanged_manager_replays_every_story(story: Any) -> None:
     ]
 
 
+async def test_operator_step_actions_replay() -> None:
+    scenario: ProcessScenario[StatementReportState] = ProcessScenario(TimedReport)
+    await scenario.start(REQUEST)
+    await scenario.fire_timeout()  # RETRY
+    await scenario.fire_timeout()  # now an operator decides
+    scenario.expect_status(ProcessStatus.WAITING_FOR_OPERATOR, error_code="STEP_TIMEOUT")
+    await scenario.retry_step(operator="alice")
+    await scenario.fire_timeout()  # the third send times out too: the operator again
+    scenario.expect_status(ProcessStatus.WAITING_FOR_OPERATOR, error_code="STEP_TIMEOUT")
+    await scenario.complete_step({"result_path": "s3://by-hand"}, operator="bob")
+    await scenario.reply_success({"result_path": "s3://a"})
+    await scenario.reply_success({"result_path": "s3://r.csv"})
+    process = await scenario.manager.get(scenario.process_id)
+    assert process is not None and process.status is ProcessStatus.COMPLETED
+    assert process.state.query_result_path == "s3://by-hand"
+    result = await scenario.replay()
+    assert result.ok, [str(m) for m in result.mismatches]
+    assert "operator retry of statement_query" in [label for label, _ in result.history]
+
+
 async def test_timeout_stories_replay() -> None:
     scenario: ProcessScenario[StatementReportState] = ProcessScenario(TimedReport)
     await scenario.start(REQUEST)
@@ -154,7 +174,7 @@ async def test_timeout_stories_replay() -> None:
     await scenario.fire_timeout()  # RETRY
     await scenario.reply_success({"result_path": "s3://late"}, command=first)  # stale
     await scenario.fire_timeout()  # TSQ
-    scenario.expect_status(ProcessStatus.WAITING_FOR_TSQ, error_code="STEP_TIMEOUT")
+    scenario.expect_status(ProcessStatus.WAITING_FOR_OPERATOR, error_code="STEP_TIMEOUT")
     await scenario.reply_success({"result_path": "s3://q"})  # the late reply continues
     result = await scenario.replay()
     assert result.ok, [str(m) for m in result.mismatches]

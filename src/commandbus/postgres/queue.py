@@ -93,6 +93,14 @@ class PostgresMessageQueue:
             cur = await c.execute(Q.set_visibility, params)
             return bool(cur.rowcount > 0)
 
+    async def release(self, queue: str, msg_ids: Sequence[int], *, conn: Any | None = None) -> int:
+        if not msg_ids:
+            return 0
+        params = {"queue": queue, "msg_ids": list(msg_ids)}
+        async with statement_conn(self._pool, conn) as c:
+            cur = await c.execute(Q.release, params)
+            return int(cur.rowcount)
+
     async def depth(self, queue: str, *, conn: Any | None = None) -> int:
         async with statement_conn(self._pool, conn) as c:
             cur = await c.execute(Q.depth, {"queue": queue})

@@ -318,6 +318,30 @@ class BaseProcessManager(ABC, Generic[TState, TStep]):
         Canceling a process that already compensates changes nothing."""
         return await self.runtime.cancel(process_id, reason, conn=conn)
 
+    async def retry_step(
+        self, process_id: UUID | str, *, operator: str | None = None, conn: Conn | None = None
+    ) -> ProcessMetadata[TState, TStep]:
+        """An operator's decision for a process that needs one (WAITING_FOR_OPERATOR after a
+        step timeout, or WAITING_FOR_TSQ): send its awaited step again, as a new command.
+        The old command is withdrawn if it has not started (if it has, its late reply is
+        ignored). Raises ``ProcessNotFoundError``, or ``InvalidOperationError`` when the
+        process does not wait for an operator."""
+        return await self.runtime.retry_step(process_id, operator=operator, conn=conn)
+
+    async def complete_step(
+        self,
+        process_id: UUID | str,
+        result: dict[str, Any] | None = None,
+        *,
+        operator: str | None = None,
+        conn: Conn | None = None,
+    ) -> ProcessMetadata[TState, TStep]:
+        """An operator's decision for a process that needs one: the awaited step counts
+        as done with ``result`` (``update_state`` sees a SUCCESS reply with that data) and
+        the process goes on. Its command is withdrawn if it has not started (or, in the
+        TSQ, canceled there). Same errors as ``retry_step``."""
+        return await self.runtime.complete_step(process_id, result, operator=operator, conn=conn)
+
     # -- queries -----------------------------------------------------------------------
 
     async def get(

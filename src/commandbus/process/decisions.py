@@ -55,7 +55,27 @@ class CancelRequested:
     awaited_started: bool = False
 
 
-IncomingMessage = ReplyReceived | TimerFired | CancelRequested
+@dataclass(frozen=True)
+class StepRetryRequested:
+    """An operator re-sends the awaited step of a process that needs one (a new command;
+    the old one is withdrawn if it has not started)."""
+
+    operator: str | None = None
+
+
+@dataclass(frozen=True)
+class StepCompletionRequested:
+    """An operator completes the awaited step with ``result``, as if its command had
+    replied SUCCESS with that data (the command is withdrawn if it has not started)."""
+
+    result: JsonObject
+    operator: str | None = None
+
+
+OperatorRequest = StepRetryRequested | StepCompletionRequested
+IncomingMessage = (
+    ReplyReceived | TimerFired | CancelRequested | StepRetryRequested | StepCompletionRequested
+)
 
 
 def timer_message(domain: str, process_id: UUID, command_id: UUID, fire_at: datetime) -> JsonObject:
@@ -125,6 +145,7 @@ class Ignored(StrEnum):
     TIMER_WAITING_FOR_OPERATOR = "timer_waiting_for_operator"
     TIMER_WHILE_CANCELING = "timer_while_canceling"  # the cancel waits for the reply
     ALREADY_COMPENSATING = "already_compensating"
+    NOT_WAITING_FOR_OPERATOR = "not_waiting_for_operator"  # a step action out of place
     #: decided by the engine, before the kernel: no such process, no correlation id
     UNKNOWN_PROCESS = "unknown_process"
     NO_CORRELATION = "no_correlation"

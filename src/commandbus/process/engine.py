@@ -13,8 +13,10 @@ the reply queue). The caller deletes the handled messages in the same transactio
 Nothing is written for a message until the whole batch is decided, so one bad message is
 isolated without a savepoint: a hook that raises (``ProcessHookError``) leaves that message
 for a later retry, or parks it in the message log once it was read ``max_reply_attempts``
-times; a state that cannot be loaded fails its process (``STATE_LOAD_FAILED``, the stored
-state is kept as is) and parks the message. The other messages of the batch go through.
+times; a state that cannot be loaded (a ``from_dict`` bug after a deploy) parks the message
+and flags its process (error ``STATE_LOAD_FAILED``; status, state and awaited command are
+kept), so that replaying the parked message after the fix continues the process. The other
+messages of the batch go through.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from uuid import UUID
 from commandbus.models import JsonObject, SendRequest
 from commandbus.policies import RetryPolicy
 from commandbus.ports import Backend, Conn
+from commandbus.process.decisions import StepCompletionRequested, StepRetryRequested
 from commandbus.process.errors import ProcessAlreadyExistsError, ProcessHookError, StateLoadError
 from commandbus.process.kernel import (
     CancelRequested,
@@ -49,7 +52,6 @@ from commandbus.process.models import (
     ProcessMessageRecord,
     ProcessMetadata,
     ProcessSnapshot,
-    ProcessStatus,
 )
 from commandbus.process.repository import (
     JsonText,
@@ -340,7 +342,7 @@ class ProcessEngine:
                 if raise_errors:
                     raise
                 failed_load.add(env.process_id)
-                self._fail_unloadable(staged, snap.process, exc, now)
+                self._flag_unloadable(staged, snap.process, exc, now)
                 return self._log(staged, env, parked, str(exc), snap.process, exception=exc)
             typed[env.process_id] = current
         manager, snapshot, version = current
@@ -439,7 +441,7 @@ class ProcessEngine:
             command_id,
             reason,
         )
-        if isinstance(message, CancelRequested):
+        if isinstance(message, CancelRequested | StepRetryRequested | StepCompletionRequested):
             return handled  # a manager call, not a queue message: nothing to keep
         staged.messages.append(
             ProcessMessageRecord(
@@ -455,23 +457,20 @@ class ProcessEngine:
         )
         return handled
 
-    def _fail_unloadable(
+    def _flag_unloadable(
         self,
         staged: Staged,
         process: ProcessMetadata[Any, Any],
         exc: StateLoadError,
         now: datetime,
     ) -> None:
-        """FAIL a process whose state cannot be loaded; its stored state stays as it is."""
+        """Flag a process whose state cannot be loaded (error ``STATE_LOAD_FAILED``) and
+        leave it as it is otherwise: its status, its stored state and what it awaits. The
+        message is parked; once the code is fixed, replaying it continues the process."""
         if process.status.is_terminal:
             return
         raw = process.copy(
-            status=ProcessStatus.FAILED,
-            error_code=STATE_LOAD_FAILED,
-            error_message=storable_text(exc),
-            completed_at=now,
-            awaiting_command_id=None,
-            deadline_at=None,
+            error_code=STATE_LOAD_FAILED, error_message=storable_text(exc), updated_at=now
         )
         staged.updates[(process.domain, process.process_id)] = raw
 

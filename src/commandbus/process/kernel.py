@@ -42,6 +42,7 @@ Rules (ARCHITECTURE §1.2, §5):
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -57,8 +58,10 @@ from commandbus.process.decisions import (
     Decision,
     Ignored,
     IncomingMessage,
+    OperatorRequest,
     OutgoingCommand,
     ReplyReceived,
+    StepCompletionRequested,
     TimerFired,
     TimerRequest,
     command_id_for,
@@ -107,6 +110,9 @@ STEP_TIMEOUT = "STEP_TIMEOUT"
 COMPENSATION_FAILED = "COMPENSATION_FAILED"
 #: The error code on the audit entry of a command withdrawn before it started.
 WITHDRAWN = "WITHDRAWN"
+#: Error codes on the audit entry of a step an operator retried or completed.
+OPERATOR_RETRY = "OPERATOR_RETRY"
+OPERATOR_COMPLETED = "OPERATOR_COMPLETED"
 
 
 class ProcessHooks(Protocol[S, T]):
@@ -185,7 +191,9 @@ async def decide(
         return await _on_reply(hooks, snapshot, message.reply, now, copy_state)
     if isinstance(message, TimerFired):
         return await _on_timer(hooks, snapshot, message.command_id, now, copy_state)
-    return await _on_cancel(hooks, snapshot, message, now, copy_state)
+    if isinstance(message, CancelRequested):
+        return await _on_cancel(hooks, snapshot, message, now, copy_state)
+    return await _on_operator(hooks, snapshot, message, now, copy_state)
 
 
 async def _on_reply(
@@ -278,7 +286,7 @@ async def _on_timer(
     entry = snapshot.entry_for(command_id)
     if entry is None or entry.is_answered:
         return Decision.ignore(Ignored.TIMER_ANSWERED, "timer for a command already answered")
-    if process.status is ProcessStatus.WAITING_FOR_TSQ:
+    if process.status.needs_operator:
         return Decision.ignore(
             Ignored.TIMER_WAITING_FOR_OPERATOR, "timer while the process waits for an operator"
         )
@@ -306,7 +314,7 @@ async def _on_timer(
             await draft.send(step, AuditEntryKind.STEP)
             draft.process.status = ProcessStatus.WAITING_FOR_REPLY
         case TimeoutAction.TSQ:
-            draft.process.status = ProcessStatus.WAITING_FOR_TSQ
+            draft.process.status = ProcessStatus.WAITING_FOR_OPERATOR
             draft.process.deadline_at = None
             draft.set_error(STEP_TIMEOUT, message)
         case TimeoutAction.COMPENSATE:
@@ -349,6 +357,56 @@ async def _on_cancel(
         draft.withdrawals.append(awaited.command_id)  # not started: it must never run
         draft.record_withdrawn(awaited, cancel.reason)
     await draft.compensate(ProcessStatus.CANCELED)
+    return draft.decision()
+
+
+async def _on_operator(
+    hooks: ProcessHooks[S, T],
+    snapshot: ProcessSnapshot[S, T],
+    request: OperatorRequest,
+    now: datetime,
+    copy_state: bool,
+) -> Decision[S, T]:
+    """An operator's decision on the awaited step of a process that needs one."""
+    process = snapshot.process
+    awaited = (
+        snapshot.entry_for(process.awaiting_command_id)
+        if process.awaiting_command_id is not None
+        else None
+    )
+    if (
+        not process.status.needs_operator
+        or awaited is None
+        or awaited.kind is not AuditEntryKind.STEP
+        or awaited.is_answered
+    ):
+        return Decision.ignore(
+            Ignored.NOT_WAITING_FOR_OPERATOR,
+            f"process is {process.status.value}, not waiting for an operator on a step",
+        )
+    by = f" by {request.operator}" if request.operator else ""
+    if isinstance(request, StepCompletionRequested):
+        reply = Reply(
+            command_id=awaited.command_id,
+            correlation_id=process.process_id,
+            outcome=ReplyOutcome.SUCCESS,
+            data=request.result,
+            error_code=OPERATOR_COMPLETED,
+            error_message=f"completed{by}",
+        )
+        decision = await _on_reply(hooks, snapshot, reply, now, copy_state)
+        return dataclasses.replace(
+            decision, withdrawals=(awaited.command_id, *decision.withdrawals)
+        )
+    draft = _Draft(hooks, snapshot, now, copy_state)
+    draft.withdrawals.append(awaited.command_id)
+    superseded = awaited.copy()
+    superseded.error_code = OPERATOR_RETRY
+    superseded.error_message = f"retried{by}"
+    draft.audit_updates.append(superseded)
+    await draft.send(draft.parse(awaited.step_name), AuditEntryKind.STEP)
+    draft.process.status = ProcessStatus.WAITING_FOR_REPLY
+    draft.set_error(None, None)
     return draft.decision()
 
 

@@ -65,6 +65,10 @@ class ProcessStatus(StrEnum):
     IN_PROGRESS = "IN_PROGRESS"
     WAITING_FOR_REPLY = "WAITING"
     WAITING_FOR_TSQ = "WAITING_FOR_TSQ"
+    #: A step timed out (``TimeoutAction.TSQ``): an operator decides — retry the step,
+    #: complete it with a result, or cancel. Its command is not in the TSQ (it may still
+    #: reply late, which continues the process).
+    WAITING_FOR_OPERATOR = "WAITING_FOR_OPERATOR"
     COMPENSATING = "COMPENSATING"
     COMPLETED = "COMPLETED"
     COMPENSATED = "COMPENSATED"
@@ -74,6 +78,12 @@ class ProcessStatus(StrEnum):
     @property
     def is_terminal(self) -> bool:
         return self in _TERMINAL
+
+    @property
+    def needs_operator(self) -> bool:
+        """The process waits for a person: its step's command is in the troubleshooting
+        queue, or the step timed out."""
+        return self in (ProcessStatus.WAITING_FOR_TSQ, ProcessStatus.WAITING_FOR_OPERATOR)
 
 
 _TERMINAL = frozenset(
@@ -118,8 +128,10 @@ class AuditEntryKind(StrEnum):
 class TimeoutAction(StrEnum):
     """What a process does when the command of a step did not reply in time.
 
-    - ``TSQ`` (default): park the process WAITING_FOR_TSQ with error ``STEP_TIMEOUT`` for an
-      operator; the command stays awaited, so a late reply still continues the process.
+    - ``TSQ`` (default): park the process WAITING_FOR_OPERATOR with error ``STEP_TIMEOUT``;
+      an operator retries the step, completes it with a result, or cancels the process
+      (``retry_step``, ``complete_step``, ``cancel``). The command stays awaited, so a
+      late reply still continues the process.
     - ``RETRY``: send the step again as a new command; a late reply to the old one is
       ignored. Only safe when the step's handler is idempotent.
     - ``COMPENSATE``: give up the step and compensate the completed ones; ends FAILED.

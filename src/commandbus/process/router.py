@@ -1,20 +1,23 @@
 """``ProcessReplyRouter``: drives processes from their reply queue.
 
-One batch = one transaction: read up to ``batch_size`` messages from the reply queue
-(``FOR UPDATE SKIP LOCKED``: several routers, on several machines, share a queue safely),
-lock the processes they concern, decide every message with the pure kernel, write the
-outcome (process rows, audit, next commands, timers, message log) and delete the handled
-messages — all committed together, so a crash at any point either applies a reply entirely
-or leaves it in the queue to be handled again. Because the queue read is part of the
-transaction, a batch that fails as a whole is rolled back and its messages are visible to
-the next reader at once.
+A batch is read in a transaction of its own (``FOR UPDATE SKIP LOCKED``: several
+routers, on several machines, share a queue safely), which counts each delivery durably:
+the read count survives a router that dies while handling. Then one transaction handles
+the batch: lock the processes the messages concern, decide every message with the pure
+kernel, write the outcome (process rows, audit, next commands, timers, message log) and
+delete the handled messages — all committed together, so a crash at any point either
+applies a reply entirely or leaves it in the queue, visible again after the visibility
+timeout.
 
 Isolation of bad messages: the engine decides every message before writing anything, so
 a message whose hook raises is simply left out (retried after the visibility timeout,
 parked after ``max_reply_attempts`` reads) while the rest of the batch commits. If the
-batch still fails while writing (e.g. a database constraint), the router retries its
-messages one per transaction, and parks a message that fails on its own — in the message
-log, where ``replay_parked`` can put it back on the queue once the cause is fixed.
+batch still fails while writing (e.g. a database constraint), its messages are handled
+one per transaction, and a message that fails on its own is parked — in the message log,
+where ``replay_parked`` can put it back on the queue once the cause is fixed. A message
+delivered before and never acknowledged (its batch failed, or the router died on it: a
+poison reply) is always handled alone, and parked unhandled once it was delivered more
+than ``max_reply_attempts`` times, so it cannot take healthy messages down with it.
 
 Timers are messages on the same queue (``kind = commandbus.process_timer``), enqueued with
 a delay when a step with a timeout is sent, so they survive restarts like replies do.
@@ -46,6 +49,7 @@ from commandbus.process.models import (
     ProcessMetadata,
     ProcessStatus,
 )
+from commandbus.process.parked import replay_parked
 from commandbus.process.repository import ProcessRepository, ProcessWrites
 from commandbus.sanitise import describe_exception, storable_text
 from commandbus.validation import (
@@ -121,6 +125,7 @@ class ProcessReplyRouter(ConsumerLoop):
         self.reply_queue = validate_queue_name(reply_queue)
         self.batch_size = batch_size
         self.visibility_timeout = float(visibility_timeout)
+        self.max_reply_attempts = max_reply_attempts
         self.engine = ProcessEngine(
             self._backend, self.process_repo, self.managers, max_reply_attempts=max_reply_attempts
         )
@@ -130,33 +135,74 @@ class ProcessReplyRouter(ConsumerLoop):
     # -- one batch -----------------------------------------------------------------------
 
     async def process_once(self, limit: int | None = None) -> int:
-        """Handle one batch from the reply queue in one transaction; returns how many
-        messages were read (0: the queue had nothing visible)."""
+        """Handle one batch from the reply queue; returns how many messages were read
+        (0: the queue had nothing visible).
+
+        The read commits on its own first, so every delivery is counted durably (the
+        queue's read count), even when handling then kills the router process. Messages
+        read for the first time are handled together in one transaction. A message read
+        before and never acknowledged (its batch failed, or the router died on it) is a
+        suspect: it is handled alone — the rest of the read is given back uncounted
+        first — and parked unhandled once it was delivered more than
+        ``max_reply_attempts`` times, so a poison reply cannot hold back the rest."""
         limit = limit or self.batch_size
-        read: list[QueueMessage] = []
+        queue = self._backend.queue
+        read = await queue.read(self.reply_queue, limit, self.visibility_timeout)
+        if not read:
+            return 0
+        suspect = next((m for m in read if m.read_count > 1), None)
+        if suspect is None:
+            await self._handle_batch(read)
+            return len(read)
+        # Alone means alone: the other messages go back uncounted before the suspect is
+        # handled, so that if it kills the router again they are not its victims.
+        others = [m.msg_id for m in read if m is not suspect]
+        await queue.release(self.reply_queue, others)
+        await self._handle_alone(suspect)
+        return 1
+
+    async def _handle_batch(self, read: Sequence[QueueMessage]) -> None:
+        envelopes = [self._envelope(m) for m in read]
         try:
             async with self._backend.transaction() as tx:
-                read = await self._backend.queue.read(
-                    self.reply_queue, limit, self.visibility_timeout, conn=tx
-                )
-                if not read:
-                    return 0
-                envelopes = [self._envelope(m) for m in read]
                 handled = await self.engine.handle(envelopes, conn=tx)
                 await self._delete_handled(envelopes, handled, tx)
         except Exception:
-            if not read:
-                raise
             self.stats.batch_failures += 1
             logger.exception(
-                "batch of %d messages on %s failed; retrying them one by one",
+                "batch of %d messages on %s failed; handling them one by one",
                 len(read),
                 self.reply_queue,
             )
-            await self._one_by_one(len(read))
-            return len(read)
+            for message in read:
+                await self._handle_alone(message)
+            return
         self._count(handled)
-        return len(read)
+
+    async def _handle_alone(self, message: QueueMessage) -> None:
+        """Handle one message in a transaction of its own; park it if that fails, or
+        without handling it once it was delivered too often."""
+        envelope = self._envelope(message)
+        if message.read_count > self.max_reply_attempts:
+            reason = (
+                f"delivered {message.read_count} times without being acknowledged "
+                "(the router failed or died while handling it each time)"
+            )
+            logger.error("parking message %s on %s: %s", message.msg_id, self.reply_queue, reason)
+            async with self._backend.transaction() as tx:
+                await self._park_or_set_aside(envelope, message, reason, tx)
+            return
+        try:
+            async with self._backend.transaction() as tx:
+                handled = await self.engine.handle([envelope], conn=tx)
+                await self._delete_handled([envelope], handled, tx)
+            self._count(handled)
+        except Exception as exc:
+            logger.exception(
+                "message %s on %s failed on its own; parking it", message.msg_id, self.reply_queue
+            )
+            async with self._backend.transaction() as tx:
+                await self._park_or_set_aside(envelope, message, describe_exception(exc), tx)
 
     async def _delete_handled(
         self, envelopes: Sequence[Envelope], handled: Sequence[Handled], tx: Any
@@ -181,28 +227,6 @@ class ProcessReplyRouter(ConsumerLoop):
                 self.stats.parked += 1
             elif h.result is EnvelopeResult.RETRY:
                 self.stats.retried += 1
-
-    async def _one_by_one(self, count: int) -> None:
-        """After a failed batch: read the messages again and handle each in a savepoint of
-        its own; a message that fails alone is parked (and the others go through)."""
-        async with self._backend.transaction() as tx:
-            read = await self._backend.queue.read(
-                self.reply_queue, count, self.visibility_timeout, conn=tx
-            )
-            for message in read:
-                envelope = self._envelope(message)
-                try:
-                    async with self._backend.transaction(tx) as savepoint:
-                        handled = await self.engine.handle([envelope], conn=savepoint)
-                        await self._delete_handled([envelope], handled, savepoint)
-                    self._count(handled)
-                except Exception as exc:
-                    logger.exception(
-                        "message %s on %s failed on its own; parking it",
-                        message.msg_id,
-                        self.reply_queue,
-                    )
-                    await self._park_or_set_aside(envelope, message, describe_exception(exc), tx)
 
     async def _park_or_set_aside(
         self, env: Envelope, message: QueueMessage, reason: str, tx: Any
@@ -370,17 +394,9 @@ class ProcessReplyRouter(ConsumerLoop):
         )
 
     async def replay_parked(self, record_id: int) -> bool:
-        """Put a parked message back on the reply queue (after fixing its cause)."""
-        async with self._backend.transaction() as tx:
-            records = await self.process_repo.list_messages(
-                disposition=ProcessMessageDisposition.PARKED, limit=1_000_000, conn=tx
-            )
-            record = next((r for r in records if r.id == record_id), None)
-            if record is None:
-                return False
-            await self._backend.queue.enqueue(self.reply_queue, [record.message], conn=tx)
-            await self.process_repo.delete_message(record_id, conn=tx)
-        return True
+        """Put a parked message back on its reply queue (after fixing its cause); see
+        ``commandbus.process.parked``."""
+        return await replay_parked(self._backend, record_id, reply_queue=self.reply_queue)
 
 
 def _command_id(env: Envelope) -> UUID | None:

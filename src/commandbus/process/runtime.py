@@ -21,9 +21,17 @@ from typing import Any, Generic, Protocol
 from uuid import UUID, uuid4
 
 from commandbus.errors import InvalidOperationError, ProcessNotFoundError
-from commandbus.models import Reply
+from commandbus.models import JsonObject, Reply
 from commandbus.ports import Backend, Conn
-from commandbus.process.decisions import CancelRequested, Decision, Ignored, ReplyReceived
+from commandbus.process.decisions import (
+    CancelRequested,
+    Decision,
+    Ignored,
+    IncomingMessage,
+    ReplyReceived,
+    StepCompletionRequested,
+    StepRetryRequested,
+)
 from commandbus.process.engine import Envelope, ProcessEngine, SendingPolicy, checked_state
 from commandbus.process.errors import ProcessHookError
 from commandbus.process.kernel import ProcessHooks, decide_start
@@ -36,12 +44,19 @@ from commandbus.process.models import (
     TStep,
 )
 from commandbus.process.repository import ProcessRepository
-from commandbus.validation import encode_payload, validate_text, validate_uuid
+from commandbus.validation import (
+    encode_payload,
+    validate_optional_text,
+    validate_text,
+    validate_uuid,
+)
 
 __all__ = ["MAX_CANCEL_REASON_CHARS", "ProcessDefinition", "ProcessRuntime", "SendingPolicy"]
 
 #: The longest reason ``cancel`` accepts (it is stored with the process).
 MAX_CANCEL_REASON_CHARS = 10_000
+#: The longest operator name the step actions accept (stored in the audit trail).
+MAX_OPERATOR_CHARS = 200
 
 
 class ProcessDefinition(ProcessHooks[TState, TStep], Protocol):
@@ -58,6 +73,10 @@ class ProcessDefinition(ProcessHooks[TState, TStep], Protocol):
     def load_snapshot(
         self, snapshot: ProcessSnapshot[Any, Any]
     ) -> ProcessSnapshot[TState, TStep]: ...
+
+
+def _operator(operator: object) -> str | None:
+    return validate_optional_text(operator, "operator", MAX_OPERATOR_CHARS)
 
 
 def _refresh(target: ProcessMetadata[Any, Any], source: ProcessMetadata[Any, Any]) -> None:
@@ -162,22 +181,50 @@ class ProcessRuntime(Generic[TState, TStep]):
         self, process_id: UUID | str, reason: str = "canceled", *, conn: Conn | None = None
     ) -> ProcessMetadata[TState, TStep]:
         """Cancel a running process (``BaseProcessManager.cancel`` documents the rules)."""
+        reason = validate_text(reason, "reason", MAX_CANCEL_REASON_CHARS)
+        return await self._operator_call(process_id, CancelRequested(reason), "cancel", conn)
+
+    async def retry_step(
+        self, process_id: UUID | str, *, operator: str | None = None, conn: Conn | None = None
+    ) -> ProcessMetadata[TState, TStep]:
+        """Send the awaited step again (``BaseProcessManager.retry_step``)."""
+        request = StepRetryRequested(_operator(operator))
+        return await self._operator_call(process_id, request, "retry the step of", conn)
+
+    async def complete_step(
+        self,
+        process_id: UUID | str,
+        result: JsonObject | None = None,
+        *,
+        operator: str | None = None,
+        conn: Conn | None = None,
+    ) -> ProcessMetadata[TState, TStep]:
+        """Complete the awaited step with ``result`` (``BaseProcessManager.complete_step``)."""
+        max_bytes = self.definition.sending.max_payload_bytes
+        data = json.loads(encode_payload(result or {}, "result", max_bytes))
+        request = StepCompletionRequested(data, _operator(operator))
+        return await self._operator_call(process_id, request, "complete the step of", conn)
+
+    async def _operator_call(
+        self, process_id: UUID | str, message: IncomingMessage, action: str, conn: Conn | None
+    ) -> ProcessMetadata[TState, TStep]:
+        """One operator message, decided and written in one transaction; the process as
+        it is then. Raises ``ProcessNotFoundError`` or ``InvalidOperationError``."""
         domain = self.definition.domain
         pid = validate_uuid(process_id, "process_id")
-        reason = validate_text(reason, "reason", MAX_CANCEL_REASON_CHARS)
-        envelope = Envelope(raw={}, message=CancelRequested(reason), process_id=pid, domain=domain)
+        envelope = Envelope(raw={}, message=message, process_id=pid, domain=domain)
         async with self.backend.transaction(conn) as tx:
             [handled] = await self.engine.handle([envelope], conn=tx, raise_errors=True)
             if handled.ignored is Ignored.UNKNOWN_PROCESS:
                 raise ProcessNotFoundError(domain, pid)
-            if handled.ignored is Ignored.FINISHED:
-                found = await self.repo.get_by_id(domain, pid, conn=tx)
-                status = found.status.value if found is not None else "finished"
-                raise InvalidOperationError(
-                    f"cannot cancel process {pid}: it has finished ({status})"
-                )
             found = await self.repo.get_by_id(domain, pid, conn=tx)
-        assert found is not None
+            assert found is not None
+            if handled.ignored is Ignored.FINISHED:
+                raise InvalidOperationError(
+                    f"cannot {action} process {pid}: it has finished ({found.status.value})"
+                )
+            if handled.ignored is Ignored.NOT_WAITING_FOR_OPERATOR:
+                raise InvalidOperationError(f"cannot {action} process {pid}: {handled.reason}")
         return self.definition.typed(found)
 
     async def get(

@@ -234,6 +234,19 @@ class ProcessScenario(ScenarioView[S]):
         await self.manager.cancel(self.process_id, reason)
         await self._refresh(self.process_id, track=True)
 
+    async def retry_step(self, operator: str | None = None) -> None:
+        """An operator re-sends the awaited step (``manager.retry_step``), e.g. after a
+        step timeout left the process WAITING_FOR_OPERATOR."""
+        await self.manager.retry_step(self.process_id, operator=operator)
+        await self._refresh(self.process_id, track=True)
+
+    async def complete_step(
+        self, result: Mapping[str, Any] | None = None, operator: str | None = None
+    ) -> None:
+        """An operator completes the awaited step with ``result`` (``manager.complete_step``)."""
+        await self.manager.complete_step(self.process_id, dict(result or {}), operator=operator)
+        await self._refresh(self.process_id, track=True)
+
     async def fire_timeout(self) -> None:
         """Move the virtual clock to the awaited command's deadline and deliver the timer."""
         deadline = self.process.deadline_at

@@ -56,6 +56,13 @@ SET vt = statement_timestamp() + make_interval(secs => %(seconds)s::float8)
 WHERE queue_name = %(queue)s AND msg_id = %(msg_id)s;
 
 
+-- name: release
+-- Messages read but not handled: visible now, and that read uncounted.
+UPDATE commandbus.queue_message
+SET vt = statement_timestamp(), read_ct = GREATEST(read_ct - 1, 0)
+WHERE queue_name = %(queue)s AND msg_id = ANY(%(msg_ids)b::bigint[]);
+
+
 -- name: depth
 SELECT count(*) AS depth FROM commandbus.queue_message WHERE queue_name = %(queue)s;
 

@@ -16,7 +16,9 @@ from uuid import UUID
 
 from commandbus.models import JsonObject, Reply, ReplyOutcome
 from commandbus.process.base import BaseProcessManager
+from commandbus.process.decisions import StepRetryRequested
 from commandbus.process.kernel import (
+    OPERATOR_RETRY,
     WITHDRAWN,
     CancelRequested,
     Decision,
@@ -236,6 +238,15 @@ class Replayer:
                 await self.feed(
                     TimerFired(entry.command_id), entry.timed_out_at, f"timer {entry.step_name}"
                 )
+            if entry.error_code == OPERATOR_RETRY and entry.reply_outcome is None:
+                # An operator re-sent this step: the next entry is the new command.
+                following = self.audit[index + 1] if index + 1 < len(self.audit) else entry
+                message = entry.error_message or ""
+                operator = message.removeprefix("retried by ") if " by " in message else None
+                retry = StepRetryRequested(operator)
+                await self.feed(retry, following.sent_at, f"operator retry of {entry.step_name}")
+                index += 1
+                continue
             if entry.error_code == WITHDRAWN and entry.received_at is not None:
                 # Not a reply: a cancel withdrew this command before it started.
                 await self.feed(CancelRequested(self.cancel_reason()), entry.received_at, "cancel")

@@ -8,7 +8,8 @@ B and D have none). Subclass it as ``Test…`` with a ``backend`` fixture and an
 memory backend; shifting visibility deadlines for PostgreSQL).
 
 The contract is split by theme: ``FlowBehaviour``, ``TroubleshootingBehaviour``,
-``TimeoutBehaviour``, ``EdgeBehaviour`` and ``CancelBehaviour`` share ``BehaviourBase``;
+``TimeoutBehaviour``, ``EdgeBehaviour``, ``CancelBehaviour`` and ``StepActionBehaviour``
+share ``BehaviourBase``;
 ``ProcessBehaviourContract`` is all of them.
 """
 
@@ -25,11 +26,17 @@ from commandbus.testing.process_behaviour.cancel import CancelBehaviour
 from commandbus.testing.process_behaviour.edges import EdgeBehaviour
 from commandbus.testing.process_behaviour.flows import FlowBehaviour
 from commandbus.testing.process_behaviour.operators import TroubleshootingBehaviour
+from commandbus.testing.process_behaviour.step_actions import StepActionBehaviour
 from commandbus.testing.process_behaviour.timing import TimeoutBehaviour
 
 
 class ProcessBehaviourContract(
-    FlowBehaviour, TroubleshootingBehaviour, TimeoutBehaviour, EdgeBehaviour, CancelBehaviour
+    FlowBehaviour,
+    TroubleshootingBehaviour,
+    TimeoutBehaviour,
+    EdgeBehaviour,
+    CancelBehaviour,
+    StepActionBehaviour,
 ):
     """Process manager behaviour on a backend (all of it)."""
 
@@ -46,6 +53,7 @@ __all__ = [
     "PipelineStep",
     "ProcessBehaviourContract",
     "Services",
+    "StepActionBehaviour",
     "TimeoutBehaviour",
     "TroubleshootingBehaviour",
 ]

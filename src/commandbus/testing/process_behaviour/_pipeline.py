@@ -37,6 +37,11 @@ DOMAIN = "pipeline"
 REPLIES = "pipeline__process_replies"
 
 
+class RouterCrash(BaseException):
+    """Stands for the router process dying (``kill -9``, out of memory) mid-batch: not an
+    ``Exception``, so nothing in the library catches it and the transaction rolls back."""
+
+
 class PipelineStep(StrEnum):
     A = "a"
     B = "b"
@@ -84,12 +89,14 @@ class PipelineProcess(BaseProcessManager[PipelineState, PipelineStep]):
     timeouts: dict[str, float]
     timeout_action: TimeoutAction
     fail_update_on: str | None
+    crash_update_on: str | None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.timeouts = {}
         self.timeout_action = TimeoutAction.TSQ
         self.fail_update_on = None
+        self.crash_update_on = None
 
     def create_initial_state(self, initial_data: dict[str, Any]) -> PipelineState:
         if initial_data.get("invalid"):
@@ -116,6 +123,8 @@ class PipelineProcess(BaseProcessManager[PipelineState, PipelineStep]):
     def update_state(self, state: PipelineState, step: PipelineStep, reply: Reply) -> None:
         if state.poison and self.fail_update_on == step.value:
             raise RuntimeError(f"update_state bug on {step}")
+        if state.poison and self.crash_update_on == step.value:
+            raise RouterCrash(f"the router dies on {step}")
         if step in (S.UNDO_A, S.UNDO_C):
             state.undone.append(step.value)
         else:

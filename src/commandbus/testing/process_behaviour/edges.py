@@ -23,6 +23,7 @@ from commandbus.testing.process_behaviour._pipeline import (
     Env,
     OtherProcess,
     PipelineProcess,
+    RouterCrash,
     S,
 )
 
@@ -96,24 +97,65 @@ class EdgeBehaviour(BehaviourBase):
 
     # -- bad state and hook failures ---------------------------------------------------
 
-    async def test_unloadable_state_parks_reply_and_fails_process(self, env: Env) -> None:
+    async def test_unloadable_state_parks_the_reply_and_a_replay_after_the_fix_continues(
+        self, env: Env
+    ) -> None:
         pid = await env.manager.start({})
         await env.worker.process_once()
-        # Corrupt the stored state behind the manager's back.
+        # A deploy whose from_dict cannot read the stored state (here: the state changed
+        # behind the manager's back).
         repo = env.manager.process_repo
         raw = await repo.get_by_id(DOMAIN, pid)
         assert raw is not None
+        good_state = raw.state
         raw.state = {"unexpected": True}
         await repo.update(raw)
         await env.router.process_once()
         raw = await repo.get_by_id(DOMAIN, pid)
         assert raw is not None
-        assert raw.status is ProcessStatus.FAILED
+        assert raw.status is ProcessStatus.WAITING_FOR_REPLY  # not failed: flagged
         assert raw.error_code == "STATE_LOAD_FAILED"
         assert raw.state == {"unexpected": True}  # kept as it was
         [parked] = await env.router.parked_messages()
         assert parked.process_id == pid and parked.message["outcome"] == "SUCCESS"
         assert await env.backend.queue.depth(REPLIES) == 0
+        # The fix (here: the state readable again), then the operator replays the reply.
+        raw.state = good_state
+        await repo.update(raw)
+        assert parked.id is not None
+        assert await env.router.replay_parked(parked.id) is True
+        await self.drive(env)
+        p = await self.process(env, pid)
+        assert p.status is ProcessStatus.COMPLETED and p.error_code is None
+
+    async def test_a_reply_that_kills_the_router_is_parked_and_spares_its_batch(
+        self, env: Env
+    ) -> None:
+        env.manager.crash_update_on = "a"
+        bad = await env.manager.start({"poison": True})
+        good = await env.manager.start({})
+        await env.worker.process_once()  # both A commands reply: one batch of two
+        router = ProcessReplyRouter(env.backend, managers=[env.manager], max_reply_attempts=3)
+        crashes = 0
+        for _ in range(20):
+            try:
+                if await router.process_once() == 0:
+                    if await env.backend.queue.depth(REPLIES) == 0:
+                        break
+                    await self.advance(env.backend, 31)  # a lease of a dead router ran out
+            except RouterCrash:
+                crashes += 1  # a new router process would start here: same storage
+                router = ProcessReplyRouter(
+                    env.backend, managers=[env.manager], max_reply_attempts=3
+                )
+                await self.advance(env.backend, 31)
+        assert crashes == 3  # the batch once, then the suspect alone, up to the cap
+        g = await self.process(env, good)
+        assert g.current_step is S.B  # the healthy reply went through
+        b = await self.process(env, bad)
+        assert b.current_step is S.A and b.version == 1  # nothing of the poison applied
+        [parked] = await router.parked_messages()
+        assert parked.process_id == bad and "delivered 4 times" in parked.reason
 
     async def test_hook_error_is_retried_then_parked_without_blocking_others(
         self, env: Env
@@ -132,8 +174,10 @@ class EdgeBehaviour(BehaviourBase):
         await self.advance(env.backend, 31)  # the failed reply becomes visible again
         await router.process_once()
         assert router.stats.parked == 1
+        # The failed reply is a suspect now: handled alone, the good one given back ...
+        await router.process_once()
         g = await self.process(env, good)
-        assert g.current_step is S.B  # applied in the same batch as the parked one
+        assert g.current_step is S.B  # ... and applied right after
         [parked] = await router.parked_messages()
         assert parked.process_id == bad and "update_state" in parked.reason
         # Fix the bug and replay: the process continues.

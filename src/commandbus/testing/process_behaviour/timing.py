@@ -37,8 +37,10 @@ class TimeoutBehaviour(BehaviourBase):
         await self.advance(env.backend, 31)
         assert await env.router.process_once() == 1  # the timer
         p = await self.process(env, pid)
-        assert p.status is ProcessStatus.WAITING_FOR_TSQ
+        # The status says what is true: an operator decides (nothing is in the TSQ).
+        assert p.status is ProcessStatus.WAITING_FOR_OPERATOR
         assert p.error_code == "STEP_TIMEOUT"
+        assert await env.tsq.count_troubleshooting(DOMAIN) == 0
         trail = await env.manager.get_audit_trail(pid)
         assert trail[1].timed_out_at is not None and trail[1].reply_outcome is None
         await self.drive(env)  # B's reply arrives late: still awaited -> continues
@@ -130,4 +132,4 @@ class TimeoutBehaviour(BehaviourBase):
         await env.router.recover(later, refire_timers=True)
         assert await env.router.process_once() == 1
         p = await self.process(env, pid)
-        assert p.status is ProcessStatus.WAITING_FOR_TSQ and p.error_code == "STEP_TIMEOUT"
+        assert p.status is ProcessStatus.WAITING_FOR_OPERATOR and p.error_code == "STEP_TIMEOUT"
