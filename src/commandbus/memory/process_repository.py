@@ -79,6 +79,8 @@ class _LogRow:
 def _stored_entry(entry: ProcessAuditEntry) -> ProcessAuditEntry:
     return replace(
         entry,
+        # A text column in PostgreSQL: a StrEnum step comes back as the plain str.
+        step_name=str(entry.step_name),
         command_data=_encode(entry.command_data) if entry.command_data is not None else None,  # type: ignore[arg-type]
         reply_data=_encode(entry.reply_data) if entry.reply_data is not None else None,  # type: ignore[arg-type]
         reply_outcome=ReplyOutcome(entry.reply_outcome) if entry.reply_outcome else None,
@@ -170,7 +172,7 @@ class InMemoryProcessRepository:
 
     # -- the seed's API ------------------------------------------------------------------
 
-    async def save(self, process: AnyProcess, *, conn: Conn | None = None) -> None:
+    async def save(self, process: AnyProcess, conn: Conn | None = None) -> None:
         async with self._backend.transaction(conn) as tx:
             key = (process.domain, process.process_id)
             if await self._rows.unique(tx, key) is not None:
@@ -181,11 +183,11 @@ class InMemoryProcessRepository:
         process.version = 1
         process.updated_at = now
 
-    async def update(self, process: AnyProcess, *, conn: Conn | None = None) -> None:
+    async def update(self, process: AnyProcess, conn: Conn | None = None) -> None:
         await self.apply(ProcessWrites(updates=[process]), conn=conn)
 
     async def get_by_id(
-        self, domain: str, process_id: UUID, *, conn: Conn | None = None
+        self, domain: str, process_id: UUID, conn: Conn | None = None
     ) -> AnyProcess | None:
         async with self._backend.transaction(conn) as tx:
             stored = self._rows.get(tx, (domain, process_id))
@@ -195,9 +197,9 @@ class InMemoryProcessRepository:
         self,
         domain: str,
         statuses: Sequence[ProcessStatus],
+        conn: Conn | None = None,
         *,
         limit: int | None = None,
-        conn: Conn | None = None,
     ) -> list[AnyProcess]:
         wanted = {ProcessStatus(s) for s in statuses}
         async with self._backend.transaction(conn) as tx:
@@ -214,7 +216,6 @@ class InMemoryProcessRepository:
         domain: str,
         process_id: UUID,
         entry: ProcessAuditEntry,
-        *,
         conn: Conn | None = None,
     ) -> None:
         await self.apply(ProcessWrites(audit_inserts=[(domain, process_id, entry)]), conn=conn)
@@ -225,20 +226,19 @@ class InMemoryProcessRepository:
         process_id: UUID,
         command_id: UUID,
         entry: ProcessAuditEntry,
-        *,
         conn: Conn | None = None,
     ) -> None:
         entry = replace(entry, command_id=command_id)
         await self.apply(ProcessWrites(audit_updates=[(domain, process_id, entry)]), conn=conn)
 
     async def get_audit_trail(
-        self, domain: str, process_id: UUID, *, conn: Conn | None = None
+        self, domain: str, process_id: UUID, conn: Conn | None = None
     ) -> list[ProcessAuditEntry]:
         async with self._backend.transaction(conn) as tx:
             return self._audit_of(tx, (domain, process_id))
 
     async def get_completed_steps(
-        self, domain: str, process_id: UUID, *, conn: Conn | None = None
+        self, domain: str, process_id: UUID, conn: Conn | None = None
     ) -> list[str]:
         return completed_steps(await self.get_audit_trail(domain, process_id, conn=conn))
 

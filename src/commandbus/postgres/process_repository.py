@@ -213,7 +213,7 @@ class PostgresProcessRepository:
 
     # -- the seed's API ------------------------------------------------------------------
 
-    async def save(self, process: AnyProcess, *, conn: Conn | None = None) -> None:
+    async def save(self, process: AnyProcess, conn: Conn | None = None) -> None:
         cols = _insert_columns([process])
         async with statement_conn(self._pool, conn) as c:
             cur = await c.execute(Q.insert_processes, cols)
@@ -223,11 +223,11 @@ class PostgresProcessRepository:
         process.version = 1
         process.updated_at = row[1]
 
-    async def update(self, process: AnyProcess, *, conn: Conn | None = None) -> None:
+    async def update(self, process: AnyProcess, conn: Conn | None = None) -> None:
         await self.apply(ProcessWrites(updates=[process]), conn=conn)
 
     async def get_by_id(
-        self, domain: str, process_id: UUID, *, conn: Conn | None = None
+        self, domain: str, process_id: UUID, conn: Conn | None = None
     ) -> AnyProcess | None:
         async with statement_conn(self._pool, conn) as c:
             cur = fast_cursor(c)
@@ -239,9 +239,9 @@ class PostgresProcessRepository:
         self,
         domain: str,
         statuses: Sequence[ProcessStatus],
+        conn: Conn | None = None,
         *,
         limit: int | None = None,
-        conn: Conn | None = None,
     ) -> list[AnyProcess]:
         params = {
             "domain": domain,
@@ -259,7 +259,6 @@ class PostgresProcessRepository:
         domain: str,
         process_id: UUID,
         entry: ProcessAuditEntry,
-        *,
         conn: Conn | None = None,
     ) -> None:
         async with statement_conn(self._pool, conn) as c:
@@ -271,7 +270,6 @@ class PostgresProcessRepository:
         process_id: UUID,
         command_id: UUID,
         entry: ProcessAuditEntry,
-        *,
         conn: Conn | None = None,
     ) -> None:
         cols = _reply_columns([(domain, process_id, entry)])
@@ -280,7 +278,7 @@ class PostgresProcessRepository:
             await c.execute(Q.update_audit, cols)
 
     async def get_audit_trail(
-        self, domain: str, process_id: UUID, *, conn: Conn | None = None
+        self, domain: str, process_id: UUID, conn: Conn | None = None
     ) -> list[ProcessAuditEntry]:
         async with statement_conn(self._pool, conn) as c:
             cur = fast_cursor(c)
@@ -289,7 +287,7 @@ class PostgresProcessRepository:
         return [_entry_of(r, 2) for r in rows]
 
     async def get_completed_steps(
-        self, domain: str, process_id: UUID, *, conn: Conn | None = None
+        self, domain: str, process_id: UUID, conn: Conn | None = None
     ) -> list[str]:
         return completed_steps(await self.get_audit_trail(domain, process_id, conn=conn))
 

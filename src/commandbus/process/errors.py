@@ -45,16 +45,23 @@ class ProcessDefinitionError(CommandBusError, TypeError):
 
 
 class ProcessVersionConflictError(CommandBusError):
-    """An update expected a process version that is no longer current (a concurrent
-    writer changed the process); nothing of the transaction was applied."""
+    """An update expected a process version that is not the stored one: a concurrent
+    writer changed the process since it was loaded, the object was not loaded from storage
+    (built by the caller: its ``version`` is 0), or the process does not exist. Nothing of
+    the transaction was applied.
+
+    Updates are optimistic: load the process (``get_by_id``), change its fields, then
+    ``update`` it; on this error, load it again and redo the change."""
 
     def __init__(self, domain: str, process_ids: list[UUID]) -> None:
         self.domain = domain
         self.process_ids = process_ids
         shown = ", ".join(str(p) for p in process_ids[:5])
         super().__init__(
-            f"process(es) {shown} in domain {domain!r} changed concurrently; "
-            "reload and decide again"
+            f"process(es) {shown} in domain {domain!r}: not the stored version (changed "
+            "concurrently, missing, or built by the caller instead of loaded). Update a "
+            "process as loaded: get_by_id(domain, process_id), change it, update(process); "
+            "on this error, load it again and redo the change"
         )
 
 

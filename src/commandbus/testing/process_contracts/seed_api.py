@@ -261,3 +261,55 @@ class SeedApiContract(RepositoryContractBase):
         assert trail[1].reply_outcome is None
         assert trail[2].kind is AuditEntryKind.COMPENSATION
         assert await repo.get_completed_steps(DOMAIN, p.process_id) == ["query"]
+
+    async def test_completed_steps_are_plain_strings(self, repo: ProcessRepository) -> None:
+        from enum import StrEnum
+
+        class Step(StrEnum):
+            QUERY = "query"
+
+        p = make_process()
+        await repo.save(p)
+        entry = make_entry("query")
+        entry.step_name = Step.QUERY  # the seed's managers log StrEnum steps
+        await repo.log_step(DOMAIN, p.process_id, entry)
+        answered = make_entry("query", command_id=entry.command_id)
+        answered.reply_outcome = ReplyOutcome.SUCCESS
+        answered.received_at = T0
+        await repo.update_step_reply(DOMAIN, p.process_id, entry.command_id, answered)
+        steps = await repo.get_completed_steps(DOMAIN, p.process_id)
+        assert steps == ["query"]
+        assert [type(s) for s in steps] == [str]  # the same on every backend
+        [logged] = await repo.get_audit_trail(DOMAIN, p.process_id)
+        assert type(logged.step_name) is str
+
+    async def test_the_seeds_methods_take_conn_positionally(
+        self, backend: Backend, repo: ProcessRepository
+    ) -> None:
+        p = make_process()
+        async with backend.transaction() as tx:
+            await repo.save(p, tx)
+            assert (await repo.get_by_id(DOMAIN, p.process_id, tx)) is not None
+            await repo.log_step(DOMAIN, p.process_id, make_entry("query"), tx)
+            assert len(await repo.get_audit_trail(DOMAIN, p.process_id, tx)) == 1
+            assert await repo.get_completed_steps(DOMAIN, p.process_id, tx) == []
+            found = await repo.find_by_status(DOMAIN, [ProcessStatus.WAITING_FOR_REPLY], tx)
+            assert [f.process_id for f in found] == [p.process_id]
+            loaded = await repo.get_by_id(DOMAIN, p.process_id, tx)
+            assert loaded is not None
+            loaded.error_code = "X"
+            await repo.update(loaded, tx)
+        got = await repo.get_by_id(DOMAIN, p.process_id)
+        assert got is not None and got.error_code == "X" and got.version == 2
+
+    async def test_updating_a_caller_built_process_says_how_to_update(
+        self, repo: ProcessRepository
+    ) -> None:
+        p = make_process()
+        await repo.save(p)
+        built = make_process(process_id=p.process_id)  # not loaded: version 0
+        built.error_code = "X"
+        with pytest.raises(ProcessVersionConflictError, match=r"get_by_id.*change it.*update"):
+            await repo.update(built)
+        got = await repo.get_by_id(DOMAIN, p.process_id)
+        assert got is not None and got.error_code is None and got.version == 1
