@@ -22,7 +22,7 @@ from examples.statement_report.handlers import register_statement_handlers
 from psycopg_pool import AsyncConnectionPool
 
 from commandbus import CommandBus, HandlerRegistry, Worker
-from commandbus.models import Reply
+from commandbus.models import Reply, ReplyOutcome
 from commandbus.postgres import PostgresBackend
 from commandbus.process import ProcessReplyRouter
 
@@ -36,7 +36,8 @@ MANAGERS = [StatementReportProcess]
 
 class RenderWritesAnotherField(StatementReportProcess):
     def update_state(self, state: StatementReportState, step: Step, reply: Reply) -> None:
-        if step is Step.RENDER:
+        # FAILED replies reach update_state too; a render result is a SUCCESS reply's.
+        if step is Step.RENDER and reply.outcome is ReplyOutcome.SUCCESS:
             state.aggregated_data_path = (reply.data or {}).get("result_path")
             return
         super().update_state(state, step, reply)

@@ -26,7 +26,11 @@ from commandbus.cli.tsq import tsq_group
 from commandbus.cli.worker import worker_group
 
 #: ``(module, attribute)`` of sub-command groups registered when their module imports.
-OPTIONAL_NOUNS: tuple[tuple[str, str], ...] = (("commandbus.cli.process", "process_group"),)
+OPTIONAL_NOUNS: tuple[tuple[str, str], ...] = (
+    ("commandbus.cli.process_ops", "process_group"),
+    ("commandbus.cli.router", "router_group"),
+    ("commandbus.cli.router", "run_cmd"),
+)
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 

@@ -25,11 +25,14 @@ from commandbus.cli._common import (
     print_json,
     run,
     state,
+    to_jsonable,
 )
 from commandbus.errors import ProcessNotFoundError
+from commandbus.process.engine import STATE_LOAD_FAILED
 from commandbus.process.models import (
     AuditEntryKind,
     ProcessAuditEntry,
+    ProcessMessageDisposition,
     ProcessMessageRecord,
     ProcessMetadata,
     ProcessStatus,
@@ -41,6 +44,7 @@ EXIT_NOT_REPLAYABLE = 2
 _PROCESS_STATUS_STYLES = {
     "WAITING": "cyan",
     "WAITING_FOR_TSQ": "magenta",
+    "WAITING_FOR_OPERATOR": "bold magenta",
     "COMPENSATING": "yellow",
     "COMPLETED": "green",
     "COMPENSATED": "yellow",
@@ -95,6 +99,13 @@ def process_group() -> None:
     show_default=True,
     help="Show at most this many per domain (oldest first).",
 )
+@option(
+    "--attention",
+    envvar="COMMANDBUS_ATTENTION",
+    is_flag=True,
+    help="Only processes that need a person: a step timed out, a command in the "
+    "troubleshooting queue, a state that does not load, or parked messages.",
+)
 @json_option()
 @click.pass_context
 def process_list_cmd(
@@ -103,30 +114,49 @@ def process_list_cmd(
     statuses: tuple[str, ...],
     process_type: str | None,
     limit: int,
+    attention: bool,
     as_json: bool,
 ) -> None:
-    """List processes, oldest first."""
+    """List processes, oldest first; those that need attention say why."""
     url = state(ctx).database_url()
     wanted = [_status(s) for s in statuses] or list(ProcessStatus)
 
-    async def fetch() -> list[ProcessMetadata[Any, Any]]:
+    async def fetch() -> tuple[list[ProcessMetadata[Any, Any]], dict[UUID, int]]:
         async with connect(url, max_size=1) as backend:
             domains = [domain] if domain else await _domains(backend)
             found: list[ProcessMetadata[Any, Any]] = []
+            parked: dict[UUID, int] = {}
             for name in domains:
-                # With --type the repository cannot limit for us: filter, then cut.
+                for record in await backend.processes.list_messages(
+                    domain=name, disposition=ProcessMessageDisposition.PARKED, limit=100_000
+                ):
+                    if record.process_id is not None:
+                        parked[record.process_id] = parked.get(record.process_id, 0) + 1
+                # With --type or --attention the repository cannot limit for us.
+                cut_here = process_type is None and not attention
                 batch = await backend.processes.find_by_status(
-                    name, wanted, limit=limit if process_type is None else None
+                    name, wanted, limit=limit if cut_here else None
                 )
                 matching = [
-                    p for p in batch if process_type is None or p.process_type == process_type
+                    p
+                    for p in batch
+                    if (process_type is None or p.process_type == process_type)
+                    and (not attention or needs_attention(p, parked.get(p.process_id, 0)))
                 ]
                 found.extend(matching[:limit])
-            return found
+            return found, parked
 
-    processes = run(fetch())
+    processes, parked = run(fetch())
     if as_json:
-        print_json(processes)
+        print_json(
+            [
+                {
+                    **to_jsonable(p),
+                    "attention": needs_attention(p, parked.get(p.process_id, 0)),
+                }
+                for p in processes
+            ]
+        )
         return
     out = console()
     if not processes:
@@ -141,6 +171,7 @@ def process_list_cmd(
     table.add_column("step")
     table.add_column("updated", no_wrap=True)
     table.add_column("error", overflow="fold")
+    table.add_column("needs attention", overflow="fold", style="bold red")
     for p in processes:
         cells: list[str | Text] = [str(p.process_id)]
         if domain is None:
@@ -152,10 +183,25 @@ def process_list_cmd(
                 str(p.current_step or ""),
                 fmt_time(p.updated_at),
                 p.error_code or "",
+                needs_attention(p, parked.get(p.process_id, 0)) or "",
             ]
         )
         table.add_row(*cells)
     out.print(table)
+
+
+def needs_attention(process: ProcessMetadata[Any, Any], parked: int) -> str | None:
+    """Why a person must look at ``process``, or None for a healthy one."""
+    reasons = []
+    if process.status is ProcessStatus.WAITING_FOR_OPERATOR:
+        reasons.append("a step timed out: retry-step, complete-step or cancel")
+    elif process.status is ProcessStatus.WAITING_FOR_TSQ:
+        reasons.append("its command is in the troubleshooting queue")
+    if process.error_code == STATE_LOAD_FAILED and not process.status.is_terminal:
+        reasons.append("its state does not load")
+    if parked:
+        reasons.append(f"{parked} parked message(s)")
+    return "; ".join(reasons) or None
 
 
 async def _domains(backend: Any) -> list[str]:

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
-import signal
-import time
 from typing import Any
 
 import click
@@ -22,6 +18,7 @@ from commandbus.cli._common import (
     run,
     state,
 )
+from commandbus.cli._running import refuse_stale_schema, run_until_signalled
 from commandbus.handler import HandlerRegistry
 
 
@@ -192,7 +189,14 @@ def worker_run_cmd(
 def load_registry(app: str) -> HandlerRegistry:
     """Import ``module:attribute`` and return the ``HandlerRegistry`` it names."""
     target = import_target(app, "myapp.handlers:registry")
-    if not isinstance(target, HandlerRegistry) and callable(target):
+    if _is_process_managers(target):
+        raise click.BadParameter(
+            f"{app!r} names process managers, not a HandlerRegistry: run them with "
+            f"`commandbus router run --app {app}`",
+            param_hint="--app",
+        )
+    is_factory = callable(target) and not isinstance(target, type)
+    if not isinstance(target, HandlerRegistry) and is_factory:
         target = target()
     if not isinstance(target, HandlerRegistry):
         raise click.BadParameter(
@@ -200,6 +204,21 @@ def load_registry(app: str) -> HandlerRegistry:
             param_hint="--app",
         )
     return target
+
+
+def _is_process_managers(target: Any) -> bool:
+    from commandbus.process.base import BaseProcessManager
+
+    def one(item: Any) -> bool:
+        return isinstance(item, BaseProcessManager) or (
+            isinstance(item, type) and issubclass(item, BaseProcessManager)
+        )
+
+    if isinstance(target, dict):
+        return bool(target) and all(one(v) for v in target.values())
+    if isinstance(target, list | tuple):
+        return bool(target) and all(one(v) for v in target)
+    return one(target)
 
 
 async def _run_workers(
@@ -226,15 +245,7 @@ async def _run_workers(
     pool_size = len(domains) * (concurrency + 3)
     async with connect(url, max_size=pool_size) as backend:
         if verify_schema:
-            from commandbus.postgres.schema import verify_schema as problems_of
-
-            problems = await problems_of(backend.pool)
-            if problems:
-                raise click.ClickException(
-                    "the database schema is not current: "
-                    + "; ".join(problems)
-                    + ". Run `commandbus schema apply` (or pass --no-verify-schema)"
-                )
+            await refuse_stale_schema(backend)
         workers = [
             Worker(
                 backend,
@@ -247,43 +258,16 @@ async def _run_workers(
             )
             for d in domains
         ]
-        loop = asyncio.get_running_loop()
-        stopping: list[asyncio.Task[Any]] = []
-
-        def request_stop(signame: str) -> None:
-            if stopping:
-                # Second signal: stop waiting for handlers (their commands are redelivered).
-                err_console().print(f"{signame} again: cancelling running handlers")
-                for w in workers:
-                    stopping.append(asyncio.ensure_future(w.stop(timeout=0)))
-                return
-            err_console().print(
-                f"{signame}: stopping; letting running handlers finish "
-                f"(up to {stop_timeout:g}s, signal again to cancel them)"
-            )
-            for w in workers:
-                stopping.append(asyncio.ensure_future(w.stop(timeout=stop_timeout)))
-
-        installed: list[signal.Signals] = []
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):  # e.g. Windows
-                loop.add_signal_handler(sig, request_stop, sig.name)
-                installed.append(sig)
-        started = time.monotonic()
         announce()
-        try:
-            await asyncio.gather(
-                *(
-                    w.run(concurrency=concurrency, poll_interval=poll_interval, use_notify=notify)
-                    for w in workers
-                )
-            )
-            if stopping:
-                await asyncio.gather(*stopping, return_exceptions=True)
-        finally:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
-        elapsed = time.monotonic() - started
+        elapsed = await run_until_signalled(
+            workers,
+            [
+                w.run(concurrency=concurrency, poll_interval=poll_interval, use_notify=notify)
+                for w in workers
+            ],
+            stop_timeout=stop_timeout,
+            what="running handlers",
+        )
         return {
             w.domain: (
                 str(w.stats.claimed),

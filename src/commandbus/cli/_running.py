@@ -1,0 +1,75 @@
+"""Running consumers (workers, routers) until SIGINT/SIGTERM, the same way for both.
+
+The first signal asks every consumer to stop after the work in progress, waiting up to
+``stop_timeout`` seconds; a second one stops waiting (a worker's running handlers are
+cancelled, their commands are redelivered after the visibility timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Awaitable, Sequence
+from typing import Any, Protocol
+
+import click
+
+from commandbus.cli._common import err_console
+
+
+class Stoppable(Protocol):
+    def stop(self, timeout: float | None = None) -> Awaitable[None]: ...
+
+
+async def run_until_signalled(
+    consumers: Sequence[Stoppable],
+    runs: Sequence[Awaitable[Any]],
+    *,
+    stop_timeout: float,
+    what: str,
+) -> float:
+    """Await ``runs`` (each consumer's ``run()``) with the signal handlers installed;
+    returns the seconds they ran."""
+    loop = asyncio.get_running_loop()
+    stopping: list[asyncio.Future[Any]] = []
+
+    def request_stop(signame: str) -> None:
+        if stopping:
+            err_console().print(f"{signame} again: not waiting for {what} any longer")
+            stopping.extend(asyncio.ensure_future(c.stop(timeout=0)) for c in consumers)
+            return
+        err_console().print(
+            f"{signame}: stopping; letting {what} finish "
+            f"(up to {stop_timeout:g}s, signal again to stop at once)"
+        )
+        stopping.extend(asyncio.ensure_future(c.stop(timeout=stop_timeout)) for c in consumers)
+
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # e.g. Windows
+            loop.add_signal_handler(sig, request_stop, sig.name)
+            installed.append(sig)
+    started = time.monotonic()
+    try:
+        await asyncio.gather(*runs)
+        if stopping:
+            await asyncio.gather(*stopping, return_exceptions=True)
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+    return time.monotonic() - started
+
+
+async def refuse_stale_schema(backend: Any) -> None:
+    """Stop with a clear message when the database schema is missing or not current."""
+    from commandbus.postgres.schema import verify_schema as problems_of
+
+    problems = await problems_of(backend.pool)
+    if problems:
+        raise click.ClickException(
+            "the database schema is not current: "
+            + "; ".join(problems)
+            + ". Run `commandbus schema apply` (or pass --no-verify-schema)"
+        )

@@ -1,0 +1,297 @@
+"""``commandbus router run`` and ``commandbus run``: drive processes from their replies.
+
+``router run --app myapp.processes:managers`` is the process twin of ``worker run``: one
+``ProcessReplyRouter`` per reply queue of the managers, until SIGINT/SIGTERM, with its
+counters printed on exit. ``run --handlers … --processes …`` runs the workers and the
+routers an application needs together, in one process.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from commandbus.cli._common import (
+    connect,
+    err_console,
+    import_target,
+    new_table,
+    option,
+    redact,
+    run,
+    state,
+)
+from commandbus.cli._running import refuse_stale_schema, run_until_signalled
+from commandbus.cli.process import build_managers
+from commandbus.handler import HandlerRegistry
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def load_managers_target(app: str) -> Any:
+    """Import what ``--app`` names; a HandlerRegistry gets a pointer to ``worker run``."""
+    target = import_target(app, "myapp.processes:managers")
+    if isinstance(target, HandlerRegistry):
+        raise click.BadParameter(
+            f"{app!r} names a HandlerRegistry, not process managers: run its handlers with "
+            f"`commandbus worker run --app {app}`",
+            param_hint="--app",
+        )
+    return target
+
+
+def consumer_options(func: F) -> F:
+    """The options every router run takes (also ``commandbus run``)."""
+    for decorate in reversed(
+        [
+            option(
+                "--poll-interval",
+                envvar="COMMANDBUS_POLL_INTERVAL",
+                type=click.FloatRange(0, 3600, min_open=True),
+                default=1.0,
+                show_default=True,
+                help="Seconds between polls when idle (NOTIFY wakes sooner).",
+            ),
+            option(
+                "--notify/--no-notify",
+                envvar="COMMANDBUS_NOTIFY",
+                default=True,
+                show_default=True,
+                help="Wake up on LISTEN/NOTIFY as well as by polling.",
+            ),
+            option(
+                "--verify-schema/--no-verify-schema",
+                envvar="COMMANDBUS_VERIFY_SCHEMA",
+                default=True,
+                show_default=True,
+                help="Refuse to start when the database schema is missing or not current.",
+            ),
+            option(
+                "--stop-timeout",
+                envvar="COMMANDBUS_STOP_TIMEOUT",
+                type=click.FloatRange(0),
+                default=30.0,
+                show_default=True,
+                help="On SIGINT/SIGTERM, seconds to let the work in progress finish.",
+            ),
+        ]
+    ):
+        func = decorate(func)
+    return func
+
+
+@click.group("router")
+def router_group() -> None:
+    """Run routers that drive process managers from their reply queues."""
+
+
+@router_group.command("run")
+@option(
+    "--app",
+    "-a",
+    envvar="COMMANDBUS_APP",
+    required=True,
+    metavar="MODULE:ATTRIBUTE",
+    help="Where your process managers are, e.g. 'myapp.processes:managers': a list or "
+    "{process_type: manager} dict of managers or manager classes, or a function taking a "
+    "CommandBus and returning one. The current directory is importable.",
+)
+@option(
+    "--concurrency",
+    "-c",
+    envvar="COMMANDBUS_CONCURRENCY",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Batches handled at once per reply queue (each its own transaction).",
+)
+@option(
+    "--batch-size",
+    envvar="COMMANDBUS_BATCH_SIZE",
+    type=click.IntRange(1, 10_000),
+    default=100,
+    show_default=True,
+    help="Reply-queue messages read per batch.",
+)
+@option(
+    "--max-reply-attempts",
+    envvar="COMMANDBUS_MAX_REPLY_ATTEMPTS",
+    type=click.IntRange(1, 1_000),
+    default=5,
+    show_default=True,
+    help="Deliveries of a message that keeps failing before it is parked.",
+)
+@consumer_options
+@click.pass_context
+def router_run_cmd(
+    ctx: click.Context,
+    app: str,
+    concurrency: int,
+    batch_size: int,
+    max_reply_attempts: int,
+    poll_interval: float,
+    notify: bool,
+    verify_schema: bool,
+    stop_timeout: float,
+) -> None:
+    """Drive the processes of --app from their reply queues until SIGINT or SIGTERM."""
+    target = load_managers_target(app)
+    url = state(ctx).database_url()
+
+    async def serve() -> list[tuple[str, ...]]:
+        from commandbus.bus import CommandBus
+
+        async with connect(url, max_size=2 * concurrency + 4) as backend:
+            if verify_schema:
+                await refuse_stale_schema(backend)
+            routers = make_routers(
+                build_managers(target, CommandBus(backend), app),
+                backend,
+                batch_size=batch_size,
+                max_reply_attempts=max_reply_attempts,
+            )
+            err_console().print(
+                f"[bold]commandbus router[/] (pid {os.getpid()}) on {redact(url)}: "
+                f"reply queue(s) {', '.join(r.reply_queue for r in routers)}, concurrency "
+                f"{concurrency}. Ctrl-C to stop."
+            )
+            runs = [
+                r.run(poll_interval, concurrency=concurrency, use_notify=notify) for r in routers
+            ]
+            elapsed = await run_until_signalled(
+                routers, runs, stop_timeout=stop_timeout, what="batches in progress"
+            )
+            return [router_stats(r, elapsed) for r in routers]
+
+    print_router_stats(run(serve()))
+
+
+def make_routers(managers: list[Any], backend: Any, **options: Any) -> list[Any]:
+    """One router per reply queue the managers use."""
+    from commandbus.process.router import ProcessReplyRouter
+
+    by_queue: dict[str, list[Any]] = {}
+    for manager in managers:
+        by_queue.setdefault(manager.reply_queue, []).append(manager)
+    return [
+        ProcessReplyRouter(backend, managers=group, reply_queue=queue, **options)
+        for queue, group in sorted(by_queue.items())
+    ]
+
+
+def router_stats(router: Any, elapsed: float) -> tuple[str, ...]:
+    s = router.stats
+    return (
+        router.reply_queue,
+        str(s.batches),
+        str(s.applied),
+        str(s.ignored),
+        str(s.parked),
+        str(s.retried),
+        f"{elapsed:.1f}s",
+    )
+
+
+def print_router_stats(rows: list[tuple[str, ...]]) -> None:
+    table = new_table("Router stopped")
+    for header in ("reply queue", "batches", "applied", "ignored", "parked", "retried", "elapsed"):
+        table.add_column(header, justify="left" if header == "reply queue" else "right")
+    for row in rows:
+        table.add_row(*row)
+    err_console().print(table)
+
+
+@click.command("run")
+@option(
+    "--handlers",
+    envvar="COMMANDBUS_HANDLERS",
+    required=True,
+    metavar="MODULE:ATTRIBUTE",
+    help="Your HandlerRegistry (as for `worker run --app`); every domain it handles is run.",
+)
+@option(
+    "--processes",
+    envvar="COMMANDBUS_PROCESSES",
+    metavar="MODULE:ATTRIBUTE",
+    help="Your process managers (as for `router run --app`); omit when there are none.",
+)
+@option(
+    "--concurrency",
+    "-c",
+    envvar="COMMANDBUS_CONCURRENCY",
+    type=click.IntRange(1, 10_000),
+    default=10,
+    show_default=True,
+    help="Handlers running at once, per domain.",
+)
+@consumer_options
+@click.pass_context
+def run_cmd(
+    ctx: click.Context,
+    handlers: str,
+    processes: str | None,
+    concurrency: int,
+    poll_interval: float,
+    notify: bool,
+    verify_schema: bool,
+    stop_timeout: float,
+) -> None:
+    """Run the workers and the routers of an application together, until SIGINT or
+    SIGTERM: one worker per domain of --handlers, one router per reply queue of
+    --processes."""
+    from commandbus.cli.worker import load_registry
+
+    registry = load_registry(handlers)
+    domains = sorted(registry.domains())
+    if not domains:
+        raise click.ClickException(f"{handlers} has no handlers registered")
+    target = load_managers_target(processes) if processes else None
+    url = state(ctx).database_url()
+
+    async def serve() -> tuple[list[Any], list[tuple[str, ...]], float]:
+        from commandbus.bus import CommandBus
+        from commandbus.worker import Worker
+
+        async with connect(url, max_size=len(domains) * (concurrency + 3) + 6) as backend:
+            if verify_schema:
+                await refuse_stale_schema(backend)
+            workers = [Worker(backend, d, registry) for d in domains]
+            managers = (
+                build_managers(target, CommandBus(backend), processes or "") if target else []
+            )
+            routers = make_routers(managers, backend)
+            queues = ", ".join(r.reply_queue for r in routers) or "none"
+            err_console().print(
+                f"[bold]commandbus run[/] (pid {os.getpid()}) on {redact(url)}: workers for "
+                f"{', '.join(domains)}, routers for {queues}. Ctrl-C to stop."
+            )
+            runs = [
+                *(
+                    w.run(concurrency=concurrency, poll_interval=poll_interval, use_notify=notify)
+                    for w in workers
+                ),
+                *(r.run(poll_interval, use_notify=notify) for r in routers),
+            ]
+            elapsed = await run_until_signalled(
+                [*workers, *routers], runs, stop_timeout=stop_timeout, what="work in progress"
+            )
+            return workers, [router_stats(r, elapsed) for r in routers], elapsed
+
+    workers, rows, elapsed = run(serve())
+    table = new_table("Workers stopped")
+    for header in ("domain", "claimed", "completed", "retried", "to TSQ", "failed", "elapsed"):
+        table.add_column(header, justify="right" if header != "domain" else "left")
+    for w in workers:
+        s = w.stats
+        table.add_row(
+            w.domain,
+            *(str(n) for n in (s.claimed, s.completed, s.retried, s.to_troubleshooting)),
+            str(s.business_failures),
+            f"{elapsed:.1f}s",
+        )
+    err_console().print(table)
+    if rows:
+        print_router_stats(rows)
