@@ -232,3 +232,18 @@ async def test_run_refuses_nonsense_arguments(backend: Backend) -> None:
     with pytest.raises(ValidationError, match="concurrency"):
         await router.run(0.1, concurrency=0)
     assert not router.is_running
+
+
+def test_a_subclass_keeps_the_state_class_its_parent_set() -> None:
+    @dataclass
+    class RicherState(OrderState):
+        note: str = ""
+
+    class Richer(OrderProcess):
+        state_class = RicherState
+
+    class RicherStill(Richer):  # no generic arguments of its own
+        pass
+
+    assert RicherStill.state_class is RicherState
+    assert RicherStill.step_class is Step

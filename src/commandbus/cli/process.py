@@ -375,7 +375,9 @@ def process_replay_cmd(
     on) is folded through the pure kernel with the managers of --app; the result must
     equal the stored process (commands sent, status, state, error). A mismatch names
     the process, the step and the first differing field: deploying this code would
-    change what such processes do.
+    change what such processes do. A state the current code reads the same (upgraded to
+    a newer state_version, a field added with its default) is a compatible change: it
+    is listed (COMPATIBLE …) and passes --check.
     """
     url = state(ctx).database_url()
     target = load_app(app)
@@ -399,17 +401,26 @@ def process_replay_cmd(
     mismatches = [r.mismatches[0] for r in results if r.mismatches]
     not_replayable = [m for m in mismatches if m.field == "initial_data" and m.stored is None]
     different = [m for m in mismatches if m not in not_replayable]
+    # Reproduced, with differences the current code reads the same (an upgraded state).
+    compatible = [
+        {"process_id": str(r.process.process_id), "notes": r.compatible}
+        for r in results
+        if r.ok and r.compatible
+    ]
     if as_json:
         print_json(
             {
                 "replayed": len(results),
                 "reproduced": len(results) - len(mismatches),
+                "compatible": compatible,
                 "mismatches": different,
                 "not_replayable": not_replayable,
             }
         )
     else:
         _print_replay(len(results), different, not_replayable)
+        for item in compatible:
+            click.echo(f"COMPATIBLE {item['process_id']}: {'; '.join(item['notes'])}")
     if check and different:
         ctx.exit(1)
     if check and not_replayable:

@@ -33,7 +33,7 @@ from commandbus.errors import InvalidOperationError
 from commandbus.models import Reply
 from commandbus.ports import Backend, Conn
 from commandbus.process.decisions import Decision
-from commandbus.process.engine import ProcessEngine, SendingPolicy
+from commandbus.process.engine import ProcessEngine
 from commandbus.process.errors import ProcessDefinitionError, StateLoadError
 from commandbus.process.models import (
     ProcessAuditEntry,
@@ -48,6 +48,8 @@ from commandbus.process.models import (
 )
 from commandbus.process.repository import ProcessRepository
 from commandbus.process.runtime import ProcessRuntime
+from commandbus.process.staging import SendingPolicy
+from commandbus.process.versions import upgraded
 from commandbus.validation import (
     json_text,
     process_reply_queue,
@@ -95,7 +97,9 @@ class BaseProcessManager(ABC, Generic[TState, TStep]):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         _refuse_ignored_overrides(cls)
-        for base in getattr(cls, "__orig_bases__", ()):
+        # Only this class's own bases: ``__orig_bases__`` is inherited, and a subclass of a
+        # subclass must keep the state_class its parent set, not re-infer its grandparent's.
+        for base in cls.__dict__.get("__orig_bases__", ()):
             if typing.get_origin(base) is BaseProcessManager:
                 args = typing.get_args(base)
                 if len(args) == 2:
@@ -224,11 +228,14 @@ class BaseProcessManager(ABC, Generic[TState, TStep]):
         return copy.deepcopy(state)
 
     def load_state(self, data: dict[str, Any]) -> TState:
+        """The typed state of stored ``data``: upgraded to ``state_class.state_version``
+        first (``commandbus.process.versions``), then ``state_class.from_dict``."""
         state_class = getattr(self, "state_class", None)
         from_dict = getattr(state_class, "from_dict", None)
         if not callable(from_dict):
             return data  # type: ignore[return-value]
-        result: TState = from_dict(data)
+        body, _, _ = upgraded(state_class, data)
+        result: TState = from_dict(body)
         return result
 
     def typed(self, process: ProcessMetadata[Any, Any]) -> ProcessMetadata[TState, TStep]:

@@ -24,30 +24,30 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any
 from uuid import UUID
 
-from commandbus.models import JsonObject, SendRequest
+from commandbus.models import JsonObject
 from commandbus.policies import RetryPolicy
 from commandbus.ports import Backend, Conn
-from commandbus.process.decisions import StepCompletionRequested, StepRetryRequested
+from commandbus.process.decisions import (
+    StepCompletionRequested,
+    StepRetryRequested,
+)
 from commandbus.process.errors import ProcessAlreadyExistsError, ProcessHookError, StateLoadError
 from commandbus.process.kernel import (
     CancelRequested,
     Decision,
     Ignored,
     IncomingMessage,
-    ProcessHooks,
     ReplyReceived,
     TimerFired,
     decide,
-    timer_message,
 )
 from commandbus.process.models import (
-    ProcessAuditEntry,
     ProcessMessageDisposition,
     ProcessMessageRecord,
     ProcessMetadata,
@@ -57,21 +57,17 @@ from commandbus.process.repository import (
     JsonText,
     ProcessRepository,
     ProcessWrites,
-    state_to_dict,
+)
+from commandbus.process.staging import (
+    EngineManager,
+    Staged,
+    checked_state,
+    state_upgrade,
 )
 from commandbus.process.withdrawal import WITHDRAWABLE, locked_command, withdraw
 from commandbus.sanitise import storable_text
-from commandbus.validation import encode_payload
 
-__all__ = [
-    "EngineManager",
-    "Envelope",
-    "EnvelopeResult",
-    "Handled",
-    "ProcessEngine",
-    "SendingPolicy",
-    "Staged",
-]
+__all__ = ["STATE_LOAD_FAILED", "Envelope", "EnvelopeResult", "Handled", "ProcessEngine"]
 
 logger = logging.getLogger(__name__)
 
@@ -118,105 +114,6 @@ class Handled:
     ignored: Ignored | None = None
     decision: Decision[Any, Any] | None = None
     exception: BaseException | None = None
-
-
-@dataclass(frozen=True)
-class SendingPolicy:
-    """How a process type's commands are sent: their replies go to ``reply_queue``, they
-    may be attempted ``max_attempts`` times (None: the store's default) and their data is
-    held to ``max_payload_bytes``, the same limit as ``bus.send``."""
-
-    reply_queue: str
-    max_attempts: int | None
-    max_payload_bytes: int
-
-
-class EngineManager(ProcessHooks[Any, Any], Protocol):
-    """What the engine needs of a process definition besides the kernel's hooks
-    (``BaseProcessManager`` provides it): how its commands are sent, and how its stored
-    snapshots load."""
-
-    @property
-    def sending(self) -> SendingPolicy: ...
-
-    def load_snapshot(self, snapshot: ProcessSnapshot[Any, Any]) -> ProcessSnapshot[Any, Any]: ...
-
-
-@dataclass
-class Staged:
-    """Writes collected for one transaction (see ``ProcessEngine.flush``)."""
-
-    updates: dict[tuple[str, UUID], ProcessMetadata[Any, Any]] = field(default_factory=dict)
-    audit_inserts: dict[tuple[str, UUID, UUID], ProcessAuditEntry] = field(default_factory=dict)
-    audit_updates: dict[tuple[str, UUID, UUID], ProcessAuditEntry] = field(default_factory=dict)
-    messages: list[ProcessMessageRecord] = field(default_factory=list)
-    commands: list[SendRequest] = field(default_factory=list)
-    # (command_id, process_id, reason): commands to withdraw if they have not started
-    withdrawals: list[tuple[UUID, UUID, str]] = field(default_factory=list)
-    # (queue, delay) -> timer messages
-    timers: dict[tuple[str, float], list[JsonObject]] = field(default_factory=dict)
-
-    def add_decision(
-        self,
-        manager: EngineManager,
-        decision: Decision[Any, Any],
-        expected_version: int,
-        state_json: JsonText,
-    ) -> None:
-        process = decision.process
-        assert process is not None
-        key = (process.domain, process.process_id)
-        raw = process.copy(
-            state=state_json,
-            current_step=str(process.current_step) if process.current_step is not None else None,
-            version=expected_version,
-        )
-        self.updates[key] = raw
-        self.add_effects(manager, process.domain, process.process_id, decision)
-
-    def add_effects(
-        self, manager: EngineManager, domain: str, process_id: UUID, decision: Decision[Any, Any]
-    ) -> None:
-        for entry in decision.audit_inserts:
-            self.audit_inserts[(domain, process_id, entry.command_id)] = entry
-        for entry in decision.audit_updates:
-            akey = (domain, process_id, entry.command_id)
-            if akey in self.audit_inserts:  # sent and answered within one batch
-                self.audit_inserts[akey] = entry
-            else:
-                self.audit_updates[akey] = entry
-        for command in decision.commands:
-            self.commands.append(
-                SendRequest(
-                    domain=command.domain,
-                    command_type=command.command_type,
-                    command_id=command.command_id,
-                    data=command.data,
-                    correlation_id=process_id,
-                    reply_to=manager.sending.reply_queue,
-                    max_attempts=manager.sending.max_attempts,
-                    encoded_data=command.data_json,
-                )
-            )
-        if decision.withdrawals:
-            process = decision.process
-            why = f"{process.error_code}: {process.error_message}" if process else "withdrawn"
-            for command_id in decision.withdrawals:
-                self.withdrawals.append((command_id, process_id, why))
-        for timer in decision.timers:
-            message = timer_message(domain, process_id, timer.command_id, timer.fire_at)
-            queue = manager.sending.reply_queue
-            self.timers.setdefault((queue, timer.delay_seconds), []).append(message)
-
-
-def checked_state(decision: Decision[Any, Any], process_type: str) -> JsonText:
-    """The new state as stored JSON text; a state that cannot be stored (not JSON, too
-    large) is a hook failure of that message alone."""
-    assert decision.process is not None
-    try:
-        return JsonText(encode_payload(state_to_dict(decision.process.state), "process state"))
-    except Exception as exc:
-        raise ProcessHookError("to_dict", process_type, exc) from exc
 
 
 class ProcessEngine:
@@ -338,6 +235,9 @@ class ProcessEngine:
         if current is None:
             try:
                 current = (manager, manager.load_snapshot(snap), snap.process.version)
+                upgrade = state_upgrade(manager, snap.process)
+                if upgrade is not None:
+                    staged.upgrades[env.process_id] = upgrade
             except StateLoadError as exc:
                 if raise_errors:
                     raise
@@ -385,6 +285,9 @@ class ProcessEngine:
                 because=decision.ignored_because,
                 decision=decision,
             )
+        upgrade = staged.upgrades.pop(env.process_id, None)
+        if upgrade is not None:  # written for the first time since the upgrade: record it
+            staged.add_upgrade(snap.process, *upgrade, now)
         staged.add_decision(manager, decision, version, state_json)
         assert decision.process is not None
         typed[env.process_id] = (manager, _advance(snapshot, decision), version)

@@ -119,10 +119,13 @@ TResult = TypeVar("TResult")
 
 
 class AuditEntryKind(StrEnum):
-    """Whether an audit entry is a forward step or a compensation of one."""
+    """Whether an audit entry is a forward step, a compensation of one, or the upgrade of
+    the stored state to a newer ``state_version`` (not a command: ``command_type`` is
+    ``state_upgrade`` and ``command_data`` the two versions)."""
 
     STEP = "STEP"
     COMPENSATION = "COMPENSATION"
+    STATE_UPGRADE = "STATE_UPGRADE"
 
 
 class TimeoutAction(StrEnum):

@@ -27,6 +27,7 @@ from commandbus.models import JsonObject
 # the seed's import path for it.
 from commandbus.ports import JsonText, ProcessRepository, ProcessWrites
 from commandbus.process.models import completed_steps
+from commandbus.process.versions import stamped
 from commandbus.validation import json_text
 
 __all__ = [
@@ -47,7 +48,8 @@ def state_to_json(state: object) -> str:
 
 
 def state_to_dict(state: object) -> JsonObject:
-    """The JSON object stored for a state: ``state.to_dict()``, or the dict itself."""
+    """The JSON object stored for a state: ``state.to_dict()`` (with its class's
+    ``state_version``, see ``commandbus.process.versions``), or the dict itself."""
     if state is None:
         return {}
     if isinstance(state, JsonText):
@@ -58,7 +60,7 @@ def state_to_dict(state: object) -> JsonObject:
         result = to_dict()
         if not isinstance(result, dict):
             raise TypeError(f"{type(state).__name__}.to_dict() must return a dict")
-        return result
+        return stamped(state, result)  # with the class's state_version, if it has one
     if isinstance(state, dict):
         return state
     raise TypeError(f"process state of type {type(state).__name__} has no to_dict()")

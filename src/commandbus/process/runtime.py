@@ -32,7 +32,7 @@ from commandbus.process.decisions import (
     StepCompletionRequested,
     StepRetryRequested,
 )
-from commandbus.process.engine import Envelope, ProcessEngine, SendingPolicy, checked_state
+from commandbus.process.engine import Envelope, ProcessEngine
 from commandbus.process.errors import ProcessHookError
 from commandbus.process.kernel import ProcessHooks, decide_start
 from commandbus.process.models import (
@@ -44,6 +44,7 @@ from commandbus.process.models import (
     TStep,
 )
 from commandbus.process.repository import ProcessRepository
+from commandbus.process.staging import SendingPolicy, checked_state
 from commandbus.validation import (
     encode_payload,
     validate_optional_text,

@@ -14,6 +14,7 @@ from typing import Any, Generic, TypeVar
 from uuid import UUID
 
 from commandbus.process.models import (
+    AuditEntryKind,
     ProcessAuditEntry,
     ProcessMessageDisposition,
     ProcessMessageRecord,
@@ -83,7 +84,11 @@ class ScenarioView(Generic[S]):
     @property
     def sent_commands(self) -> list[SentCommand]:
         """Every command the process sent, in order (forward steps and compensations)."""
-        return [SentCommand.from_entry(i, e) for i, e in enumerate(self._audit, 1)]
+        return [
+            SentCommand.from_entry(i, e)
+            for i, e in enumerate(self._audit, 1)
+            if e.kind is not AuditEntryKind.STATE_UPGRADE  # a record, not a command
+        ]
 
     @property
     def last_sent(self) -> list[SentCommand]:

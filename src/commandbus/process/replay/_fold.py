@@ -43,6 +43,7 @@ from commandbus.process.replay._report import (
     comparable,
     first_difference,
 )
+from commandbus.process.versions import STATE_VERSION_KEY, stored_version
 
 __all__ = ["AnyManager", "Diverged", "Replayer", "error_text"]
 
@@ -75,7 +76,8 @@ class Replayer:
     ) -> None:
         self.manager = manager
         self.stored = process
-        self.audit = list(audit)
+        # State upgrades are not decisions: the replay starts at the current version.
+        self.audit = [e for e in audit if str(e.kind) != "STATE_UPGRADE"]
         self.result = result
         self.snapshot: ProcessSnapshot[Any, Any] | None = None
 
@@ -322,10 +324,36 @@ class Replayer:
         for name in PROCESS_FIELDS:
             a = comparable(name, getattr(stored, name))
             b = comparable(name, getattr(replayed, name))
+            if a != b and name == "state" and self._compatible_state(a, b):
+                continue
             if a != b:
                 path, sa, sb = first_difference(name, a, b)
                 found.append(self.mismatch(step, path, sa, sb))
         return found
+
+    def _compatible_state(self, stored: Any, replayed: Any) -> bool:
+        """Whether the stored state, read by the current code (upgraded to its
+        ``state_version``, through ``from_dict`` and ``to_dict``), is the replayed one: a
+        compatible change (a field added with a default, an upgraded version), noted in
+        ``result.compatible``. Anything else is a divergence."""
+        try:
+            normalised = comparable("state", self.manager.load_state(dict(stored)))
+        except Exception:
+            return False
+        if normalised != replayed:
+            return False
+        notes = []
+        before, after = stored_version(stored), stored_version(replayed)
+        if before != after:
+            notes.append(f"state upgraded from version {before} to {after}")
+        added = sorted(k for k in replayed if k not in stored and k != STATE_VERSION_KEY)
+        if added:
+            notes.append("field(s) added with their defaults: " + ", ".join(added))
+        removed = sorted(k for k in stored if k not in replayed and k != STATE_VERSION_KEY)
+        if removed:
+            notes.append("field(s) no longer stored: " + ", ".join(removed))
+        self.result.compatible.extend(notes or ["state written differently, read the same"])
+        return True
 
 
 def error_text(exc: BaseException) -> str:

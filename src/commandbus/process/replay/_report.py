@@ -83,6 +83,9 @@ class ReplayResult:
     replayed_audit: list[ProcessAuditEntry] = field(default_factory=list)
     #: The messages fed to the kernel, in order: ``(description, time)``.
     history: list[tuple[str, datetime]] = field(default_factory=list)
+    #: Compatible differences (not mismatches): the stored state reads the same under
+    #: the current code, e.g. "state upgraded from version 1 to 2".
+    compatible: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
