@@ -302,3 +302,40 @@ async def test_check_replay_reads_the_stored_start_inputs() -> None:
     assert [str(r.first) for r in results if not r.ok] == []
     mismatches = await check_replay(scenario.backend, [RenderWritesAnotherField(scenario.bus)])
     assert [(m.step, m.field) for m in mismatches] == [(Step.RENDER, "state.aggregated_data_path")]
+
+
+class DeadlinedReminder(StatementReportProcess):
+    """An hour for the whole report; the aggregation is sent a day after the query."""
+
+    process_timeout_seconds = 3600.0
+
+    async def build_command(self, step: Step, state: StatementReportState) -> ProcessCommand[Any]:
+        command = await super().build_command(step, state)
+        if step is Step.AGGREGATE:
+            return ProcessCommand(command.command_type, command.data, delay_seconds=86400)
+        return command
+
+
+async def test_process_deadline_and_delayed_steps_replay() -> None:
+    scenario: Scenario = ProcessScenario(DeadlinedReminder)
+    await scenario.start(REQUEST)
+    await scenario.reply_success({"result_path": "s3://q"})
+    aggregate = scenario.audit_trail[-1]
+    assert aggregate.scheduled_for is not None
+    assert (aggregate.scheduled_for - aggregate.sent_at) == timedelta(days=1)
+    await scenario.advance(3600)  # the process deadline passes while the step waits
+    scenario.expect_status(ProcessStatus.WAITING_FOR_OPERATOR, error_code="PROCESS_TIMEOUT")
+    await scenario.complete_step({"result_path": "s3://a"}, operator="ops")
+    await scenario.reply_success({"result_path": "s3://r.csv"})
+    scenario.expect_status(ProcessStatus.COMPLETED)
+    result = await scenario.replay()
+    assert result.ok, [str(m) for m in result.mismatches]
+    assert "process deadline" in [label for label, _ in result.history]
+    # The same deadline with the aggregation sent at once: a divergence in its schedule.
+    class AtOnce(DeadlinedReminder):
+        async def build_command(self, step: Step, state: StatementReportState) -> Any:
+            return await StatementReportProcess.build_command(self, step, state)
+
+    at_once = await scenario.replay(AtOnce(scenario.bus))
+    assert at_once.first is not None
+    assert at_once.first.field == "audit[2].scheduled_for"

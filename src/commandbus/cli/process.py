@@ -285,6 +285,8 @@ def process_audit_table(
         step = entry.step_name
         if entry.kind is AuditEntryKind.COMPENSATION:
             step += " (compensation)"
+        if entry.scheduled_for is not None:
+            step += f" (scheduled for {fmt_time(entry.scheduled_for)})"
         if entry.reply_outcome is not None:
             reply = process_status_text(entry.reply_outcome)
         elif entry.command_id == process.awaiting_command_id:

@@ -91,7 +91,7 @@ def _process_of(row: Sequence[Any]) -> AnyProcess:
 def _entry_of(row: Sequence[Any], at: int) -> ProcessAuditEntry:
     """An audit entry from the columns of ``row`` from index ``at`` on: step_name,
     command_id, command_type, command_data, sent_at, reply_outcome, reply_data,
-    received_at, kind, error_code, error_message, timed_out_at."""
+    received_at, kind, error_code, error_message, timed_out_at, scheduled_for."""
     outcome = row[at + 5]
     kind = row[at + 8]
     return ProcessAuditEntry(
@@ -109,6 +109,7 @@ def _entry_of(row: Sequence[Any], at: int) -> ProcessAuditEntry:
         error_code=row[at + 9],
         error_message=row[at + 10],
         timed_out_at=row[at + 11],
+        scheduled_for=row[at + 12],
     )
 
 
@@ -180,6 +181,7 @@ def _audit_columns(items: Sequence[tuple[str, UUID, ProcessAuditEntry]]) -> dict
         "error_code",
         "error_message",
         "timed_out_at",
+        "scheduled_for",
     )
     cols: dict[str, list[Any]] = {k: [] for k in names}
     for domain, process_id, e in items:
@@ -202,6 +204,7 @@ def _audit_columns(items: Sequence[tuple[str, UUID, ProcessAuditEntry]]) -> dict
         cols["error_code"].append(e.error_code)
         cols["error_message"].append(e.error_message)
         cols["timed_out_at"].append(e.timed_out_at)
+        cols["scheduled_for"].append(e.scheduled_for)
     return cols
 
 

@@ -93,6 +93,9 @@ class BaseProcessManager(ABC, Generic[TState, TStep]):
     steps: ClassVar[Sequence[StepDefinition]] = ()
     #: What a step timeout does unless ``on_step_timeout`` is overridden.
     default_timeout_action: ClassVar[TimeoutAction] = TimeoutAction.TSQ
+    #: Seconds the whole process may take from its start (None: no deadline), unless
+    #: ``get_process_timeout`` is overridden; ``on_process_timeout`` decides what then.
+    process_timeout_seconds: ClassVar[float | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -200,6 +203,17 @@ class BaseProcessManager(ABC, Generic[TState, TStep]):
         The default, ``default_timeout_action`` (TSQ), parks the process for an operator
         and keeps waiting for the reply: a timeout usually means "slow", and re-sending a
         command whose handler is not idempotent would be worse than waiting."""
+        return self.default_timeout_action
+
+    def get_process_timeout(self, state: TState) -> float | None:
+        """Seconds the whole process may take from its start (default:
+        ``process_timeout_seconds``). A durable timer is set when the process starts."""
+        return self.process_timeout_seconds
+
+    def on_process_timeout(self, state: TState) -> TimeoutAction:
+        """What to do when the process ran out of time while awaiting a step: the same
+        choices as a step timeout (``TSQ``: an operator decides, ``RETRY`` the step,
+        ``COMPENSATE``, ``FAIL``). Default: ``default_timeout_action``."""
         return self.default_timeout_action
 
     # -- helpers the kernel uses -------------------------------------------------------

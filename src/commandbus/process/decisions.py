@@ -120,6 +120,8 @@ class OutgoingCommand:
     step_name: str
     kind: AuditEntryKind
     data_json: str | None = None
+    #: Seconds before the command becomes visible to workers (0: at once).
+    delay_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,7 @@ class Ignored(StrEnum):
     TIMER_ANSWERED = "timer_answered"
     TIMER_WAITING_FOR_OPERATOR = "timer_waiting_for_operator"
     TIMER_WHILE_CANCELING = "timer_while_canceling"  # the cancel waits for the reply
+    DEADLINE_NOT_APPLICABLE = "deadline_not_applicable"  # compensating, or between steps
     ALREADY_COMPENSATING = "already_compensating"
     NOT_WAITING_FOR_OPERATOR = "not_waiting_for_operator"  # a step action out of place
     #: decided by the engine, before the kernel: no such process, no correlation id
@@ -174,6 +177,13 @@ class Decision(Generic[S, T]):
 
 
 _NAMESPACE_BYTES = PROCESS_COMMAND_NAMESPACE.bytes
+
+
+def deadline_id_for(domain: str, process_id: UUID) -> UUID:
+    """The id a process's deadline timer carries (in place of a command id)."""
+    name = f"{domain}/{process_id}/deadline".encode()
+    digest = sha1(_NAMESPACE_BYTES + name, usedforsecurity=False).digest()
+    return UUID(bytes=digest[:16], version=5)
 
 
 def command_id_for(domain: str, process_id: UUID, seq: int) -> UUID:

@@ -38,17 +38,19 @@ Rules (ARCHITECTURE §1.2, §5):
 - A step timer that fires while its command is still awaited (and the process is not
   already with an operator) asks ``on_step_timeout`` for a ``TimeoutAction``. A timer for
   a compensation command counts as a failed compensation.
+- The whole process's deadline (``get_process_timeout``, a timer set at the start) asks
+  ``on_process_timeout`` for the same choices; a step may be sent later
+  (``ProcessCommand.delay_seconds``), its timeout counting from then
+  (``commandbus.process.kernel_timers``).
+- A command the process no longer awaits (cancel, a timeout that re-sends or gives up,
+  an operator's step action) is in ``Decision.withdrawals``: the engine cancels it if it
+  has not started.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
-from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from enum import StrEnum
-from typing import Any, Generic, Protocol, TypeVar
-from uuid import UUID
 
 from commandbus.models import Reply, ReplyOutcome
 from commandbus.process.decisions import (
@@ -65,27 +67,40 @@ from commandbus.process.decisions import (
     TimerFired,
     TimerRequest,
     command_id_for,
+    deadline_id_for,
     parse_timer_message,
     timer_message,
 )
-from commandbus.process.errors import ProcessHookError
+from commandbus.process.draft import (
+    COMPENSATION_FAILED,
+    OPERATOR_COMPLETED,
+    OPERATOR_RETRY,
+    PROCESS_TIMEOUT,
+    STEP_TIMEOUT,
+    WITHDRAWN,
+    Draft,
+    ProcessHooks,
+    S,
+    T,
+)
+from commandbus.process.kernel_timers import on_timer
 from commandbus.process.models import (
     AuditEntryKind,
     CompensationPlan,
-    ProcessAuditEntry,
-    ProcessCommand,
     ProcessMetadata,
     ProcessSnapshot,
-    ProcessState,
     ProcessStatus,
-    TimeoutAction,
-    completed_steps,
 )
-from commandbus.validation import encode_payload, validate_command_type, validate_name
 
 __all__ = [
+    "COMPENSATION_FAILED",
+    "OPERATOR_COMPLETED",
+    "OPERATOR_RETRY",
     "PROCESS_COMMAND_NAMESPACE",
+    "PROCESS_TIMEOUT",
+    "STEP_TIMEOUT",
     "TIMER_MESSAGE_KIND",
+    "WITHDRAWN",
     "CancelRequested",
     "Decision",
     "Ignored",
@@ -102,56 +117,6 @@ __all__ = [
     "timer_message",
 ]
 
-S = TypeVar("S", bound=ProcessState)
-T = TypeVar("T", bound=StrEnum)
-R = TypeVar("R")
-
-STEP_TIMEOUT = "STEP_TIMEOUT"
-COMPENSATION_FAILED = "COMPENSATION_FAILED"
-#: The error code on the audit entry of a command withdrawn before it started.
-WITHDRAWN = "WITHDRAWN"
-#: Error codes on the audit entry of a step an operator retried or completed.
-OPERATOR_RETRY = "OPERATOR_RETRY"
-OPERATOR_COMPLETED = "OPERATOR_COMPLETED"
-
-
-class ProcessHooks(Protocol[S, T]):
-    """What ``decide`` needs from a process manager (``BaseProcessManager`` provides it)."""
-
-    @property
-    def process_type(self) -> str: ...
-
-    @property
-    def domain(self) -> str: ...
-
-    @property
-    def max_payload_bytes(self) -> int:
-        """The limit on a command's encoded data: the same as the manager's bus applies."""
-        ...
-
-    def parse_step(self, name: str) -> T: ...
-
-    def copy_state(self, state: S) -> S: ...
-
-    def get_first_step(self, state: S) -> T: ...
-
-    def build_command(
-        self, step: T, state: S
-    ) -> ProcessCommand[Any] | Awaitable[ProcessCommand[Any]]: ...
-
-    def update_state(self, state: S, step: T, reply: Reply) -> None: ...
-
-    def get_next_step(self, current_step: T, reply: Reply, state: S) -> T | None: ...
-
-    def get_compensation_step(self, step: T) -> T | None: ...
-
-    def get_step_timeout(self, step: T, state: S) -> float | None: ...
-
-    def on_step_timeout(self, step: T, state: S, attempt: int) -> TimeoutAction: ...
-
-
-# -- deciding -----------------------------------------------------------------------------
-
 
 async def decide_start(
     hooks: ProcessHooks[S, T],
@@ -163,10 +128,18 @@ async def decide_start(
     """Decide the start of ``process`` (new, with its initial state): send the first step.
 
     ``copy_state=False``: see ``decide``."""
-    draft = _Draft(hooks, ProcessSnapshot(process, []), now, copy_state)
+    draft = Draft(hooks, ProcessSnapshot(process, []), now, copy_state)
     first = draft.call("get_first_step", hooks.get_first_step, draft.state)
     await draft.send(first, AuditEntryKind.STEP)
     draft.process.status = ProcessStatus.WAITING_FOR_REPLY
+    get_timeout = getattr(hooks, "get_process_timeout", None)
+    limit = draft.call("get_process_timeout", get_timeout, draft.state) if get_timeout else None
+    if limit is not None and limit > 0:
+        # The whole process's deadline: a durable timer like a step's, fired once.
+        deadline = deadline_id_for(process.domain, process.process_id)
+        draft.timers.append(
+            TimerRequest(deadline, float(limit), now + timedelta(seconds=float(limit)))
+        )
     return draft.decision()
 
 
@@ -190,7 +163,7 @@ async def decide(
     if isinstance(message, ReplyReceived):
         return await _on_reply(hooks, snapshot, message.reply, now, copy_state)
     if isinstance(message, TimerFired):
-        return await _on_timer(hooks, snapshot, message.command_id, now, copy_state)
+        return await on_timer(hooks, snapshot, message.command_id, now, copy_state)
     if isinstance(message, CancelRequested):
         return await _on_cancel(hooks, snapshot, message, now, copy_state)
     return await _on_operator(hooks, snapshot, message, now, copy_state)
@@ -219,7 +192,7 @@ async def _on_reply(
             Ignored.STALE, "stale reply: the process no longer awaits this command"
         )
 
-    draft = _Draft(hooks, snapshot, now, copy_state)
+    draft = Draft(hooks, snapshot, now, copy_state)
     step = draft.parse(entry.step_name)
     draft.record_reply(entry, reply)
 
@@ -271,63 +244,6 @@ async def _on_reply(
     return draft.decision()
 
 
-async def _on_timer(
-    hooks: ProcessHooks[S, T],
-    snapshot: ProcessSnapshot[S, T],
-    command_id: UUID,
-    now: datetime,
-    copy_state: bool,
-) -> Decision[S, T]:
-    process = snapshot.process
-    if command_id != process.awaiting_command_id:
-        return Decision.ignore(
-            Ignored.TIMER_NOT_AWAITED, "timer for a command the process no longer awaits"
-        )
-    entry = snapshot.entry_for(command_id)
-    if entry is None or entry.is_answered:
-        return Decision.ignore(Ignored.TIMER_ANSWERED, "timer for a command already answered")
-    if process.status.needs_operator:
-        return Decision.ignore(
-            Ignored.TIMER_WAITING_FOR_OPERATOR, "timer while the process waits for an operator"
-        )
-    plan = process.compensation
-    if entry.kind is AuditEntryKind.STEP and plan is not None and plan.waiting_for is not None:
-        return Decision.ignore(
-            Ignored.TIMER_WHILE_CANCELING,
-            "timer while a cancel waits for the outcome of the step's started command",
-        )
-
-    draft = _Draft(hooks, snapshot, now, copy_state)
-    step = draft.parse(entry.step_name)
-    draft.mark_timed_out(entry)
-    if entry.kind is AuditEntryKind.COMPENSATION:
-        draft.compensation_failed(entry.step_name)
-        await draft.next_compensation()
-        return draft.decision()
-
-    attempt = _consecutive_attempts(snapshot.audit, entry.step_name)
-    action = draft.call("on_step_timeout", hooks.on_step_timeout, step, draft.state, attempt)
-    message = f"step {entry.step_name} got no reply in time (attempt {attempt})"
-    match TimeoutAction(action):
-        case TimeoutAction.RETRY:
-            draft.withdrawals.append(command_id)  # superseded: must not run if not started
-            await draft.send(step, AuditEntryKind.STEP)
-            draft.process.status = ProcessStatus.WAITING_FOR_REPLY
-        case TimeoutAction.TSQ:
-            draft.process.status = ProcessStatus.WAITING_FOR_OPERATOR
-            draft.process.deadline_at = None
-            draft.set_error(STEP_TIMEOUT, message)
-        case TimeoutAction.COMPENSATE:
-            draft.withdrawals.append(command_id)
-            draft.set_error(STEP_TIMEOUT, message)
-            await draft.compensate(ProcessStatus.FAILED)
-        case TimeoutAction.FAIL:
-            draft.withdrawals.append(command_id)
-            draft.set_error(STEP_TIMEOUT, message)
-            draft.finish(ProcessStatus.FAILED)
-    return draft.decision()
-
-
 async def _on_cancel(
     hooks: ProcessHooks[S, T],
     snapshot: ProcessSnapshot[S, T],
@@ -338,7 +254,7 @@ async def _on_cancel(
     process = snapshot.process
     if process.status is ProcessStatus.COMPENSATING:
         return Decision.ignore(Ignored.ALREADY_COMPENSATING, "process is already compensating")
-    draft = _Draft(hooks, snapshot, now, copy_state)
+    draft = Draft(hooks, snapshot, now, copy_state)
     draft.set_error("CANCELED", cancel.reason)
     awaited = (
         snapshot.entry_for(process.awaiting_command_id)
@@ -398,7 +314,7 @@ async def _on_operator(
         return dataclasses.replace(
             decision, withdrawals=(awaited.command_id, *decision.withdrawals)
         )
-    draft = _Draft(hooks, snapshot, now, copy_state)
+    draft = Draft(hooks, snapshot, now, copy_state)
     draft.withdrawals.append(awaited.command_id)
     superseded = awaited.copy()
     superseded.error_code = OPERATOR_RETRY
@@ -408,211 +324,3 @@ async def _on_operator(
     draft.process.status = ProcessStatus.WAITING_FOR_REPLY
     draft.set_error(None, None)
     return draft.decision()
-
-
-def _consecutive_attempts(audit: list[ProcessAuditEntry], step_name: str) -> int:
-    count = 0
-    for entry in reversed(audit):
-        if entry.kind is not AuditEntryKind.STEP:
-            continue
-        if entry.step_name != step_name:
-            break
-        count += 1
-    return max(count, 1)
-
-
-class _Draft(Generic[S, T]):
-    """The decision under construction: a copy of the process plus the effects."""
-
-    def __init__(
-        self,
-        hooks: ProcessHooks[S, T],
-        snapshot: ProcessSnapshot[S, T],
-        now: datetime,
-        copy_state: bool = True,
-    ) -> None:
-        self.hooks = hooks
-        self.snapshot = snapshot
-        self.now = now
-        source = snapshot.process
-        state = (
-            self.call("copy_state", hooks.copy_state, source.state) if copy_state else source.state
-        )
-        self.process: ProcessMetadata[S, T] = source.copy(state=state, updated_at=now)
-        self.commands: list[OutgoingCommand] = []
-        self.audit_inserts: list[ProcessAuditEntry] = []
-        self.audit_updates: list[ProcessAuditEntry] = []
-        self.timers: list[TimerRequest] = []
-        self.withdrawals: list[UUID] = []
-
-    @property
-    def state(self) -> S:
-        return self.process.state
-
-    def call(self, name: str, fn: Callable[..., R], *args: Any) -> R:
-        try:
-            return fn(*args)
-        except ProcessHookError:
-            raise
-        except Exception as exc:
-            raise ProcessHookError(name, self.hooks.process_type, exc) from exc
-
-    def parse(self, step_name: str) -> T:
-        return self.call("parse_step", self.hooks.parse_step, step_name)
-
-    def set_error(self, code: str | None, message: str | None) -> None:
-        self.process.error_code = code
-        self.process.error_message = message
-
-    def record_reply(self, entry: ProcessAuditEntry, reply: Reply) -> None:
-        updated = entry.copy()
-        updated.reply_outcome = reply.outcome
-        updated.reply_data = reply.data
-        updated.received_at = self.now
-        updated.error_code = reply.error_code
-        updated.error_message = reply.error_message
-        self.audit_updates.append(updated)
-
-    def record_withdrawn(self, entry: ProcessAuditEntry, reason: str) -> None:
-        """The awaited command was withdrawn before it started: answered CANCELED."""
-        updated = entry.copy()
-        updated.reply_outcome = ReplyOutcome.CANCELED
-        updated.received_at = self.now
-        updated.error_code = WITHDRAWN
-        updated.error_message = f"withdrawn before it started: {reason}"
-        self.audit_updates.append(updated)
-
-    def trail(self) -> list[ProcessAuditEntry]:
-        """The audit trail with this decision's updates applied."""
-        updated = {e.command_id: e for e in self.audit_updates}
-        return [updated.get(e.command_id, e) for e in self.snapshot.audit]
-
-    def mark_timed_out(self, entry: ProcessAuditEntry) -> None:
-        updated = entry.copy()
-        updated.timed_out_at = self.now
-        self.audit_updates.append(updated)
-
-    async def send(self, step: T, kind: AuditEntryKind) -> None:
-        hooks = self.hooks
-        process = self.process
-        built = self.call("build_command", hooks.build_command, step, self.state)
-        if inspect.isawaitable(built):
-            try:
-                built = await built
-            except Exception as exc:
-                raise ProcessHookError("build_command", hooks.process_type, exc) from exc
-        if not isinstance(built, ProcessCommand):
-            raise ProcessHookError(
-                "build_command",
-                hooks.process_type,
-                TypeError(f"expected a ProcessCommand, got {type(built).__name__}"),
-            )
-        try:
-            data = built.data_dict()
-            command_type = validate_command_type(built.command_type)
-            domain = validate_name(built.domain or process.domain)
-            data_json = encode_payload(
-                data, f"command data of step {step}", hooks.max_payload_bytes
-            )
-        except Exception as exc:
-            raise ProcessHookError("build_command", hooks.process_type, exc) from exc
-        seq = process.command_seq + 1
-        command_id = command_id_for(process.domain, process.process_id, seq)
-        step_name = str(step)
-        process.command_seq = seq
-        process.awaiting_command_id = command_id
-        process.current_step = step
-        self.commands.append(
-            OutgoingCommand(domain, command_type, command_id, data, step_name, kind, data_json)
-        )
-        self.audit_inserts.append(
-            ProcessAuditEntry(
-                step_name=step_name,
-                command_id=command_id,
-                command_type=command_type,
-                command_data=data,
-                sent_at=self.now,
-                kind=kind,
-            )
-        )
-        timeout = self.call("get_step_timeout", hooks.get_step_timeout, step, self.state)
-        if timeout is not None and timeout > 0:
-            fire_at = self.now + timedelta(seconds=float(timeout))
-            process.deadline_at = fire_at
-            self.timers.append(TimerRequest(command_id, float(timeout), fire_at))
-        else:
-            process.deadline_at = None
-
-    async def compensate(self, target: ProcessStatus, waited_for: str | None = None) -> None:
-        """Start compensating the completed forward steps, newest first."""
-        completed = completed_steps(self.trail())
-        remaining: list[str] = []
-        for name in reversed(completed):
-            step = self.parse(name)
-            compensation = self.call(
-                "get_compensation_step", self.hooks.get_compensation_step, step
-            )
-            if compensation is not None:
-                remaining.append(str(compensation))
-        self.process.compensation = CompensationPlan(
-            target=target, remaining=tuple(remaining), waited_for=waited_for
-        )
-        self.process.status = ProcessStatus.COMPENSATING
-        await self.next_compensation()
-
-    def compensation_failed(self, step_name: str) -> None:
-        plan = self.process.compensation
-        if plan is None:  # defensive: a compensation entry outside a compensation
-            plan = CompensationPlan(target=ProcessStatus.FAILED)
-        self.process.compensation = CompensationPlan(
-            target=plan.target,
-            remaining=plan.remaining,
-            failed=(*plan.failed, step_name),
-            waited_for=plan.waited_for,
-        )
-
-    async def next_compensation(self) -> None:
-        plan = self.process.compensation
-        assert plan is not None
-        if not plan.remaining:
-            if plan.failed:
-                self.set_error(
-                    COMPENSATION_FAILED,
-                    "compensation failed for: "
-                    + ", ".join(plan.failed)
-                    + (
-                        f" (after {self.process.error_code}: {self.process.error_message})"
-                        if self.process.error_code
-                        else ""
-                    ),
-                )
-                self.finish(ProcessStatus.FAILED)
-            else:
-                self.finish(plan.target)
-            return
-        step = self.parse(plan.remaining[0])
-        self.process.compensation = CompensationPlan(
-            target=plan.target,
-            remaining=plan.remaining[1:],
-            failed=plan.failed,
-            waited_for=plan.waited_for,
-        )
-        await self.send(step, AuditEntryKind.COMPENSATION)
-        self.process.status = ProcessStatus.COMPENSATING
-
-    def finish(self, status: ProcessStatus) -> None:
-        process = self.process
-        process.status = status
-        process.completed_at = self.now
-        process.awaiting_command_id = None
-        process.deadline_at = None
-
-    def decision(self) -> Decision[S, T]:
-        return Decision(
-            process=self.process,
-            commands=tuple(self.commands),
-            audit_inserts=tuple(self.audit_inserts),
-            audit_updates=tuple(self.audit_updates),
-            timers=tuple(self.timers),
-            withdrawals=tuple(self.withdrawals),
-        )

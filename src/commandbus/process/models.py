@@ -251,7 +251,8 @@ class ProcessAuditEntry:
     ``reply_*`` and ``received_at`` hold the reply the process acted on (a troubleshooting
     notice is replaced by the final reply that follows it). Replies the process ignored
     (duplicates, late or stale ones) are not written here but in the message log.
-    ``timed_out_at`` is set when the step's timer fired while the reply was awaited.
+    ``timed_out_at`` is set when the step's timer fired while the reply was awaited;
+    ``scheduled_for`` when a step's command was sent to run later.
     """
 
     step_name: str
@@ -268,6 +269,9 @@ class ProcessAuditEntry:
     error_code: str | None = None
     error_message: str | None = None
     timed_out_at: datetime | None = None
+    #: When the command becomes visible to workers, for a step sent later
+    #: (``ProcessCommand(delay_seconds=…)``); None: at once.
+    scheduled_for: datetime | None = None
 
     @property
     def is_answered(self) -> bool:
@@ -315,11 +319,15 @@ class ProcessCommand(Generic[TData]):
     """A command a step sends: its type and typed data (a dict or a ``to_dict`` class).
 
     ``domain`` is where the command goes; None means the process manager's own domain.
+    ``delay_seconds`` sends it later ("remind in 3 days": ``3 * 86400``): it is written
+    now, durably, and becomes visible to workers then; the audit entry shows it as
+    ``scheduled_for`` and the step's timeout counts from then.
     """
 
     command_type: str
     data: TData
     domain: str | None = None
+    delay_seconds: float = 0.0
 
     def data_dict(self) -> JsonObject:
         """The data as the JSON object that goes on the wire."""
@@ -329,13 +337,20 @@ class ProcessCommand(Generic[TData]):
         result: JsonObject = {"command_type": self.command_type, "data": self.data_dict()}
         if self.domain is not None:
             result["domain"] = self.domain
+        if self.delay_seconds:
+            result["delay_seconds"] = self.delay_seconds
         return result
 
     @classmethod
     def from_dict(cls, data: JsonObject, data_type: type[TData]) -> ProcessCommand[TData]:
         from_dict = getattr(data_type, "from_dict", None)
         payload = from_dict(data["data"]) if callable(from_dict) else data["data"]
-        return cls(command_type=data["command_type"], data=payload, domain=data.get("domain"))
+        return cls(
+            command_type=data["command_type"],
+            data=payload,
+            domain=data.get("domain"),
+            delay_seconds=float(data.get("delay_seconds", 0.0)),
+        )
 
 
 @dataclass(frozen=True)

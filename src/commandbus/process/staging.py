@@ -127,6 +127,7 @@ class Staged:
                     correlation_id=process_id,
                     reply_to=manager.sending.reply_queue,
                     max_attempts=manager.sending.max_attempts,
+                    delay=command.delay_seconds or None,
                     encoded_data=command.data_json,
                 )
             )

@@ -124,7 +124,7 @@ LIMIT %(limit)s;
 -- order; each process's entries in send order. pair: the 1-based index of the pair.
 SELECT k.pair, a.step_name, a.command_id, a.command_type, a.command_data, a.sent_at,
        a.reply_outcome, a.reply_data, a.received_at, a.kind, a.error_code, a.error_message,
-       a.timed_out_at
+       a.timed_out_at, a.scheduled_for
 FROM unnest(%(domains)b::text[], %(process_ids)b::uuid[]) WITH ORDINALITY
      AS k(domain, process_id, pair)
 CROSS JOIN LATERAL (
@@ -137,7 +137,8 @@ CROSS JOIN LATERAL (
 
 -- name: audit_trail
 SELECT domain, process_id, step_name, command_id, command_type, command_data, sent_at,
-       reply_outcome, reply_data, received_at, kind, error_code, error_message, timed_out_at
+       reply_outcome, reply_data, received_at, kind, error_code, error_message, timed_out_at,
+       scheduled_for
 FROM commandbus.process_audit
 WHERE domain = %(domain)s AND process_id = %(process_id)s
 ORDER BY sent_at, id;
@@ -146,19 +147,20 @@ ORDER BY sent_at, id;
 -- name: insert_audit
 INSERT INTO commandbus.process_audit (
     domain, process_id, step_name, kind, command_id, command_type, command_data, sent_at,
-    reply_outcome, reply_data, received_at, error_code, error_message, timed_out_at)
+    reply_outcome, reply_data, received_at, error_code, error_message, timed_out_at,
+    scheduled_for)
 SELECT u.domain, u.process_id, u.step_name, u.kind, u.command_id, u.command_type,
        u.command_data::jsonb, u.sent_at, u.reply_outcome, u.reply_data::jsonb,
-       u.received_at, u.error_code, u.error_message, u.timed_out_at
+       u.received_at, u.error_code, u.error_message, u.timed_out_at, u.scheduled_for
 FROM unnest(
     %(domain)b::text[], %(process_id)b::uuid[], %(step_name)b::text[], %(kind)b::text[],
     %(command_id)b::uuid[], %(command_type)b::text[], %(command_data)b::text[],
     %(sent_at)b::timestamptz[], %(reply_outcome)b::text[], %(reply_data)b::text[],
     %(received_at)b::timestamptz[], %(error_code)b::text[], %(error_message)b::text[],
-    %(timed_out_at)b::timestamptz[]
+    %(timed_out_at)b::timestamptz[], %(scheduled_for)b::timestamptz[]
 ) WITH ORDINALITY AS u(domain, process_id, step_name, kind, command_id, command_type,
        command_data, sent_at, reply_outcome, reply_data, received_at, error_code,
-       error_message, timed_out_at, ord)
+       error_message, timed_out_at, scheduled_for, ord)
 ORDER BY u.ord;
 
 

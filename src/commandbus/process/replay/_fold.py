@@ -16,9 +16,10 @@ from uuid import UUID
 
 from commandbus.models import JsonObject, Reply, ReplyOutcome
 from commandbus.process.base import BaseProcessManager
-from commandbus.process.decisions import StepRetryRequested
+from commandbus.process.decisions import StepRetryRequested, deadline_id_for
 from commandbus.process.kernel import (
     OPERATOR_RETRY,
+    PROCESS_TIMEOUT,
     WITHDRAWN,
     CancelRequested,
     Decision,
@@ -80,6 +81,8 @@ class Replayer:
         self.audit = [e for e in audit if str(e.kind) != "STATE_UPGRADE"]
         self.result = result
         self.snapshot: ProcessSnapshot[Any, Any] | None = None
+        self.deadline_id: UUID | None = None
+        self.process_deadline: datetime | None = None
 
     def mismatch(
         self, step: str | None, name: str, stored: Any, replayed: Any, detail: str = ""
@@ -117,7 +120,24 @@ class Replayer:
             raise Diverged(
                 self.mismatch(None, "start", "decided", error_text(exc), "a hook raised")
             ) from exc
+        deadline_id = deadline_id_for(stored.domain, stored.process_id)
+        self.deadline_id = deadline_id
+        self.process_deadline = next(
+            (t.fire_at for t in decision.timers if t.command_id == deadline_id), None
+        )
         self.apply(decision, ProcessSnapshot(process, []))
+
+    def _deadline_fired(self, entry: ProcessAuditEntry) -> bool:
+        """Whether the process deadline (not the step's timer) timed ``entry`` out: its
+        error says so, or only the process deadline explains when it happened."""
+        if entry.timed_out_at is None or self.process_deadline is None:
+            return False
+        if entry.error_code == PROCESS_TIMEOUT:
+            return True
+        assert self.snapshot is not None
+        step_deadline = self.snapshot.process.deadline_at
+        explained_by_step = step_deadline is not None and step_deadline <= entry.timed_out_at
+        return not explained_by_step and entry.timed_out_at >= self.process_deadline
 
     async def feed(self, message: IncomingMessage, now: datetime, label: str) -> None:
         """Decide ``message`` and apply the decision (it must not be ignored)."""
@@ -224,7 +244,12 @@ class Replayer:
                     )
                 continue
             entry = self.audit[index]
-            if entry.timed_out_at is not None:
+            if self._deadline_fired(entry):
+                assert entry.timed_out_at is not None
+                assert self.deadline_id is not None
+                fired = TimerFired(self.deadline_id)
+                await self.feed(fired, entry.timed_out_at, "process deadline")
+            elif entry.timed_out_at is not None:
                 deadline = self.snapshot.process.deadline_at
                 if deadline is None or deadline > entry.timed_out_at:
                     raise Diverged(

@@ -29,7 +29,7 @@ __all__ = [
 AnyProcess = ProcessMetadata[Any, Any]
 
 #: Audit entry fields that the current code decides (compared entry by entry).
-ENTRY_FIELDS = ("step_name", "kind", "command_type", "command_data")
+ENTRY_FIELDS = ("step_name", "kind", "command_type", "command_data", "scheduled_for")
 #: Process fields compared after the replay, in this order.
 PROCESS_FIELDS = (
     "status",

@@ -90,6 +90,9 @@ class PipelineProcess(BaseProcessManager[PipelineState, PipelineStep]):
     timeout_action: TimeoutAction
     fail_update_on: str | None
     crash_update_on: str | None
+    delays: dict[str, float]
+    process_timeout: float | None
+    process_timeout_action: TimeoutAction
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -97,6 +100,9 @@ class PipelineProcess(BaseProcessManager[PipelineState, PipelineStep]):
         self.timeout_action = TimeoutAction.TSQ
         self.fail_update_on = None
         self.crash_update_on = None
+        self.delays = {}
+        self.process_timeout = None
+        self.process_timeout_action = TimeoutAction.TSQ
 
     def create_initial_state(self, initial_data: dict[str, Any]) -> PipelineState:
         if initial_data.get("invalid"):
@@ -118,7 +124,11 @@ class PipelineProcess(BaseProcessManager[PipelineState, PipelineStep]):
             S.UNDO_A: "UndoA",
             S.UNDO_C: "UndoC",
         }[step]
-        return ProcessCommand(command_type, {"step": step.value, "seen": sorted(state.results)})
+        return ProcessCommand(
+            command_type,
+            {"step": step.value, "seen": sorted(state.results)},
+            delay_seconds=self.delays.get(step.value, 0.0),
+        )
 
     def update_state(self, state: PipelineState, step: PipelineStep, reply: Reply) -> None:
         if state.poison and self.fail_update_on == step.value:
@@ -143,6 +153,12 @@ class PipelineProcess(BaseProcessManager[PipelineState, PipelineStep]):
 
     def get_step_timeout(self, step: PipelineStep, state: PipelineState) -> float | None:
         return self.timeouts.get(step.value)
+
+    def get_process_timeout(self, state: PipelineState) -> float | None:
+        return self.process_timeout
+
+    def on_process_timeout(self, state: PipelineState) -> TimeoutAction:
+        return self.process_timeout_action
 
     def on_step_timeout(
         self, step: PipelineStep, state: PipelineState, attempt: int

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from uuid import UUID
 
 from commandbus.models import CommandStatus
 from commandbus.process.models import (
@@ -96,6 +97,74 @@ class TimeoutBehaviour(BehaviourBase):
         await self.drive(env)
         assert (await self.process(env, pid)).status is ProcessStatus.COMPLETED
         await self.advance(env.backend, 31)
+        assert await env.router.process_once() == 1
+        assert await self.log(env, ProcessMessageDisposition.IGNORED) == ["process is COMPLETED"]
+
+    async def test_a_step_sent_later_runs_then_and_times_out_from_then(self, env: Env) -> None:
+        env.manager.delays = {"b": 3 * 86400}  # "remind in 3 days"
+        env.manager.timeouts = {"b": 60}
+        pid = await env.manager.start({})
+        await env.worker.process_once()
+        await env.router.process_once()  # B written now, to run in 3 days
+        p = await self.process(env, pid)
+        trail = await env.manager.get_audit_trail(pid)
+        assert trail[1].step_name == "b" and trail[1].scheduled_for is not None
+        assert (trail[1].scheduled_for - trail[1].sent_at).total_seconds() == 3 * 86400
+        assert p.deadline_at == trail[1].scheduled_for + timedelta(seconds=60)
+        assert await env.worker.process_once() == 0  # not yet
+        assert "StepB" not in env.services.calls
+        await self.advance(env.backend, 2 * 86400)
+        assert await env.worker.process_once() == 0  # still not
+        await self.advance(env.backend, 86400 + 1)
+        assert await env.worker.process_once() == 1  # due: it runs
+        await self.drive(env)
+        p = await self.process(env, pid)
+        assert p.status is ProcessStatus.COMPLETED and p.error_code is None
+
+    async def deadline_passed_at_b(self, env: Env, action: TimeoutAction) -> UUID:
+        env.manager.process_timeout = 100
+        env.manager.process_timeout_action = action
+        pid = await env.manager.start({})
+        await env.worker.process_once()
+        await env.router.process_once()  # B sent, not claimed
+        await self.advance(env.backend, 101)
+        assert await env.router.process_once() == 1  # the process deadline
+        return pid
+
+    async def test_process_deadline_waits_for_an_operator_by_default(self, env: Env) -> None:
+        pid = await self.deadline_passed_at_b(env, TimeoutAction.TSQ)
+        p = await self.process(env, pid)
+        assert p.status is ProcessStatus.WAITING_FOR_OPERATOR
+        assert p.error_code == "PROCESS_TIMEOUT"
+        b = (await env.manager.get_audit_trail(pid))[1]
+        assert b.timed_out_at is not None and b.error_code == "PROCESS_TIMEOUT"
+        await self.drive(env)  # B's late reply still continues the process
+        p = await self.process(env, pid)
+        assert p.status is ProcessStatus.COMPLETED
+
+    async def test_process_deadline_fail_withdraws_the_awaited_step(self, env: Env) -> None:
+        pid = await self.deadline_passed_at_b(env, TimeoutAction.FAIL)
+        p = await self.process(env, pid)
+        assert p.status is ProcessStatus.FAILED and p.error_code == "PROCESS_TIMEOUT"
+        b_command = (await env.manager.get_audit_trail(pid))[1].command_id
+        meta = await env.bus.get_command(DOMAIN, b_command)
+        assert meta is not None and meta.status is CommandStatus.CANCELED
+        await self.drive(env)
+        assert "StepB" not in env.services.calls
+
+    async def test_process_deadline_compensate(self, env: Env) -> None:
+        pid = await self.deadline_passed_at_b(env, TimeoutAction.COMPENSATE)
+        await self.drive(env)
+        p = await self.process(env, pid)
+        assert p.status is ProcessStatus.FAILED and p.error_code == "PROCESS_TIMEOUT"
+        assert p.state.undone == ["undo_a"] and "StepB" not in env.services.calls
+
+    async def test_process_deadline_after_the_end_is_ignored(self, env: Env) -> None:
+        env.manager.process_timeout = 100
+        pid = await env.manager.start({})
+        await self.drive(env)
+        assert (await self.process(env, pid)).status is ProcessStatus.COMPLETED
+        await self.advance(env.backend, 101)
         assert await env.router.process_once() == 1
         assert await self.log(env, ProcessMessageDisposition.IGNORED) == ["process is COMPLETED"]
 
