@@ -331,6 +331,7 @@ async def test_process_deadline_and_delayed_steps_replay() -> None:
     result = await scenario.replay()
     assert result.ok, [str(m) for m in result.mismatches]
     assert "process deadline" in [label for label, _ in result.history]
+
     # The same deadline with the aggregation sent at once: a divergence in its schedule.
     class AtOnce(DeadlinedReminder):
         async def build_command(self, step: Step, state: StatementReportState) -> Any:
