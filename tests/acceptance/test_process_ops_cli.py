@@ -232,4 +232,4 @@ async def test_run_runs_workers_and_routers_together(
         pg_pool, pg_dsn, "run", "--handlers", f"{APP}:REGISTRY",
         "--processes", "examples.statement_report:StatementReportProcess",
     )  # fmt: skip
-    assert "Workers stopped" in stderr and "Router stopped" in stderr
+    assert "Worker stopped" in stderr and "Router stopped" in stderr

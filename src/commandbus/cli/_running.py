@@ -11,12 +11,14 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Awaitable, Sequence
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 import click
 
-from commandbus.cli._common import err_console
+from commandbus.cli._common import err_console, option
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Stoppable(Protocol):
@@ -73,3 +75,46 @@ async def refuse_stale_schema(backend: Any) -> None:
             + "; ".join(problems)
             + ". Run `commandbus schema apply` (or pass --no-verify-schema)"
         )
+
+
+def consumer_options(func: F) -> F:
+    """The options every consumer run takes (``worker run``, ``router run``, ``run``):
+    ``--poll-interval``, ``--notify/--no-notify``, ``--verify-schema`` and
+    ``--stop-timeout``."""
+    for decorate in reversed(
+        [
+            option(
+                "--poll-interval",
+                envvar="COMMANDBUS_POLL_INTERVAL",
+                type=click.FloatRange(0, 3600, min_open=True),
+                default=1.0,
+                show_default=True,
+                help="Seconds between polls when idle (NOTIFY wakes sooner).",
+            ),
+            option(
+                "--notify/--no-notify",
+                envvar="COMMANDBUS_NOTIFY",
+                default=True,
+                show_default=True,
+                help="Wake up on LISTEN/NOTIFY as well as by polling.",
+            ),
+            option(
+                "--verify-schema/--no-verify-schema",
+                envvar="COMMANDBUS_VERIFY_SCHEMA",
+                default=True,
+                show_default=True,
+                help="Refuse to start when the database schema is missing or not current.",
+            ),
+            option(
+                "--stop-timeout",
+                envvar="COMMANDBUS_STOP_TIMEOUT",
+                type=click.FloatRange(0),
+                default=30.0,
+                show_default=True,
+                help="On SIGINT/SIGTERM, seconds to let the work in progress finish "
+                "(running handlers, batches).",
+            ),
+        ]
+    ):
+        func = decorate(func)
+    return func

@@ -24,7 +24,7 @@ from commandbus.cli._common import (
     run,
     state,
 )
-from commandbus.cli._running import refuse_stale_schema, run_until_signalled
+from commandbus.cli._running import consumer_options, refuse_stale_schema, run_until_signalled
 from commandbus.cli.process import build_managers
 from commandbus.handler import HandlerRegistry
 
@@ -41,46 +41,6 @@ def load_managers_target(app: str) -> Any:
             param_hint="--app",
         )
     return target
-
-
-def consumer_options(func: F) -> F:
-    """The options every router run takes (also ``commandbus run``)."""
-    for decorate in reversed(
-        [
-            option(
-                "--poll-interval",
-                envvar="COMMANDBUS_POLL_INTERVAL",
-                type=click.FloatRange(0, 3600, min_open=True),
-                default=1.0,
-                show_default=True,
-                help="Seconds between polls when idle (NOTIFY wakes sooner).",
-            ),
-            option(
-                "--notify/--no-notify",
-                envvar="COMMANDBUS_NOTIFY",
-                default=True,
-                show_default=True,
-                help="Wake up on LISTEN/NOTIFY as well as by polling.",
-            ),
-            option(
-                "--verify-schema/--no-verify-schema",
-                envvar="COMMANDBUS_VERIFY_SCHEMA",
-                default=True,
-                show_default=True,
-                help="Refuse to start when the database schema is missing or not current.",
-            ),
-            option(
-                "--stop-timeout",
-                envvar="COMMANDBUS_STOP_TIMEOUT",
-                type=click.FloatRange(0),
-                default=30.0,
-                show_default=True,
-                help="On SIGINT/SIGTERM, seconds to let the work in progress finish.",
-            ),
-        ]
-    ):
-        func = decorate(func)
-    return func
 
 
 @click.group("router")
@@ -242,7 +202,7 @@ def run_cmd(
     """Run the workers and the routers of an application together, until SIGINT or
     SIGTERM: one worker per domain of --handlers, one router per reply queue of
     --processes."""
-    from commandbus.cli.worker import load_registry
+    from commandbus.cli.worker import load_registry, print_worker_stats, worker_stats
 
     registry = load_registry(handlers)
     domains = sorted(registry.domains())
@@ -251,7 +211,7 @@ def run_cmd(
     target = load_managers_target(processes) if processes else None
     url = state(ctx).database_url()
 
-    async def serve() -> tuple[list[Any], list[tuple[str, ...]], float]:
+    async def serve() -> tuple[dict[str, tuple[str, ...]], list[tuple[str, ...]]]:
         from commandbus.bus import CommandBus
         from commandbus.worker import Worker
 
@@ -278,20 +238,9 @@ def run_cmd(
             elapsed = await run_until_signalled(
                 [*workers, *routers], runs, stop_timeout=stop_timeout, what="work in progress"
             )
-            return workers, [router_stats(r, elapsed) for r in routers], elapsed
+            return worker_stats(workers, elapsed), [router_stats(r, elapsed) for r in routers]
 
-    workers, rows, elapsed = run(serve())
-    table = new_table("Workers stopped")
-    for header in ("domain", "claimed", "completed", "retried", "to TSQ", "failed", "elapsed"):
-        table.add_column(header, justify="right" if header != "domain" else "left")
-    for w in workers:
-        s = w.stats
-        table.add_row(
-            w.domain,
-            *(str(n) for n in (s.claimed, s.completed, s.retried, s.to_troubleshooting)),
-            str(s.business_failures),
-            f"{elapsed:.1f}s",
-        )
-    err_console().print(table)
+    workers, rows = run(serve())
+    print_worker_stats(workers)
     if rows:
         print_router_stats(rows)

@@ -18,7 +18,7 @@ from commandbus.cli._common import (
     run,
     state,
 )
-from commandbus.cli._running import refuse_stale_schema, run_until_signalled
+from commandbus.cli._running import consumer_options, refuse_stale_schema, run_until_signalled
 from commandbus.handler import HandlerRegistry
 
 
@@ -80,14 +80,6 @@ def _parse_backoff(
     help="Commands claimed per round trip.",
 )
 @option(
-    "--poll-interval",
-    envvar="COMMANDBUS_POLL_INTERVAL",
-    type=click.FloatRange(0, min_open=True),
-    default=1.0,
-    show_default=True,
-    help="Seconds between polls when idle (NOTIFY wakes the worker sooner).",
-)
-@option(
     "--backoff",
     envvar="COMMANDBUS_BACKOFF",
     callback=_parse_backoff,
@@ -101,28 +93,7 @@ def _parse_backoff(
     show_default=True,
     help="Extend the lease of handlers still running, every third of the visibility timeout.",
 )
-@option(
-    "--notify/--no-notify",
-    envvar="COMMANDBUS_NOTIFY",
-    default=True,
-    show_default=True,
-    help="Wake up on LISTEN/NOTIFY as well as by polling.",
-)
-@option(
-    "--verify-schema/--no-verify-schema",
-    envvar="COMMANDBUS_VERIFY_SCHEMA",
-    default=True,
-    show_default=True,
-    help="Refuse to start when the database schema is missing or not current.",
-)
-@option(
-    "--stop-timeout",
-    envvar="COMMANDBUS_STOP_TIMEOUT",
-    type=click.FloatRange(0),
-    default=30.0,
-    show_default=True,
-    help="On SIGINT/SIGTERM, seconds to let running handlers finish.",
-)
+@consumer_options
 @click.pass_context
 def worker_run_cmd(
     ctx: click.Context,
@@ -178,12 +149,31 @@ def worker_run_cmd(
             ),
         )
     )
+    print_worker_stats(stats)
+
+
+def worker_stats(workers: Any, elapsed: float) -> dict[str, tuple[str, ...]]:
+    """Each worker's counters, as the table on exit shows them."""
+    return {
+        w.domain: (
+            str(w.stats.claimed),
+            str(w.stats.completed),
+            str(w.stats.retried),
+            str(w.stats.to_troubleshooting),
+            str(w.stats.business_failures),
+            f"{elapsed:.1f}s",
+        )
+        for w in workers
+    }
+
+
+def print_worker_stats(stats: dict[str, tuple[str, ...]]) -> None:
     table = new_table("Worker stopped")
     for header in ("domain", "claimed", "completed", "retried", "to TSQ", "failed", "elapsed"):
         table.add_column(header, justify="right" if header != "domain" else "left")
     for name, values in stats.items():
         table.add_row(name, *values)
-    err.print(table)
+    err_console().print(table)
 
 
 def load_registry(app: str) -> HandlerRegistry:
@@ -268,14 +258,4 @@ async def _run_workers(
             stop_timeout=stop_timeout,
             what="running handlers",
         )
-        return {
-            w.domain: (
-                str(w.stats.claimed),
-                str(w.stats.completed),
-                str(w.stats.retried),
-                str(w.stats.to_troubleshooting),
-                str(w.stats.business_failures),
-                f"{elapsed:.1f}s",
-            )
-            for w in workers
-        }
+        return worker_stats(workers, elapsed)

@@ -298,12 +298,11 @@ class ProcessEngine:
     ) -> CancelRequested:
         """The cancel with the fact the kernel needs: has the awaited command started?
         Read under the command row's lock, which holds until the cancel commits."""
-        awaited = snapshot.process.awaiting_command_id
-        entry = snapshot.entry_for(awaited) if awaited is not None else None
-        if awaited is None or entry is None or entry.is_answered:
+        entry = snapshot.awaited_entry()
+        if entry is None or entry.is_answered:
             return cancel
         commands = self.backend.commands
-        row = await locked_command(commands, commands, awaited, conn=conn)
+        row = await locked_command(commands, commands, entry.command_id, conn=conn)
         started = row is not None and row.status not in WITHDRAWABLE
         return CancelRequested(cancel.reason, awaited_started=started)
 

@@ -256,11 +256,7 @@ async def _on_cancel(
         return Decision.ignore(Ignored.ALREADY_COMPENSATING, "process is already compensating")
     draft = Draft(hooks, snapshot, now, copy_state)
     draft.set_error("CANCELED", cancel.reason)
-    awaited = (
-        snapshot.entry_for(process.awaiting_command_id)
-        if process.awaiting_command_id is not None
-        else None
-    )
+    awaited = snapshot.awaited_entry()
     if awaited is not None and awaited.kind is AuditEntryKind.STEP and not awaited.is_answered:
         if cancel.awaited_started:
             # Its handler runs (or ran): wait for the outcome, so that a step that
@@ -285,11 +281,7 @@ async def _on_operator(
 ) -> Decision[S, T]:
     """An operator's decision on the awaited step of a process that needs one."""
     process = snapshot.process
-    awaited = (
-        snapshot.entry_for(process.awaiting_command_id)
-        if process.awaiting_command_id is not None
-        else None
-    )
+    awaited = snapshot.awaited_entry()
     if (
         not process.status.needs_operator
         or awaited is None

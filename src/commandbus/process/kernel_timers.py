@@ -103,11 +103,7 @@ async def _on_deadline(
     """The whole process ran out of time: ``on_process_timeout`` chooses, as for a step.
     The awaited step's audit entry records it (``timed_out_at``, error PROCESS_TIMEOUT)."""
     process = snapshot.process
-    awaited = (
-        snapshot.entry_for(process.awaiting_command_id)
-        if process.awaiting_command_id is not None
-        else None
-    )
+    awaited = snapshot.awaited_entry()
     if (
         process.status is ProcessStatus.COMPENSATING
         or awaited is None

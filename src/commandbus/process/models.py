@@ -412,6 +412,11 @@ class ProcessSnapshot(Generic[TState, TStep]):
                 return entry
         return None
 
+    def awaited_entry(self) -> ProcessAuditEntry | None:
+        """The audit entry of the command the process awaits, if any."""
+        awaited = self.process.awaiting_command_id
+        return self.entry_for(awaited) if awaited is not None else None
+
 
 def completed_steps(trail: Sequence[ProcessAuditEntry]) -> list[str]:
     """Forward steps answered SUCCESS, in the order they were sent (what compensation
