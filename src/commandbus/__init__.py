@@ -50,6 +50,7 @@ from commandbus.process import (
     StepDefinition,
     TimeoutAction,
 )
+from commandbus.validation import register_json_encoder
 from commandbus.worker import Worker, WorkerStats
 
 __version__ = "0.1.0"
@@ -103,4 +104,5 @@ __all__ = [
     "WorkerStats",
     "__version__",
     "handler",
+    "register_json_encoder",
 ]

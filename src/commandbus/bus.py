@@ -78,17 +78,25 @@ class CommandBus:
         self,
         domain: str,
         command_type: str,
-        command_id: UUID | str,
-        data: JsonObject,
+        command_id: UUID | str | None = None,
+        data: JsonObject | None = None,
         correlation_id: UUID | str | None = None,
         reply_to: str | None = None,
         max_attempts: int | None = None,
         delay: float | None = None,
         conn: Conn | None = None,
     ) -> SendResult:
-        """Send one command. With ``conn`` the send joins that open transaction: it commits
-        or rolls back with the caller's own writes. Raises ``DuplicateCommandError`` if the
-        id is taken, ``ValidationError`` for bad input (nothing is written then)."""
+        """Send one command; the result carries its ``command_id``. With ``conn`` the send
+        joins that open transaction: it commits or rolls back with the caller's own writes.
+
+        ``command_id`` is the idempotency key: pass your own (a retry of the same send then
+        raises ``DuplicateCommandError`` instead of sending twice), or leave it out and one
+        is generated (``send("payments", "Debit", data={...})``). ``data`` is the command's
+        JSON object. Raises ``ValidationError`` for bad input (nothing is written then)."""
+        if data is None:
+            raise ValidationError("send() needs data: the command's JSON object")
+        if command_id is None:
+            command_id = uuid4()
         request = SendRequest(
             domain=domain,
             command_type=command_type,

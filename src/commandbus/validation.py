@@ -9,6 +9,10 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
+from datetime import date, datetime, time
+from decimal import Decimal
+from enum import Enum
 from typing import Any
 from uuid import UUID
 
@@ -91,8 +95,38 @@ def _reject_non_finite(value: float) -> Any:
     raise ValidationError(f"payload contains a non-finite number ({value}); JSON has no NaN")
 
 
+#: Encoders for types JSON has no form for: ``type -> function returning a JSON value``.
+#: The defaults cover what typed payloads usually hold; ``register_json_encoder`` adds more.
+_JSON_ENCODERS: dict[type, Callable[[Any], Any]] = {
+    datetime: lambda v: v.isoformat(),
+    date: lambda v: v.isoformat(),
+    time: lambda v: v.isoformat(),
+    Decimal: str,  # exact: a float would round it
+    UUID: str,
+    Enum: lambda v: v.value,
+}
+
+
+def register_json_encoder(type_: type, encode: Callable[[Any], Any]) -> None:
+    """Let payloads (command data, results, process states) hold ``type_`` values:
+    ``encode(value)`` returns their JSON form (a str, number, bool, None, list or dict).
+    Subclasses are covered too; the most recently registered match wins."""
+    if not isinstance(type_, type) or not callable(encode):
+        raise TypeError("register_json_encoder(type, function) takes a class and a callable")
+    _JSON_ENCODERS.pop(type_, None)
+    _JSON_ENCODERS[type_] = encode
+
+
 def _not_serialisable(value: object) -> Any:
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+    """JSON for values of the registered types; a clear ``TypeError`` for anything else."""
+    for type_, encode in reversed(_JSON_ENCODERS.items()):
+        if isinstance(value, type_):
+            return encode(value)
+    raise TypeError(
+        f"Object of type {type(value).__name__} is not JSON serializable: convert it "
+        "(e.g. with to_dict()), or register an encoder with "
+        f"commandbus.register_json_encoder({type(value).__name__}, function)"
+    )
 
 
 def _c_encoder() -> Any:
@@ -117,7 +151,7 @@ def _c_encoder() -> Any:
 
 
 _ENCODE = _c_encoder()
-_PY_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+_PY_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"), default=_not_serialisable)
 
 
 def json_text(value: object) -> str:

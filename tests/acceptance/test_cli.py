@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
+import psycopg
 import pytest
 import pytest_asyncio
 
@@ -228,6 +229,12 @@ async def test_schema_verify_apply_on_an_empty_database(pg_template: Any) -> Non
         verified = await _to_thread(cli, "schema", "verify", dsn=dsn)
         assert verified.returncode == 0, verified.stderr
         assert "Schema OK" in verified.stdout
+
+        # The ledger still says current, but a table is gone: verify says so.
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            await conn.execute("DROP TABLE commandbus.audit")
+        broken = await _to_thread(cli, "schema", "verify", dsn=dsn)
+        assert_user_error(broken, 1, "table commandbus.audit is missing")
     finally:
         await pg_template.drop(dsn)
 

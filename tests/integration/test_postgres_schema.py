@@ -13,6 +13,7 @@ import pytest_asyncio
 
 from commandbus.errors import SchemaError
 from commandbus.postgres import PostgresBackend, apply_schema, migrations, schema_sql, verify_schema
+from commandbus.postgres.catalog import expected_catalog, live_catalog
 from commandbus.postgres.queries import load_queries, parse_named_queries
 from commandbus.testing.pg import TemplateDatabase
 
@@ -120,6 +121,36 @@ async def test_verify_detects_checksum_mismatch_and_unknown_versions(pg_dsn: str
     # and apply refuses to run on top of a changed migration
     with pytest.raises(SchemaError, match="checksum mismatch"):
         await apply_schema(pg_dsn)
+
+
+async def test_the_expected_catalog_is_what_the_migrations_create(pg_dsn: str) -> None:
+    async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
+        live = await live_catalog(conn)
+    expected = expected_catalog()
+    # Exact for tables, columns and functions; by name for indexes and constraints (their
+    # printed definitions vary between PostgreSQL versions). After a new migration:
+    # python -m commandbus.postgres.catalog DSN_OF_A_FRESHLY_MIGRATED_DATABASE
+    for kind in ("table", "column", "function"):
+        assert live[kind] == expected[kind], kind
+    for kind in ("index", "constraint"):
+        assert set(live[kind]) == set(expected[kind]), kind
+
+
+async def test_verify_checks_the_objects_not_only_the_ledger(pg_dsn: str) -> None:
+    assert await verify_schema(pg_dsn) == []
+    async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
+        await conn.execute("DROP TABLE commandbus.audit")
+        await conn.execute("DROP INDEX commandbus.queue_message_claim_idx")
+        await conn.execute("ALTER TABLE commandbus.command ALTER COLUMN reply_to TYPE varchar(10)")
+        await conn.execute("CREATE INDEX my_own_idx ON commandbus.command (batch_id)")
+    problems = await verify_schema(pg_dsn)
+    assert "table commandbus.audit is missing" in problems
+    assert "column commandbus.audit.event_type is missing" in problems
+    assert "index commandbus.queue_message_claim_idx is missing" in problems
+    assert (
+        "column commandbus.command.reply_to is 'character varying(10)', expected 'text'" in problems
+    )
+    assert not any("my_own_idx" in p for p in problems)  # your own objects are fine
 
 
 async def test_schema_sql_builds_the_same_schema_as_the_migrations(

@@ -5,6 +5,7 @@ import commandbus
 EXPECTED = {
     # command bus
     "CommandBus",
+    "register_json_encoder",
     "SendRequest",
     "SendResult",
     "Command",

@@ -31,16 +31,15 @@ from commandbus.models import (
     JsonObject,
     SendRequest,
 )
-from commandbus.validation import command_queue
+from commandbus.validation import command_queue, json_text
 
 __all__ = ["ArchivedMessage", "AuditRow", "CommandRow", "CommandTables", "RowCell"]
 
-_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
-
 
 def encode(value: object) -> str:
-    """JSON as ``jsonb`` would take it (no NaN); stored encoded, so never shared."""
-    return _ENCODER.encode(value)
+    """JSON as PostgreSQL's adapter writes it (``json_text``: no NaN, the registered
+    encoders for dates, decimals…); stored encoded, so never shared."""
+    return json_text(value)
 
 
 def decode_object(body: str | None) -> JsonObject | None:

@@ -34,6 +34,7 @@ from commandbus.process.models import (
     ProcessStatus,
 )
 from commandbus.process.repository import ProcessWrites, completed_steps, state_to_json
+from commandbus.validation import json_text
 
 __all__ = ["InMemoryProcessRepository"]
 
@@ -42,7 +43,7 @@ AnyProcess = ProcessMetadata[Any, Any]
 
 
 def _encode(value: object) -> str:
-    return json.dumps(value, allow_nan=False, separators=(",", ":"))
+    return json_text(value)
 
 
 def _encode_opt(value: object) -> str | None:

@@ -26,7 +26,7 @@ from commandbus.memory.rows import TxCell, TxTable
 from commandbus.memory.transaction import MemoryHost, MemoryTransaction
 from commandbus.models import JsonObject, QueueMessage
 from commandbus.ports import Conn
-from commandbus.validation import encode_payload, validate_queue_name
+from commandbus.validation import encode_payload, json_text, validate_queue_name
 
 __all__ = ["InMemoryMessageQueue"]
 
@@ -136,7 +136,7 @@ class InMemoryMessageQueue:
     async def enqueue_unchecked(self, queue: str, messages: Sequence[object]) -> list[int]:
         """Store any JSON values, unvalidated: what another writer of a PostgreSQL queue
         table can do. For tests of how readers cope with junk."""
-        bodies = [json.dumps(m) for m in messages]
+        bodies = [json_text(m) for m in messages]
         async with self._backend.transaction() as tx:
             return [self.put(tx, queue, body) for body in bodies]
 

@@ -22,6 +22,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from commandbus.errors import SchemaError
+from commandbus.postgres.catalog import catalog_differences, expected_catalog, live_catalog
 from commandbus.postgres.queries import read_sql_file
 
 #: pg_advisory_xact_lock key of schema migrations ("cmdbus01" as a big-endian bigint).
@@ -185,4 +186,8 @@ async def _verify(conn: psycopg.AsyncConnection[Any]) -> list[str]:
                 f"the database has migration {version:03d}_{name} which this library does "
                 "not know (is a newer commandbus version using this database?)"
             )
+    if not problems:
+        # The ledger says current: check that the objects are really there.
+        live = await live_catalog(conn)
+        problems.extend(catalog_differences(live, expected_catalog()))
     return problems
