@@ -164,6 +164,17 @@ async def test_schema_sql_builds_the_same_schema_as_the_migrations(
     assert await _structure(empty_dsn) == await _structure(pg_dsn)
     # applying the migrations on top of the script is a no-op
     assert await apply_schema(empty_dsn) == []
+    # and so is the script itself, run again (idempotent like apply)
+    async with await psycopg.AsyncConnection.connect(empty_dsn, autocommit=True) as conn:
+        await conn.execute(script.encode())
+    assert await verify_schema(empty_dsn) == []
+    # a ledger that records other content stops the script, and nothing changes
+    async with await psycopg.AsyncConnection.connect(empty_dsn, autocommit=True) as conn:
+        await conn.execute(
+            "UPDATE commandbus.schema_migrations SET checksum = 'x' WHERE version = 2"
+        )
+        with pytest.raises(psycopg.errors.RaiseException, match=r"002_process\.sql"):
+            await conn.execute(script.encode())
 
 
 async def test_missing_schema_is_reported_as_schema_error(empty_dsn: str) -> None:

@@ -16,7 +16,9 @@ def schema_group() -> None:
 def schema_sql_cmd() -> None:
     """Print the DDL of the schema, without connecting to a database.
 
-    Pipe it into psql or your migration tool: commandbus schema sql | psql "$DATABASE_URL"
+    Pipe it into psql or your migration tool: commandbus schema sql | psql "$DATABASE_URL".
+    Like `schema apply` it is idempotent: each migration runs only if the database's
+    ledger does not record it yet, so running it again changes nothing.
     """
     from commandbus.postgres.schema import schema_sql
 
