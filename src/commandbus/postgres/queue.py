@@ -61,9 +61,10 @@ class PostgresMessageQueue:
         if limit <= 0:
             return []
         params = {"queue": queue, "limit": limit, "vt": float(visibility_timeout)}
+        query = Q.read if conn is not None else Q.read_in_own_transaction
         async with statement_conn(self._pool, conn) as c:
             cur = fast_cursor(c)
-            await cur.execute(Q.read, params)
+            await cur.execute(query, params)
             rows = await cur.fetchall()
         # Columns: msg_id, queue_name, message, read_ct, enqueued_at, vt.
         return [
