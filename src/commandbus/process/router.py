@@ -1,8 +1,9 @@
 """``ProcessReplyRouter``: drives processes from their reply queue.
 
 A batch is read in a transaction of its own (``FOR UPDATE SKIP LOCKED``: several
-routers, on several machines, share a queue safely), which counts each delivery durably:
-the read count survives a router that dies while handling. Then one transaction handles
+routers, on several machines, share a queue safely), which counts each delivery: the read
+count survives a router that dies while handling (that commit does not wait for the disk,
+so only a crash of the database server itself may forget a count). Then one transaction handles
 the batch: lock the processes the messages concern, decide every message with the pure
 kernel, write the outcome (process rows, audit, next commands, timers, message log) and
 delete the handled messages — all committed together, so a crash at any point either
