@@ -149,3 +149,20 @@ async def test_connect_owns_its_pool(pg_dsn: str) -> None:
     await backend.close()
     assert backend.pool.closed
     assert PostgresBackend.from_dsn == PostgresBackend.connect
+
+
+async def test_a_read_in_the_callers_transaction_keeps_its_commit_synchronous(
+    pg_backend: PostgresBackend,
+) -> None:
+    # A read of its own commits without waiting for the disk; inside a caller's
+    # transaction it must not change how the caller's own writes commit.
+    await pg_backend.queue.enqueue("sync_q", [{"n": 1}, {"n": 2}])
+    async with pg_backend.transaction() as tx:
+        before = await (await tx.execute("SHOW synchronous_commit")).fetchone()
+        [message] = await pg_backend.queue.read("sync_q", 1, 30, conn=tx)
+        after = await (await tx.execute("SHOW synchronous_commit")).fetchone()
+    assert before == after == ("on",)
+    [own] = await pg_backend.queue.read("sync_q", 1, 30)  # its own transaction
+    assert (message.read_count, own.read_count) == (1, 1)
+    async with pg_backend.transaction() as tx:  # the setting did not leak to the session
+        assert await (await tx.execute("SHOW synchronous_commit")).fetchone() == ("on",)

@@ -60,11 +60,15 @@ class PostgresMessageQueue:
     ) -> list[QueueMessage]:
         if limit <= 0:
             return []
-        params = {"queue": queue, "limit": limit, "vt": float(visibility_timeout)}
-        query = Q.read if conn is not None else Q.read_in_own_transaction
+        params = {
+            "queue": queue,
+            "limit": limit,
+            "vt": float(visibility_timeout),
+            "relaxed": conn is None,  # its own transaction: see the read query
+        }
         async with statement_conn(self._pool, conn) as c:
             cur = fast_cursor(c)
-            await cur.execute(query, params)
+            await cur.execute(Q.read, params)
             rows = await cur.fetchall()
         # Columns: msg_id, queue_name, message, read_ct, enqueued_at, vt.
         return [

@@ -30,33 +30,17 @@ FROM m;
 -- Claim visible messages of a queue, oldest first, skipping rows locked by other readers.
 -- Rows come back in the order they became visible (previous vt, then msg_id).
 -- pick_messages (see 001_commands.sql) pins the ordered index walk.
-WITH picked AS MATERIALIZED (
-    SELECT msg_id, vt FROM commandbus.pick_messages(%(queue)s, %(limit)s)
-), leased AS (
-    UPDATE commandbus.queue_message q
-    SET vt = statement_timestamp() + make_interval(secs => %(vt)s::float8),
-        read_ct = q.read_ct + 1
-    WHERE q.msg_id = ANY (ARRAY(SELECT msg_id FROM picked))
-    RETURNING q.msg_id, q.queue_name, q.message, q.read_ct, q.enqueued_at, q.vt
-)
-SELECT l.msg_id, l.queue_name, l.message, l.read_ct, l.enqueued_at, l.vt
-FROM leased l
-JOIN picked p ON p.msg_id = l.msg_id
-ORDER BY p.vt, l.msg_id;
-
-
--- name: read_in_own_transaction
--- The same read as its own transaction (no caller's conn): its commit does not wait for
--- the WAL to reach the disk. It writes only the lease (vt) and the read count, which a
--- server crash may then forget: the message is delivered again a little early, and
--- counted once less, which at-least-once delivery allows. It saves a disk flush per read
--- of every router batch. Never used inside a caller's transaction: the setting would
--- apply to the caller's own commit.
--- Claim visible messages of a queue, oldest first, skipping rows locked by other readers.
--- Rows come back in the order they became visible (previous vt, then msg_id).
--- pick_messages (see 001_commands.sql) pins the ordered index walk.
+-- With relaxed (a read that is its own transaction, never inside a caller's: the setting
+-- would apply to the caller's commit), the commit does not wait for the WAL to reach the
+-- disk: the read writes only the lease (vt) and the read count, which a server crash may
+-- then forget (delivered again a little early, counted once less: at-least-once allows
+-- it). That saves a disk flush per router batch. Otherwise the setting is left as it is.
 WITH relaxed AS MATERIALIZED (
-    SELECT set_config('synchronous_commit', 'off', true) AS setting
+    SELECT set_config(
+        'synchronous_commit',
+        CASE WHEN %(relaxed)s THEN 'off' ELSE current_setting('synchronous_commit') END,
+        true
+    ) AS setting
 ), picked AS MATERIALIZED (
     SELECT m.msg_id, m.vt
     FROM relaxed, commandbus.pick_messages(%(queue)s, %(limit)s) m
