@@ -2,6 +2,16 @@
 
 Every error a caller can trigger says what was wrong and, where it helps, what to do.
 Driver errors are translated into these at the adapter edge.
+
+Three of them are raised by *handlers*, to say how a command ended:
+
+- ``TransientCommandError`` (or any unexpected exception): try again later; the worker
+  retries with backoff, and after the last attempt the command goes to the TSQ.
+- ``PermanentCommandError``: no retry can fix it, a person can; the command waits in the
+  troubleshooting queue for an operator (retry, cancel, complete), and a process waiting
+  on it is ``WAITING_FOR_TSQ``.
+- ``BusinessRuleException``: the business said no; the command ends FAILED at once, with
+  no operator, and a process compensates its completed steps and ends FAILED.
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ from enum import StrEnum
 from typing import Any, Protocol
 from uuid import UUID
 
+from commandbus.errors import InvalidOperationError
+
 JsonObject = dict[str, Any]
 
 
@@ -111,6 +113,19 @@ class Reply:
     error_message: str | None = None
     domain: str | None = None
     command_type: str | None = None
+
+    @property
+    def result(self) -> JsonObject:
+        """A SUCCESS reply's result, typed ``JsonObject`` (``{}`` when the handler returned
+        nothing), so reading it needs no ``None`` check. Raises ``InvalidOperationError``
+        for any other outcome, which carries an error instead: check ``outcome`` first, or
+        read ``data``."""
+        if self.outcome is not ReplyOutcome.SUCCESS:
+            raise InvalidOperationError(
+                f"a {self.outcome.value} reply has no result "
+                f"(error {self.error_code}: {self.error_message})"
+            )
+        return self.data if self.data is not None else {}
 
     @classmethod
     def answering(

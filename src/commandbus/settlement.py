@@ -118,7 +118,7 @@ def settle_outcome(claimed: ClaimedCommand, outcome: Outcome, policy: RetryPolic
             queued=reply(ReplyOutcome.FAILED),
         )
     if outcome.kind is OutcomeKind.TRANSIENT and attempt < claimed.max_attempts:
-        delay = policy.backoff(attempt)
+        delay = policy.backoff(attempt, command.command_id)
         return make(
             SettleAction.RETRY,
             CommandStatus.PENDING,

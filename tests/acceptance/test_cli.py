@@ -589,3 +589,29 @@ async def test_worker_run_refuses_a_database_without_the_schema(
         assert_user_error(result, 1, "schema is not current", "commandbus schema apply")
     finally:
         await pg_template.drop(dsn)
+
+
+def test_a_read_command_on_a_new_embedded_server_says_which_it_used(tmp_path: Path) -> None:
+    # No DATABASE_URL, run from a folder that has no data: a new, empty embedded server.
+    pytest.importorskip("pgserver", reason="the embedded extra (pgserver) is not installed")
+    elsewhere = tmp_path / "not-my-project"
+    elsewhere.mkdir()
+    result = cli("tsq", "list", "--domain", "payments", cwd=elsewhere, timeout=120)
+    where = str((elsewhere / ".commandbus" / "pgdata").resolve())
+    assert_user_error(result, 1, "schema is missing", where, "--data-dir", "DATABASE_URL")
+    assert f"using the embedded PostgreSQL in {where}" in result.stderr
+
+
+def test_global_options_work_after_the_sub_command(shop: Shop) -> None:
+    from commandbus.cli.main import hoist_global_options
+
+    assert hoist_global_options(["tsq", "list", "-d", "p", "--database-url", "U"]) == [
+        "--database-url", "U", "tsq", "list", "-d", "p",
+    ]  # fmt: skip
+    assert hoist_global_options(["x", "--log-level=debug", "--", "--data-dir", "D"]) == [
+        "--log-level=debug", "x", "--", "--data-dir", "D",
+    ]  # fmt: skip
+    # No DATABASE_URL in the environment: the URL given after the noun is the one used.
+    result = cli("tsq", "list", "--domain", DOMAIN, "--database-url", shop.dsn)
+    assert result.returncode == 0, result.stderr
+    assert "embedded" not in result.stderr

@@ -154,3 +154,17 @@ def test_reply_wire_format_round_trips(outcome, data, correlation, code):
 def test_malformed_reply_messages_raise_value_error(message):
     with pytest.raises(ValueError, match="malformed reply"):
         Reply.from_message(message)
+
+
+def test_a_success_replys_result_is_typed_and_other_outcomes_have_none() -> None:
+    from uuid import uuid4
+
+    from commandbus.errors import InvalidOperationError
+    from commandbus.models import Reply, ReplyOutcome
+
+    done = Reply(uuid4(), None, ReplyOutcome.SUCCESS, {"receipt": "R-1"})
+    assert done.result == {"receipt": "R-1"}
+    assert Reply(uuid4(), None, ReplyOutcome.SUCCESS).result == {}  # the handler returned None
+    refused = Reply(uuid4(), None, ReplyOutcome.FAILED, error_code="NO", error_message="no")
+    with pytest.raises(InvalidOperationError, match="FAILED reply has no result"):
+        refused.result  # noqa: B018

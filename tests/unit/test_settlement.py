@@ -15,7 +15,7 @@ from commandbus.models import (
 from commandbus.policies import RetryPolicy
 from commandbus.settlement import Outcome, OutcomeKind, settle_outcome
 
-POLICY = RetryPolicy(max_attempts=3, backoff_schedule=(1.0, 5.0))
+POLICY = RetryPolicy(max_attempts=3, backoff_schedule=(1.0, 5.0), jitter=0)
 
 
 def claimed(attempt: int = 1, max_attempts: int = 3, reply_to: str | None = "app__replies"):
@@ -71,6 +71,21 @@ def test_transient_with_attempts_left_is_retried_after_the_backoff():
     )
     second = settle_outcome(claimed(attempt=2), outcome, POLICY)
     assert second.retry_delay == 5.0
+
+
+def test_retry_delays_are_jittered_below_the_schedule_and_deterministic():
+    outcome = Outcome(OutcomeKind.TRANSIENT, error_type="E", error_code="T", error_message="m")
+    policy = RetryPolicy(max_attempts=3, backoff_schedule=(10.0,))  # the default jitter
+    delays = [settle_outcome(claimed(attempt=1), outcome, policy).retry_delay for _ in range(200)]
+    assert all(8.0 <= d <= 10.0 for d in delays)  # never later than the schedule
+    assert len(set(delays)) > 150  # a burst spreads out
+    one = claimed(attempt=1)
+    assert (
+        settle_outcome(one, outcome, policy).retry_delay
+        == settle_outcome(one, outcome, policy).retry_delay
+    )  # the same delivery, the same delay: settling stays pure
+    with pytest.raises(ValueError, match="jitter"):
+        RetryPolicy(jitter=1.0)
 
 
 def test_transient_on_the_last_attempt_goes_to_the_tsq_with_a_notice():

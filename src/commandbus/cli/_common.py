@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from uuid import UUID
 
@@ -90,6 +91,10 @@ def _default_operator() -> str:
 # -- context -------------------------------------------------------------------------------
 
 
+#: Where the embedded server this command uses keeps its data (set when it is booted).
+_EMBEDDED_IN: list[Path] = []
+
+
 @dataclass
 class CliState:
     """Resolved global options, stored as ``ctx.obj`` by the root group."""
@@ -105,13 +110,19 @@ class CliState:
             if self.database_url_option:
                 self._resolved = self.database_url_option
             else:
-                from commandbus.embedded import database_url
+                from commandbus.embedded import DEFAULT_DATA_DIR, configured_url, database_url
 
                 try:
                     self._resolved = database_url(self.data_dir)
                 except CommandBusError as exc:  # could not boot it: say why, and what to do
                     raise click.ClickException(str(exc)) from None
-                err_console().print("[dim]No DATABASE_URL given: using the embedded PostgreSQL[/]")
+                if configured_url() is None:
+                    where = Path(self.data_dir or Path.cwd() / DEFAULT_DATA_DIR).resolve()
+                    _EMBEDDED_IN[:] = [where]
+                    err_console().print(
+                        f"[dim]No DATABASE_URL given: using the embedded PostgreSQL in {where} "
+                        "(--database-url / DATABASE_URL, or --data-dir, to use another)[/]"
+                    )
         return self._resolved
 
 
@@ -149,9 +160,15 @@ def describe_database_error(exc: BaseException) -> str | None:
     except ImportError:  # pragma: no cover - psycopg is a dependency
         return None
     if isinstance(exc, pg_errors.UndefinedTable | pg_errors.InvalidSchemaName):
+        where = ""
+        if _EMBEDDED_IN:  # most likely a new, empty embedded server in the wrong folder
+            where = (
+                f" (the embedded PostgreSQL in {_EMBEDDED_IN[0]}: if your data is elsewhere, "
+                "run from that folder, pass --data-dir, or set DATABASE_URL)"
+            )
         return (
-            f"the commandbus schema is missing in this database ({_first_line(exc)}); "
-            "run `commandbus schema apply` first"
+            f"the commandbus schema is missing in this database{where} "
+            f"({_first_line(exc)}); run `commandbus schema apply` first"
         )
     if isinstance(exc, psycopg.OperationalError | PoolTimeout):
         return f"cannot use the database: {_first_line(exc)}"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 from collections.abc import Sequence
 
 import click
@@ -99,10 +100,44 @@ def _add_optional_nouns() -> None:
 _add_optional_nouns()
 
 
+#: The root group's options that take a value: accepted anywhere on the command line.
+GLOBAL_OPTIONS = ("--database-url", "--data-dir", "--log-level")
+
+
+def hoist_global_options(args: Sequence[str]) -> list[str]:
+    """``args`` with the global options moved before the sub-command, so that
+    ``commandbus tsq list -d payments --database-url URL`` works like
+    ``commandbus --database-url URL tsq list -d payments``. Everything after ``--`` is
+    left alone."""
+    head: list[str] = []
+    rest: list[str] = []
+    items = list(args)
+    index = 0
+    while index < len(items):
+        arg = items[index]
+        if arg == "--":
+            rest.extend(items[index:])
+            break
+        name = arg.split("=", 1)[0]
+        if name in GLOBAL_OPTIONS:
+            if "=" in arg:
+                head.append(arg)
+            elif index + 1 < len(items):
+                head.extend(items[index : index + 2])
+                index += 1
+            else:
+                head.append(arg)  # missing value: let click say so
+        else:
+            rest.append(arg)
+        index += 1
+    return head + rest
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``commandbus`` script and ``python -m commandbus``."""
     windows_event_loop_policy()
-    cli.main(args=list(argv) if argv is not None else None, prog_name="commandbus")
+    args = list(argv) if argv is not None else sys.argv[1:]
+    cli.main(args=hoist_global_options(args), prog_name="commandbus")
 
 
 if __name__ == "__main__":  # pragma: no cover
