@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-unit check lint format typecheck bench chaos chaos-short clean
+.PHONY: install demo test test-unit check lint format typecheck bench chaos chaos-short docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,12 @@ install: $(STAMP)
 ## make demo: run the demo on the embedded PostgreSQL (or on $DATABASE_URL)
 demo: install
 	$(PY) -m commandbus.demo
+
+## make docs: the documentation site (MkDocs, API reference from the docstrings) in site/,
+## built strictly: a broken link, page or reference fails the build
+docs: install
+	$(PY) -m pip install --quiet -e ".[docs]"
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 ## make test: the whole test suite (embedded PostgreSQL unless $DATABASE_URL is set)
 test: install
@@ -56,4 +62,4 @@ chaos-short: install
 	$(PY) -m chaos --commands 3000 --processes 300 --send-seconds 40 --kills 4 --duration-limit 75 $(CHAOS_ARGS)
 
 clean:
-	rm -rf $(VENV) .commandbus .mypy_cache .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) site .commandbus .mypy_cache .pytest_cache .ruff_cache .hypothesis
