@@ -217,10 +217,11 @@ async def test_schema_verify_apply_on_an_empty_database(pg_template: Any) -> Non
         missing = await _to_thread(cli, "tsq", "list", "--domain", DOMAIN, dsn=dsn)
         assert_user_error(missing, 1, "schema apply")
 
-        applied = await _to_thread(cli, "schema", "apply", dsn=dsn)
+        applied = await _to_thread(cli, "schema", "apply", "--progress", dsn=dsn)
         assert applied.returncode == 0, applied.stderr
         assert "Schema applied" in applied.stdout
         assert "001_" in applied.stdout
+        assert "applying 001_commands.sql" in applied.stderr  # each migration as it starts
 
         again = await _to_thread(cli, "schema", "apply", dsn=dsn)
         assert again.returncode == 0, again.stderr

@@ -162,6 +162,9 @@ async def test_replay_check(pg_pool: AsyncConnectionPool[Any], pg_dsn: str) -> N
     for result in (same, changed, waiting_only):
         assert "Traceback" not in result.stderr, result.stderr
         assert "Replayed" in result.stdout, result.stdout
+    shown = cli("process", "replay", "--app", f"{APP}:MANAGERS", "--progress", dsn=pg_dsn)
+    assert shown.returncode == 0, shown.stderr
+    assert "Replaying processes" in shown.stderr and "3/3" in shown.stderr
     as_json = cli("process", "replay", "--app", f"{APP}:CHANGED", "--json", dsn=pg_dsn)
     assert as_json.returncode == 0, as_json.stderr  # without --check: a report, exit 0
     report = json.loads(as_json.stdout)

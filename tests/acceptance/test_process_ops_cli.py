@@ -220,9 +220,10 @@ async def test_router_run_drives_processes_until_sigterm(
     pg_pool: AsyncConnectionPool[Any], pg_dsn: str
 ) -> None:
     app = "examples.statement_report:StatementReportProcess"
-    stderr = await run_until(pg_pool, pg_dsn, "router", "run", "--app", app)
+    stderr = await run_until(pg_pool, pg_dsn, "router", "run", "--app", app, "--progress")
     summary = stderr[stderr.index("Router stopped") :]
     assert REPLIES in summary
+    assert "Router running" in stderr  # the live counters (--progress off a terminal)
 
 
 async def test_run_runs_workers_and_routers_together(
@@ -233,3 +234,4 @@ async def test_run_runs_workers_and_routers_together(
         "--processes", "examples.statement_report:StatementReportProcess",
     )  # fmt: skip
     assert "Worker stopped" in stderr and "Router stopped" in stderr
+    assert "Worker running" not in stderr  # no live counters off a terminal by default

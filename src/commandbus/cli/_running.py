@@ -79,8 +79,8 @@ async def refuse_stale_schema(backend: Any) -> None:
 
 def consumer_options(func: F) -> F:
     """The options every consumer run takes (``worker run``, ``router run``, ``run``):
-    ``--poll-interval``, ``--notify/--no-notify``, ``--verify-schema`` and
-    ``--stop-timeout``."""
+    ``--poll-interval``, ``--notify/--no-notify``, ``--verify-schema``, ``--progress``
+    and ``--stop-timeout``."""
     for decorate in reversed(
         [
             option(
@@ -104,6 +104,12 @@ def consumer_options(func: F) -> F:
                 default=True,
                 show_default=True,
                 help="Refuse to start when the database schema is missing or not current.",
+            ),
+            option(
+                "--progress/--no-progress",
+                envvar="COMMANDBUS_PROGRESS",
+                default=None,
+                help="Live counters (default: when standard error is a terminal).",
             ),
             option(
                 "--stop-timeout",

@@ -9,10 +9,13 @@ routers an application needs together, in one process.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+from rich.console import Group
+from rich.table import Table
 
 from commandbus.cli._common import (
     connect,
@@ -24,6 +27,7 @@ from commandbus.cli._common import (
     run,
     state,
 )
+from commandbus.cli._progress import live_view, progress_console
 from commandbus.cli._running import consumer_options, refuse_stale_schema, run_until_signalled
 from commandbus.cli.process import build_managers
 from commandbus.handler import HandlerRegistry
@@ -95,6 +99,7 @@ def router_run_cmd(
     poll_interval: float,
     notify: bool,
     verify_schema: bool,
+    progress: bool | None,
     stop_timeout: float,
 ) -> None:
     """Drive the processes of --app from their reply queues until SIGINT or SIGTERM."""
@@ -121,9 +126,16 @@ def router_run_cmd(
             runs = [
                 r.run(poll_interval, concurrency=concurrency, use_notify=notify) for r in routers
             ]
-            elapsed = await run_until_signalled(
-                routers, runs, stop_timeout=stop_timeout, what="batches in progress"
-            )
+            started = time.monotonic()
+
+            def live() -> Table:
+                rows = [router_stats(r, time.monotonic() - started) for r in routers]
+                return router_stats_table(rows, "Router running")
+
+            async with live_view(progress_console(progress), live):
+                elapsed = await run_until_signalled(
+                    routers, runs, stop_timeout=stop_timeout, what="batches in progress"
+                )
             return [router_stats(r, elapsed) for r in routers]
 
     print_router_stats(run(serve()))
@@ -155,13 +167,17 @@ def router_stats(router: Any, elapsed: float) -> tuple[str, ...]:
     )
 
 
-def print_router_stats(rows: list[tuple[str, ...]]) -> None:
-    table = new_table("Router stopped")
+def router_stats_table(rows: list[tuple[str, ...]], title: str = "Router stopped") -> Table:
+    table = new_table(title)
     for header in ("reply queue", "batches", "applied", "ignored", "parked", "retried", "elapsed"):
         table.add_column(header, justify="left" if header == "reply queue" else "right")
     for row in rows:
         table.add_row(*row)
-    err_console().print(table)
+    return table
+
+
+def print_router_stats(rows: list[tuple[str, ...]]) -> None:
+    err_console().print(router_stats_table(rows))
 
 
 @click.command("run")
@@ -197,12 +213,18 @@ def run_cmd(
     poll_interval: float,
     notify: bool,
     verify_schema: bool,
+    progress: bool | None,
     stop_timeout: float,
 ) -> None:
     """Run the workers and the routers of an application together, until SIGINT or
     SIGTERM: one worker per domain of --handlers, one router per reply queue of
     --processes."""
-    from commandbus.cli.worker import load_registry, print_worker_stats, worker_stats
+    from commandbus.cli.worker import (
+        load_registry,
+        print_worker_stats,
+        worker_stats,
+        worker_stats_table,
+    )
 
     registry = load_registry(handlers)
     domains = sorted(registry.domains())
@@ -235,9 +257,20 @@ def run_cmd(
                 ),
                 *(r.run(poll_interval, use_notify=notify) for r in routers),
             ]
-            elapsed = await run_until_signalled(
-                [*workers, *routers], runs, stop_timeout=stop_timeout, what="work in progress"
-            )
+            started = time.monotonic()
+
+            def live() -> Group:
+                elapsed = time.monotonic() - started
+                tables = [worker_stats_table(worker_stats(workers, elapsed), "Worker running")]
+                if routers:
+                    rows = [router_stats(r, elapsed) for r in routers]
+                    tables.append(router_stats_table(rows, "Router running"))
+                return Group(*tables)
+
+            async with live_view(progress_console(progress), live):
+                elapsed = await run_until_signalled(
+                    [*workers, *routers], runs, stop_timeout=stop_timeout, what="work in progress"
+                )
             return worker_stats(workers, elapsed), [router_stats(r, elapsed) for r in routers]
 
     workers, rows = run(serve())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from commandbus.cli._common import connect, console, err_console, redact, run, state
+from commandbus.cli._progress import progress_console, progress_option
 
 
 @click.group("schema")
@@ -26,16 +27,22 @@ def schema_sql_cmd() -> None:
 
 
 @schema_group.command("apply")
+@progress_option()
 @click.pass_context
-def schema_apply_cmd(ctx: click.Context) -> None:
+def schema_apply_cmd(ctx: click.Context, progress: bool | None) -> None:
     """Create or upgrade the schema (idempotent; safe to run from several machines)."""
     url = state(ctx).database_url()
+    shown = progress_console(progress)
+
+    def starting(filename: str) -> None:
+        if shown is not None:  # a migration can take a while on a large database
+            shown.print(f"applying {filename} …")
 
     async def apply() -> list[str]:
         from commandbus.postgres.schema import apply_schema
 
         async with connect(url, max_size=1) as backend, backend.pool.connection() as conn:
-            return list(await apply_schema(conn))
+            return list(await apply_schema(conn, on_migration=starting))
 
     applied = run(apply())
     out = console()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import click
+from rich.table import Table
 
 from commandbus.cli._common import (
     connect,
@@ -18,6 +20,7 @@ from commandbus.cli._common import (
     run,
     state,
 )
+from commandbus.cli._progress import live_view, progress_console
 from commandbus.cli._running import consumer_options, refuse_stale_schema, run_until_signalled
 from commandbus.handler import HandlerRegistry
 
@@ -107,6 +110,7 @@ def worker_run_cmd(
     heartbeat: bool,
     notify: bool,
     verify_schema: bool,
+    progress: bool | None,
     stop_timeout: float,
 ) -> None:
     """Process the commands of a domain until SIGINT or SIGTERM (then stop gracefully).
@@ -142,6 +146,7 @@ def worker_run_cmd(
             notify=notify,
             verify_schema=verify_schema,
             stop_timeout=stop_timeout,
+            progress=progress,
             announce=lambda: err.print(
                 f"[bold]commandbus worker[/] (pid {os.getpid()}) on {redact(url)}: "
                 f"domain(s) {', '.join(domains)}, concurrency {concurrency}, "
@@ -167,13 +172,17 @@ def worker_stats(workers: Any, elapsed: float) -> dict[str, tuple[str, ...]]:
     }
 
 
-def print_worker_stats(stats: dict[str, tuple[str, ...]]) -> None:
-    table = new_table("Worker stopped")
+def worker_stats_table(stats: dict[str, tuple[str, ...]], title: str = "Worker stopped") -> Table:
+    table = new_table(title)
     for header in ("domain", "claimed", "completed", "retried", "to TSQ", "failed", "elapsed"):
         table.add_column(header, justify="right" if header != "domain" else "left")
     for name, values in stats.items():
         table.add_row(name, *values)
-    err_console().print(table)
+    return table
+
+
+def print_worker_stats(stats: dict[str, tuple[str, ...]]) -> None:
+    err_console().print(worker_stats_table(stats))
 
 
 def load_registry(app: str) -> HandlerRegistry:
@@ -226,6 +235,7 @@ async def _run_workers(
     verify_schema: bool,
     stop_timeout: float,
     announce: Any,
+    progress: bool | None = None,
 ) -> dict[str, tuple[str, ...]]:
     from commandbus.policies import RetryPolicy
     from commandbus.worker import Worker
@@ -249,13 +259,20 @@ async def _run_workers(
             for d in domains
         ]
         announce()
-        elapsed = await run_until_signalled(
-            workers,
-            [
-                w.run(concurrency=concurrency, poll_interval=poll_interval, use_notify=notify)
-                for w in workers
-            ],
-            stop_timeout=stop_timeout,
-            what="running handlers",
-        )
+        started = time.monotonic()
+
+        def live() -> Table:
+            elapsed = time.monotonic() - started
+            return worker_stats_table(worker_stats(workers, elapsed), "Worker running")
+
+        async with live_view(progress_console(progress), live):
+            elapsed = await run_until_signalled(
+                workers,
+                [
+                    w.run(concurrency=concurrency, poll_interval=poll_interval, use_notify=notify)
+                    for w in workers
+                ],
+                stop_timeout=stop_timeout,
+                what="running handlers",
+            )
         return worker_stats(workers, elapsed)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -127,7 +128,9 @@ def schema_sql() -> str:
     return "\n\n".join(parts) + "\n"
 
 
-async def _apply(conn: psycopg.AsyncConnection[Any]) -> list[str]:
+async def _apply(
+    conn: psycopg.AsyncConnection[Any], on_migration: Callable[[str], None] | None = None
+) -> list[str]:
     applied: list[str] = []
     async with conn.transaction():
         # Serialise concurrent appliers; released at commit/rollback.
@@ -144,6 +147,8 @@ async def _apply(conn: psycopg.AsyncConnection[Any]) -> list[str]:
                         "this library version"
                     )
                 continue
+            if on_migration is not None:
+                on_migration(migration.filename)
             # No parameters: psycopg sends the file as one simple query (many statements).
             await conn.execute(migration.sql.encode("utf-8"))
             await conn.execute(
@@ -160,17 +165,20 @@ async def _apply(conn: psycopg.AsyncConnection[Any]) -> list[str]:
 
 async def apply_schema(
     target: str | psycopg.AsyncConnection[Any] | AsyncConnectionPool[Any],
+    *,
+    on_migration: Callable[[str], None] | None = None,
 ) -> list[str]:
     """Create or upgrade the ``commandbus`` schema; idempotent and safe to run
-    concurrently. ``target`` is a DSN, a connection (not inside a transaction) or a pool.
-    Returns the file names of the migrations applied by this call."""
+    concurrently. ``target`` is a DSN, a connection (not inside a transaction) or a pool;
+    ``on_migration(filename)`` is called as each migration starts (for progress). Returns
+    the file names of the migrations applied by this call."""
     if isinstance(target, str):
         async with await psycopg.AsyncConnection.connect(target) as conn:
-            return await _apply(conn)
+            return await _apply(conn, on_migration)
     if isinstance(target, AsyncConnectionPool):
         async with target.connection() as conn:
-            return await _apply(conn)
-    return await _apply(target)
+            return await _apply(conn, on_migration)
+    return await _apply(target, on_migration)
 
 
 async def verify_schema(

@@ -186,8 +186,10 @@ async def replay_all(
     statuses: Sequence[ProcessStatus] | None = None,
     initial_data: InitialDataSource | None = None,
     limit: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[ReplayResult]:
-    """Like ``check_replay``, with the full ``ReplayResult`` of every process."""
+    """Like ``check_replay``, with the full ``ReplayResult`` of every process.
+    ``progress(done, total)`` is called after each process (the CLI's progress bar)."""
     repo = _repository_of(backend_or_repo)
     by_type = managers_by_type(managers)
     if process_type is not None:
@@ -197,14 +199,17 @@ async def replay_all(
             )
         by_type = {process_type: by_type[process_type]}
     wanted = list(statuses) if statuses is not None else list(ProcessStatus)
-    results: list[ReplayResult] = []
+    todo: list[tuple[AnyManager, AnyProcess]] = []
     for domain in sorted({m.domain for m in by_type.values()}):
-        found = await repo.find_by_status(domain, wanted, limit=limit)
-        for process in found:
+        for process in await repo.find_by_status(domain, wanted, limit=limit):
             manager = by_type.get(process.process_type)
-            if manager is None or manager.domain != domain:
-                continue
-            audit = await repo.get_audit_trail(domain, process.process_id)
-            data = _initial_data_of(process, initial_data)
-            results.append(await replay_process(manager, process, audit, initial_data=data))
+            if manager is not None and manager.domain == domain:
+                todo.append((manager, process))
+    results: list[ReplayResult] = []
+    for manager, process in todo:
+        audit = await repo.get_audit_trail(process.domain, process.process_id)
+        data = _initial_data_of(process, initial_data)
+        results.append(await replay_process(manager, process, audit, initial_data=data))
+        if progress is not None:
+            progress(len(results), len(todo))
     return results
