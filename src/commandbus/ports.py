@@ -432,9 +432,11 @@ class ProcessRepository(Protocol):
         process_id: UUID | None = None,
         disposition: ProcessMessageDisposition | None = None,
         limit: int = 100,
+        record_id: int | None = None,
         conn: Conn | None = None,
     ) -> list[ProcessMessageRecord]:
-        """The message log (ignored and parked messages), oldest first."""
+        """The message log (ignored and parked messages), oldest first; ``record_id``
+        selects one record."""
         ...
 
     async def delete_message(self, record_id: int, *, conn: Conn | None = None) -> bool:

@@ -333,12 +333,15 @@ class InMemoryProcessRepository:
         process_id: UUID | None = None,
         disposition: ProcessMessageDisposition | None = None,
         limit: int = 100,
+        record_id: int | None = None,
         conn: Conn | None = None,
     ) -> list[ProcessMessageRecord]:
         async with self._backend.transaction(conn) as tx:
             found: list[ProcessMessageRecord] = []
             for lrow in self._log.seen_by(tx):
                 r = lrow.record
+                if record_id is not None and r.id != record_id:
+                    continue
                 if domain is not None and r.domain != domain:
                     continue
                 if process_id is not None and r.process_id != process_id:

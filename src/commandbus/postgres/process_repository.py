@@ -394,6 +394,7 @@ class PostgresProcessRepository:
         process_id: UUID | None = None,
         disposition: ProcessMessageDisposition | None = None,
         limit: int = 100,
+        record_id: int | None = None,
         conn: Conn | None = None,
     ) -> list[ProcessMessageRecord]:
         params = {
@@ -401,6 +402,7 @@ class PostgresProcessRepository:
             "process_id": process_id,
             "disposition": disposition.value if disposition is not None else None,
             "limit": limit,
+            "record_id": record_id,
         }
         async with statement_conn(self._pool, conn) as c:
             cur = c.cursor(row_factory=dict_row)

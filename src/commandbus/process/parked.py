@@ -23,16 +23,19 @@ async def replay_parked(
     when the record names none). False when there is no such parked message."""
     async with backend.transaction() as tx:
         records = await backend.processes.list_messages(
-            disposition=ProcessMessageDisposition.PARKED, limit=1_000_000, conn=tx
+            disposition=ProcessMessageDisposition.PARKED, record_id=record_id, limit=1, conn=tx
         )
-        record = next((r for r in records if r.id == record_id), None)
-        if record is None:
+        if not records:
             return False
+        record = records[0]
         queue = record.queue_name or reply_queue
         if queue is None:
             raise ValidationError(
                 f"parked message {record_id} names no reply queue; pass reply_queue"
             )
+        # Delete first: of two operators replaying the same record at once, only the one
+        # whose delete finds it puts the message back (the other waits, then finds none).
+        if not await backend.processes.delete_message(record_id, conn=tx):
+            return False
         await backend.queue.enqueue(queue, [record.message], conn=tx)
-        await backend.processes.delete_message(record_id, conn=tx)
     return True

@@ -205,6 +205,7 @@ FROM commandbus.process_message_log
 WHERE (%(domain)s::text IS NULL OR domain = %(domain)s::text)
   AND (%(process_id)s::uuid IS NULL OR process_id = %(process_id)s::uuid)
   AND (%(disposition)s::text IS NULL OR disposition = %(disposition)s::text)
+  AND (%(record_id)s::bigint IS NULL OR id = %(record_id)s::bigint)
 ORDER BY id
 LIMIT %(limit)s;
 

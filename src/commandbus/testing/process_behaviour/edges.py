@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from uuid import uuid4
 
@@ -187,3 +188,14 @@ class EdgeBehaviour(BehaviourBase):
         await self.drive(env)
         assert (await self.process(env, bad)).status is ProcessStatus.COMPLETED
         assert await router.parked_messages() == []
+
+    async def test_two_replays_of_one_parked_message_put_it_back_once(self, env: Env) -> None:
+        await self.inject(env, {"not": "a reply"})
+        await env.router.process_once()  # parked as malformed
+        [parked] = await env.router.parked_messages()
+        assert parked.id is not None
+        results = await asyncio.gather(
+            env.router.replay_parked(parked.id), env.router.replay_parked(parked.id)
+        )
+        assert sorted(results) == [False, True]
+        assert await env.backend.queue.depth(REPLIES) == 1

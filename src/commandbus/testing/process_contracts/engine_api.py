@@ -219,6 +219,9 @@ class EngineApiContract(RepositoryContractBase):
         assert [r.reason for r in await repo.list_messages(domain=OTHER)] == ["hook"]
         assert [r.reason for r in await repo.list_messages(limit=1)] == ["stale"]
         assert parked[0].id is not None
+        [one] = await repo.list_messages(record_id=parked[1].id)
+        assert one.reason == "hook" and one.id == parked[1].id
+        assert await repo.list_messages(record_id=-1) == []
         assert await repo.delete_message(parked[0].id) is True
         assert await repo.delete_message(parked[0].id) is False
         assert [r.reason for r in await repo.list_messages()] == ["stale", "hook"]
