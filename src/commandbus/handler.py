@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -15,6 +17,20 @@ HandlerFn = Callable[[Command, "HandlerContext"], Awaitable[JsonObject | None]]
 F = TypeVar("F", bound=Callable[..., Any])
 
 _MARK = "__commandbus_handler__"
+
+
+def _in_a_thread(fn: Callable[..., Any]) -> HandlerFn:
+    """A plain (sync) handler, run in the default thread pool so that it never blocks the
+    event loop: other handlers, the heartbeat and settlements go on while it works. It
+    cannot be interrupted: a worker stopping with a timeout abandons it, and its command is
+    delivered again after the visibility timeout, as for any handler still running."""
+
+    @functools.wraps(fn)
+    async def run(command: Command, context: HandlerContext) -> JsonObject | None:
+        result: JsonObject | None = await asyncio.to_thread(fn, command, context)
+        return result
+
+    return run
 
 
 @dataclass
@@ -65,13 +81,18 @@ class HandlerRegistry:
     ) -> None:
         validate_name(domain)
         validate_command_type(command_type)
-        if not inspect.iscoroutinefunction(fn) and not inspect.iscoroutinefunction(
+        if not callable(fn):
+            raise TypeError(f"handler for {command_type!r} must be a function, got {fn!r}")
+        is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
             getattr(fn, "__call__", None)  # noqa: B004 - async callable objects are fine too
-        ):
-            raise TypeError(
-                f"handler for {command_type!r} must be an async function "
-                "(async def handler(command, context) -> dict | None)"
-            )
+        )
+        if not is_async:
+            if transactional:
+                raise TypeError(
+                    f"transactional handler for {command_type!r} must be an async function: "
+                    "it writes through context.conn, an async connection"
+                )
+            fn = _in_a_thread(fn)
         key = (domain, command_type)
         if key in self._handlers:
             raise HandlerAlreadyRegisteredError(domain, command_type)

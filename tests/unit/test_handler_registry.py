@@ -41,8 +41,18 @@ def test_decorator_and_validation():
     assert registered.fn is refund and registered.transactional
     with pytest.raises(ValidationError):
         registry.register("Bad Domain", "X", noop)
-    with pytest.raises(TypeError, match="async"):
-        registry.register("payments", "Sync", lambda c, ctx: None)  # type: ignore[arg-type]
+    # A plain function is run in a thread (tests/integration/test_sync_handlers.py); a
+    # transactional one must be async, since it writes through an async connection.
+    registry.register("payments", "Sync", lambda c, ctx: None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="must be an async function"):
+        registry.register(
+            "payments",
+            "SyncTx",
+            lambda c, ctx: None,  # type: ignore[arg-type]
+            transactional=True,
+        )
+    with pytest.raises(TypeError, match="must be a function"):
+        registry.register("payments", "NotCallable", 42)  # type: ignore[arg-type]
 
 
 def test_register_instance_picks_up_marked_methods_bound_to_the_object():
