@@ -249,7 +249,7 @@ class ProcessEngine:
         remaining[env.process_id] -= 1
         message = env.message
         if isinstance(message, CancelRequested):
-            message = await self._with_awaited_fact(message, snapshot, conn)
+            message = await self._with_awaited_fact(message, snapshot, staged, conn)
         try:
             decision = await decide(
                 manager,
@@ -294,7 +294,11 @@ class ProcessEngine:
         return Handled(EnvelopeResult.APPLIED, decision=decision)
 
     async def _with_awaited_fact(
-        self, cancel: CancelRequested, snapshot: ProcessSnapshot[Any, Any], conn: Conn
+        self,
+        cancel: CancelRequested,
+        snapshot: ProcessSnapshot[Any, Any],
+        staged: Staged,
+        conn: Conn,
     ) -> CancelRequested:
         """The cancel with the fact the kernel needs: has the awaited command started?
         Read under the command row's lock, which holds until the cancel commits."""
@@ -303,6 +307,7 @@ class ProcessEngine:
             return cancel
         commands = self.backend.commands
         row = await locked_command(commands, commands, entry.command_id, conn=conn)
+        staged.locked_commands[entry.command_id] = row
         started = row is not None and row.status not in WITHDRAWABLE
         return CancelRequested(cancel.reason, awaited_started=started)
 
@@ -388,7 +393,11 @@ class ProcessEngine:
             await self.repo.apply(writes, conn=conn)
         commands = self.backend.commands
         for command_id, process_id, reason in staged.withdrawals:
-            await withdraw(commands, commands, command_id, process_id, reason, conn=conn)
+            if command_id in staged.locked_commands:
+                row = staged.locked_commands[command_id]
+            else:
+                row = await locked_command(commands, commands, command_id, conn=conn)
+            await withdraw(commands, row, process_id, reason, conn=conn)
         if staged.commands:
             await self.backend.commands.insert(
                 staged.commands, RetryPolicy().max_attempts, conn=conn

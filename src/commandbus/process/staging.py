@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID, uuid5
 
-from commandbus.models import JsonObject, ReplyOutcome, SendRequest
+from commandbus.models import CommandMetadata, JsonObject, ReplyOutcome, SendRequest
 from commandbus.process.decisions import PROCESS_COMMAND_NAMESPACE
 from commandbus.process.errors import ProcessHookError
 from commandbus.process.kernel import Decision, ProcessHooks, timer_message
@@ -65,6 +65,9 @@ class Staged:
     commands: list[SendRequest] = field(default_factory=list)
     # (command_id, process_id, reason): commands to withdraw if they have not started
     withdrawals: list[tuple[UUID, UUID, str]] = field(default_factory=list)
+    # command rows already read and locked in this transaction (a cancel reads the awaited
+    # one to decide), so that withdrawing them does not read them again
+    locked_commands: dict[UUID, CommandMetadata | None] = field(default_factory=dict)
     # (queue, delay) -> timer messages
     timers: dict[tuple[str, float], list[JsonObject]] = field(default_factory=dict)
     # process id -> (stored, current) state version, for states upgraded when loaded

@@ -39,20 +39,19 @@ async def locked_command(
 
 async def withdraw(
     commands: CommandOperations,
-    queries: CommandQueries,
-    command_id: UUID,
+    row: CommandMetadata | None,
     process_id: UUID,
     reason: str,
     *,
     conn: Conn,
 ) -> bool:
-    """Cancel the command if it has not started; True if it was withdrawn."""
-    row = await locked_command(commands, queries, command_id, conn=conn)
+    """Cancel the command whose row ``locked_command`` returned, if it has not started;
+    True if it was withdrawn."""
     if row is None or row.status not in WITHDRAWABLE:
         return False
-    await commands.set_status(row.domain, command_id, CommandStatus.CANCELED, conn=conn)
+    await commands.set_status(row.domain, row.command_id, CommandStatus.CANCELED, conn=conn)
     details = {"process_id": str(process_id), "reason": reason, "was": row.status.value}
     await commands.append_audit(
-        row.domain, command_id, [(AuditEventType.WITHDRAWN, details)], conn=conn
+        row.domain, row.command_id, [(AuditEventType.WITHDRAWN, details)], conn=conn
     )
     return True
