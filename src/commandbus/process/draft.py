@@ -191,6 +191,27 @@ class Draft(Generic[S, T]):
         updated.timed_out_at = self.now
         self.audit_updates.append(updated)
 
+    async def act_on_timeout(
+        self, action: TimeoutAction, entry: ProcessAuditEntry, code: str, message: str
+    ) -> None:
+        """What a step timeout or the process deadline decided for the awaited ``entry``:
+        ``RETRY`` sends its step again, ``TSQ`` waits for an operator, ``COMPENSATE`` and
+        ``FAIL`` give up (with error ``code``). A command given up or re-sent is withdrawn."""
+        if action is not TimeoutAction.TSQ:
+            self.withdrawals.append(entry.command_id)  # must not run if not started
+        if action is TimeoutAction.RETRY:
+            await self.send(self.parse(entry.step_name), AuditEntryKind.STEP)
+            self.process.status = ProcessStatus.WAITING_FOR_REPLY
+            return
+        self.set_error(code, message)
+        if action is TimeoutAction.TSQ:
+            self.process.status = ProcessStatus.WAITING_FOR_OPERATOR
+            self.process.deadline_at = None
+        elif action is TimeoutAction.COMPENSATE:
+            await self.compensate(ProcessStatus.FAILED)
+        else:
+            self.finish(ProcessStatus.FAILED)
+
     async def send(self, step: T, kind: AuditEntryKind) -> None:
         hooks = self.hooks
         process = self.process

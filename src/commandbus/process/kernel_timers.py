@@ -74,23 +74,7 @@ async def on_timer(
     attempt = consecutive_attempts(snapshot.audit, entry.step_name)
     action = draft.call("on_step_timeout", hooks.on_step_timeout, step, draft.state, attempt)
     message = f"step {entry.step_name} got no reply in time (attempt {attempt})"
-    match TimeoutAction(action):
-        case TimeoutAction.RETRY:
-            draft.withdrawals.append(command_id)  # superseded: must not run if not started
-            await draft.send(step, AuditEntryKind.STEP)
-            draft.process.status = ProcessStatus.WAITING_FOR_REPLY
-        case TimeoutAction.TSQ:
-            draft.process.status = ProcessStatus.WAITING_FOR_OPERATOR
-            draft.process.deadline_at = None
-            draft.set_error(STEP_TIMEOUT, message)
-        case TimeoutAction.COMPENSATE:
-            draft.withdrawals.append(command_id)
-            draft.set_error(STEP_TIMEOUT, message)
-            await draft.compensate(ProcessStatus.FAILED)
-        case TimeoutAction.FAIL:
-            draft.withdrawals.append(command_id)
-            draft.set_error(STEP_TIMEOUT, message)
-            draft.finish(ProcessStatus.FAILED)
+    await draft.act_on_timeout(TimeoutAction(action), entry, STEP_TIMEOUT, message)
     return draft.decision()
 
 
@@ -126,19 +110,6 @@ async def _on_deadline(
     marked.timed_out_at = now
     marked.error_code, marked.error_message = PROCESS_TIMEOUT, message
     draft.audit_updates.append(marked)
-    draft.set_error(PROCESS_TIMEOUT, message)
-    match TimeoutAction(action):
-        case TimeoutAction.TSQ:
-            draft.process.status = ProcessStatus.WAITING_FOR_OPERATOR
-            draft.process.deadline_at = None
-        case TimeoutAction.RETRY:
-            draft.withdrawals.append(awaited.command_id)
-            await draft.send(draft.parse(awaited.step_name), AuditEntryKind.STEP)
-            draft.process.status = ProcessStatus.WAITING_FOR_REPLY
-        case TimeoutAction.COMPENSATE:
-            draft.withdrawals.append(awaited.command_id)
-            await draft.compensate(ProcessStatus.FAILED)
-        case TimeoutAction.FAIL:
-            draft.withdrawals.append(awaited.command_id)
-            draft.finish(ProcessStatus.FAILED)
+    draft.set_error(PROCESS_TIMEOUT, message)  # kept by a RETRY too: the process is late
+    await draft.act_on_timeout(TimeoutAction(action), awaited, PROCESS_TIMEOUT, message)
     return draft.decision()
