@@ -147,7 +147,8 @@ class _BadStr:
 
 
 def not_json() -> st.SearchStrategy[Any]:
-    """Values the JSON encoder refuses (or that are not JSON at all)."""
+    """Values the JSON encoder refuses (or that are not JSON at all), and values only the
+    built-in encoders (``commandbus.register_json_encoder``) turn into JSON."""
     return st.sampled_from(
         [
             {1, 2},

@@ -9,8 +9,10 @@ a canary command and a canary process still complete afterwards.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from tests import fuzz_properties as props
 from tests import fuzz_strategies as fs
@@ -78,6 +80,7 @@ async def test_known_malformed_messages_stop_nothing(sql_harness, index) -> None
 
 @FUZZ
 @given(initial_data=fs.payloads, process_id=st.one_of(st.none(), fs.uuids))
+@example(initial_data={"": datetime(2024, 1, 1, tzinfo=UTC)}, process_id=None)  # built-in encoder
 async def test_process_start_raises_only_bus_errors_and_writes_nothing(
     harness, initial_data, process_id
 ) -> None:

@@ -8,6 +8,8 @@ nothing, and workers, routers and reply readers keep going.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -109,6 +111,7 @@ async def test_raw_messages_on_any_queue_stop_nothing(harness, commands, replies
 
 @FUZZ
 @given(initial_data=fs.payloads, process_id=st.one_of(st.none(), fs.uuids))
+@example(initial_data={"": datetime(2024, 1, 1, tzinfo=UTC)}, process_id=None)  # built-in encoder
 async def test_process_start_raises_only_bus_errors_and_writes_nothing(
     harness, initial_data, process_id
 ) -> None:
