@@ -135,3 +135,33 @@ class StorageError(CommandBusError):
 class DatabaseUnavailableError(StorageError):
     """The database could not be reached, or the connection broke or timed out; the same
     request may succeed later (workers and routers retry these by themselves)."""
+
+
+class WrongExpectedVersionError(CommandBusError):
+    """An append expected its stream at another version (someone appended first); nothing
+    was written. Read the stream again, decide again, and append with the new version."""
+
+    def __init__(self, stream: str, expected: int, actual: int) -> None:
+        self.stream = stream
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"stream {stream!r} is at version {actual}, not the expected {expected}; "
+            "nothing was appended"
+        )
+
+
+class DuplicateEventError(CommandBusError):
+    """An event with this ``event_id`` is already stored; nothing was appended."""
+
+    def __init__(self, event_ids: Sequence[UUID]) -> None:
+        self.event_ids = list(event_ids)
+        shown = ", ".join(str(e) for e in self.event_ids[:5])
+        more = f" and {len(self.event_ids) - 5} more" if len(self.event_ids) > 5 else ""
+        super().__init__(f"event id(s) already stored: {shown}{more}; nothing was appended")
+
+
+class SubscriptionNotFoundError(CommandBusError):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"no subscription named {name!r}")

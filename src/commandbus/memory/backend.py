@@ -13,7 +13,9 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
+from commandbus.events.ports import EventStorage, SubscriptionStorage
 from commandbus.memory.commands import InMemoryCommandStore
+from commandbus.memory.events import InMemoryEventStorage, InMemorySubscriptionStorage
 from commandbus.memory.process_repository import InMemoryProcessRepository
 from commandbus.memory.queue import InMemoryMessageQueue
 from commandbus.memory.transaction import (
@@ -95,6 +97,11 @@ class InMemoryBackend:
         self.queue: MessageQueue = self.memory_queue
         self.commands: CommandStore = self.memory_commands
         self.processes: ProcessRepository = InMemoryProcessRepository(self)
+        self.memory_events = InMemoryEventStorage(self)
+        self.events: EventStorage = self.memory_events
+        self.subscriptions: SubscriptionStorage = InMemorySubscriptionStorage(
+            self, self.memory_events
+        )
 
     def transaction(self, conn: Conn | None = None) -> TransactionContext:
         """Open a transaction, or with ``conn`` a savepoint inside that open transaction."""

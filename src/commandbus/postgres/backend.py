@@ -20,9 +20,11 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
+from commandbus.events.ports import EventStorage, SubscriptionStorage
 from commandbus.ports import Clock, CommandStore, MessageQueue, SystemClock
 from commandbus.postgres.commands import PostgresCommandStore
 from commandbus.postgres.connections import probe_connection, translate_errors
+from commandbus.postgres.events import PostgresEventStorage, PostgresSubscriptionStorage
 from commandbus.postgres.listener import (
     NotificationListener,
     PostgresWaiter,
@@ -34,7 +36,8 @@ from commandbus.process.repository import ProcessRepository
 
 
 class PostgresBackend:
-    """Message queue, command store, transactions and wake-ups on one PostgreSQL database.
+    """Message queue, command store, process and event stores, transactions and wake-ups on
+    one PostgreSQL database.
 
     Build it around your own pool (``PostgresBackend(pool)``), or let it own one::
 
@@ -56,6 +59,8 @@ class PostgresBackend:
         self.queue: MessageQueue = PostgresMessageQueue(pool)
         self.commands: CommandStore = PostgresCommandStore(pool)
         self.processes: ProcessRepository = PostgresProcessRepository(pool)
+        self.events: EventStorage = PostgresEventStorage(pool)
+        self.subscriptions: SubscriptionStorage = PostgresSubscriptionStorage(pool)
         self._owns_pool = owns_pool
         self._listener = NotificationListener(lambda: resolve_pool_conninfo(pool))
 

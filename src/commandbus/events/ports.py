@@ -1,0 +1,147 @@
+"""The ports of the event store: what a backend that stores events offers.
+
+``EventBackend`` is a ``Backend`` with two more stores; ``PostgresBackend`` and
+``InMemoryBackend`` are both, and one contract suite (``commandbus.testing.contracts``)
+holds them to the same behaviour. Arguments arrive validated (``commandbus.events.store``
+checks them); the stores only store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+from uuid import UUID
+
+from commandbus.events.models import (
+    AppendResult,
+    Checkpoint,
+    ParkedEvent,
+    RecordedEvent,
+    SubscriptionInfo,
+)
+from commandbus.ports import Backend, Conn
+
+__all__ = [
+    "EVENTS_CHANNEL",
+    "EncodedEvent",
+    "EventBackend",
+    "EventFilter",
+    "EventStorage",
+    "SubscriptionStorage",
+    "Taken",
+]
+
+#: The wake-up channel of appends: consumers ``listen([EVENTS_CHANNEL])`` like a queue.
+EVENTS_CHANNEL = "$events"
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedEvent:
+    """A validated event to append, its data and metadata already encoded as JSON text."""
+
+    event_id: UUID
+    event_type: str
+    data: str
+    metadata: str
+    correlation_id: UUID | None
+    causation_id: UUID | None
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """Which events a reader of all streams wants (None: all)."""
+
+    categories: tuple[str, ...] | None = None
+    event_types: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Taken:
+    """A subscription's next batch, taken under its row lock: its checkpoint and the
+    events after it."""
+
+    checkpoint: Checkpoint
+    events: list[RecordedEvent]
+
+
+class EventStorage(Protocol):
+    async def append(
+        self,
+        stream: str,
+        events: Sequence[EncodedEvent],
+        expected_version: int | None,
+        *,
+        conn: Conn | None = None,
+    ) -> AppendResult:
+        """Append atomically, after the stream's current events. With
+        ``expected_version`` (0: the stream has no events) a stream at another version
+        raises ``WrongExpectedVersionError``; an event id already stored raises
+        ``DuplicateEventError``; either way nothing is written."""
+        ...
+
+    async def read_stream(
+        self, stream: str, from_version: int, limit: int, *, conn: Conn | None = None
+    ) -> list[RecordedEvent]:
+        """Events of one stream with ``version >= from_version``, in version order."""
+        ...
+
+    async def read_all(
+        self, after: Checkpoint, limit: int, where: EventFilter, *, conn: Conn | None = None
+    ) -> list[RecordedEvent]:
+        """Events after ``after`` in commit order, only from transactions that have ended:
+        once a reader has passed a checkpoint, no event can appear before it."""
+        ...
+
+    async def stream_version(self, stream: str, *, conn: Conn | None = None) -> int:
+        """The stream's version (its number of events; 0 if it has none)."""
+        ...
+
+
+class SubscriptionStorage(Protocol):
+    async def ensure(self, name: str, where: EventFilter, *, conn: Conn | None = None) -> None:
+        """Create the subscription at the beginning, with its filter, if it does not exist
+        (never waiting for a consumer that holds it)."""
+        ...
+
+    async def take(self, name: str, limit: int, where: EventFilter, *, conn: Conn) -> Taken | None:
+        """Lock the subscription (held until ``conn``'s transaction ends) and read the
+        events after its checkpoint; None if another consumer holds it."""
+        ...
+
+    async def advance(
+        self, name: str, handled: Sequence[RecordedEvent], where: EventFilter, *, conn: Conn
+    ) -> None:
+        """Move the locked subscription's checkpoint past ``handled`` (the batch just
+        handled, in order), in the handler's transaction; record the filter it used."""
+        ...
+
+    async def record_failure(
+        self, name: str, event: RecordedEvent, error: str, park_after: int | None
+    ) -> bool:
+        """Count a failed attempt at ``event``; once ``park_after`` of them have failed
+        (None: never, for an event that is not next), park it and move the checkpoint
+        past it (True). Does nothing if the checkpoint has already passed the event."""
+        ...
+
+    async def get(self, name: str) -> SubscriptionInfo | None: ...
+
+    async def list_all(self) -> list[SubscriptionInfo]: ...
+
+    async def reset(self, name: str, to: Checkpoint) -> bool:
+        """Move the checkpoint (back to the beginning, or to the end); False if unknown."""
+        ...
+
+    async def end(self) -> Checkpoint:
+        """The checkpoint after the last event a reader can see now."""
+        ...
+
+    async def parked(self, name: str, limit: int) -> list[ParkedEvent]: ...
+
+
+@runtime_checkable
+class EventBackend(Backend, Protocol):
+    """A backend that also stores events."""
+
+    events: EventStorage
+    subscriptions: SubscriptionStorage
