@@ -31,6 +31,8 @@ OPTIONAL_NOUNS: tuple[tuple[str, str], ...] = (
     ("commandbus.cli.process_ops", "process_group"),
     ("commandbus.cli.router", "router_group"),
     ("commandbus.cli.router", "run_cmd"),
+    ("commandbus.cli.events", "events_group"),
+    ("commandbus.cli.events", "subscription_group"),
 )
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
