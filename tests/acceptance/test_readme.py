@@ -38,6 +38,12 @@ EXPECTED = {
         "COMPLETED OrderState(order_id='42', amount=990, reservation='R-42', payment='P-1')",
         "charge_card ChargeCard SUCCESS",
     ],
+    "events.py": [
+        "refused: 1 event(s) already there",
+        "handled: 1",
+        "handled again: 0",
+        "[('Thanks for order order-42: 30 EUR',)]",
+    ],
     "test_orders.py": [],
 }
 
