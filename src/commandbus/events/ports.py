@@ -20,6 +20,7 @@ from commandbus.events.models import (
     RecordedEvent,
     SubscriptionInfo,
 )
+from commandbus.models import JsonObject
 from commandbus.ports import Backend, Conn
 
 __all__ = [
@@ -95,6 +96,18 @@ class EventStorage(Protocol):
 
     async def stream_version(self, stream: str, *, conn: Conn | None = None) -> int:
         """The stream's version (its number of events; 0 if it has none)."""
+        ...
+
+    async def get_snapshot(
+        self, stream: str, *, conn: Conn | None = None
+    ) -> tuple[int, JsonObject] | None:
+        """The stream's latest snapshot: ``(version, state)``, or None."""
+        ...
+
+    async def put_snapshot(
+        self, stream: str, version: int, state: str, *, conn: Conn | None = None
+    ) -> None:
+        """Store a snapshot (``state`` encoded as JSON) unless a newer one is stored."""
         ...
 
 

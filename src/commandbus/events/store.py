@@ -32,12 +32,15 @@ from commandbus.events.models import (
     SubscriptionInfo,
 )
 from commandbus.events.ports import EventBackend
+from commandbus.models import JsonObject
 from commandbus.ports import Clock, Conn
-from commandbus.validation import MAX_BATCH_LIMIT, validate_count
+from commandbus.validation import MAX_BATCH_LIMIT, encode_payload, validate_count
 
 __all__ = ["EventStore", "event_backend"]
 
 MAX_VERSION = 2**62
+#: Snapshots may be larger than one event: they fold a whole history.
+MAX_SNAPSHOT_BYTES = 16 * 1024 * 1024
 
 
 def event_backend(source: BackendSource, clock: Clock | None = None) -> EventBackend:
@@ -126,6 +129,24 @@ class EventStore:
     async def stream_version(self, stream: str, *, conn: Conn | None = None) -> int:
         """How many events ``stream`` has (0: none)."""
         return await self._backend.events.stream_version(validate_stream_name(stream), conn=conn)
+
+    # -- snapshots ---------------------------------------------------------------------
+
+    async def snapshot(
+        self, stream: str, *, conn: Conn | None = None
+    ) -> tuple[int, JsonObject] | None:
+        """The latest snapshot of ``stream``: ``(version, state)``, or None."""
+        return await self._backend.events.get_snapshot(validate_stream_name(stream), conn=conn)
+
+    async def save_snapshot(
+        self, stream: str, version: int, state: JsonObject, *, conn: Conn | None = None
+    ) -> None:
+        """Keep ``state``, folded from ``stream`` up to ``version``, to start later loads
+        from (an older snapshot never replaces a newer one)."""
+        stream = validate_stream_name(stream)
+        validate_count(version, "version", MAX_VERSION)
+        encoded = encode_payload(state, "snapshot state", MAX_SNAPSHOT_BYTES)
+        await self._backend.events.put_snapshot(stream, version, encoded, conn=conn)
 
     # -- subscriptions (operators' side; ``Subscription`` runs them) --------------------
 

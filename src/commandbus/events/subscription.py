@@ -65,7 +65,8 @@ class EventContext:
     subscription: str
 
 
-EventHandler = Callable[[RecordedEvent, EventContext], Awaitable[None]]
+#: ``async def handle(event, context)``; what it returns is not used.
+EventHandler = Callable[[RecordedEvent, EventContext], Awaitable[object]]
 
 
 class _HandlerFailed(Exception):

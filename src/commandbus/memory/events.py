@@ -30,6 +30,7 @@ from commandbus.events.models import (
 from commandbus.events.ports import EVENTS_CHANNEL, EncodedEvent, EventFilter, Taken
 from commandbus.memory.rows import TxCell, TxLog, TxTable
 from commandbus.memory.transaction import MemoryHost, MemoryTransaction
+from commandbus.models import JsonObject
 from commandbus.ports import Conn
 
 __all__ = ["InMemoryEventStorage", "InMemorySubscriptionStorage"]
@@ -82,6 +83,7 @@ class InMemoryEventStorage:
         self._positions = count(1)
         self._transaction_numbers = count(1)
         self._numbers: dict[MemoryTransaction, int] = {}
+        self._snapshots: TxTable[str, tuple[int, str]] = TxTable()
 
     # -- transaction numbers -----------------------------------------------------------
 
@@ -205,6 +207,25 @@ class InMemoryEventStorage:
     async def stream_version(self, stream: str, *, conn: Conn | None = None) -> int:
         async with self._backend.transaction(conn) as tx:
             return self._heads.get(tx, stream) or 0
+
+    async def get_snapshot(
+        self, stream: str, *, conn: Conn | None = None
+    ) -> tuple[int, JsonObject] | None:
+        async with self._backend.transaction(conn) as tx:
+            found = self._snapshots.get(tx, stream)
+            return None if found is None else (found[0], json.loads(found[1]))
+
+    async def put_snapshot(
+        self, stream: str, version: int, state: str, *, conn: Conn | None = None
+    ) -> None:
+        async with self._backend.transaction(conn) as tx:
+            cell = await self._snapshots.unique(tx, stream)
+            if cell is None:
+                self._snapshots.insert(tx, stream, (version, state))
+                return
+            current = await cell.lock(tx)
+            if current is not None and current[0] < version:
+                cell.write(tx, (version, state))
 
 
 @dataclass(frozen=True, slots=True)

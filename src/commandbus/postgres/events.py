@@ -26,6 +26,7 @@ from commandbus.events.models import (
     stream_category,
 )
 from commandbus.events.ports import EncodedEvent, EventFilter, Taken
+from commandbus.models import JsonObject
 from commandbus.postgres.connections import fast_cursor, statement_conn, transaction_conn
 from commandbus.postgres.queries import Queries
 
@@ -142,6 +143,22 @@ class PostgresEventStorage:
             row = await cur.fetchone()
         assert row is not None
         return int(row[0])
+
+    async def get_snapshot(
+        self, stream: str, *, conn: Any | None = None
+    ) -> tuple[int, JsonObject] | None:
+        async with statement_conn(self._pool, conn) as c:
+            cur = fast_cursor(c)
+            await cur.execute(Q.get_snapshot, {"stream": stream})
+            row = await cur.fetchone()
+        return None if row is None else (int(row[0]), row[1])
+
+    async def put_snapshot(
+        self, stream: str, version: int, state: str, *, conn: Any | None = None
+    ) -> None:
+        params = {"stream": stream, "version": version, "state": state}
+        async with statement_conn(self._pool, conn) as c:
+            await c.execute(Q.put_snapshot, params)
 
 
 class PostgresSubscriptionStorage:

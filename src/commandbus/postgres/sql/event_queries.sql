@@ -204,3 +204,16 @@ JOIN commandbus.event e ON e.position = p.position
 WHERE p.name = %(name)s
 ORDER BY e.transaction_id, e.position
 LIMIT %(limit)s;
+
+
+-- name: get_snapshot
+SELECT version, state FROM commandbus.event_snapshot WHERE stream_name = %(stream)s;
+
+
+-- name: put_snapshot
+-- Never replaces a snapshot with an older one.
+INSERT INTO commandbus.event_snapshot (stream_name, version, state)
+VALUES (%(stream)s, %(version)s, %(state)s::jsonb)
+ON CONFLICT (stream_name) DO UPDATE
+    SET version = EXCLUDED.version, state = EXCLUDED.state, taken_at = now()
+    WHERE event_snapshot.version < EXCLUDED.version;

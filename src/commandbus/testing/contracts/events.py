@@ -196,6 +196,21 @@ class EventStoreContract(ContractBase):
             await store.read_all(categories="order")
         assert await store.read_all() == []
 
+    async def test_snapshots_keep_the_newest(self, store: EventStore, backend: Any) -> None:
+        assert await store.snapshot("order-1") is None
+        await store.save_snapshot("order-1", 5, {"total": 5})
+        await store.save_snapshot("order-1", 3, {"total": 3})  # older: ignored
+        assert await store.snapshot("order-1") == (5, {"total": 5})
+        with pytest.raises(_Rollback):
+            async with backend.transaction() as conn:
+                await store.save_snapshot("order-1", 9, {"total": 9}, conn=conn)
+                raise _Rollback
+        assert await store.snapshot("order-1") == (5, {"total": 5})
+        await store.save_snapshot("order-1", 9, {"total": 9})
+        assert await store.snapshot("order-1") == (9, {"total": 9})
+        with pytest.raises(ValidationError):
+            await store.save_snapshot("order-1", 10, [1])  # type: ignore[arg-type]
+
     # -- reading all streams -------------------------------------------------------------
 
     async def test_read_all_filters_and_pages_without_gaps(self, store: EventStore) -> None:

@@ -1,0 +1,136 @@
+"""The pull-request previews process end to end on a backend (memory or PostgreSQL): a
+subscription, a worker and a router, driven step by step. Shared by the memory and the
+PostgreSQL tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from examples.pull_request import PreviewCloud, PullRequestPreviews
+
+from commandbus import HandlerRegistry, Worker
+from commandbus.events import EventStore, NewEvent
+from commandbus.process import ProcessStatus
+from commandbus.process_manager import ProcessEngine, ProcessEventRouter
+from commandbus.process_manager.instance import TaskState
+
+PR = "acme/web#17"
+STREAM = "pullrequest-17"
+
+
+class Previews:
+    """The running system around one backend."""
+
+    def __init__(self, backend: Any, failing: set[str] | None = None) -> None:
+        self.store = EventStore(backend)
+        self.engine = ProcessEngine(backend, PullRequestPreviews())
+        self.subscription = self.engine.subscription(retry_delay=0)
+        self.router = ProcessEventRouter(self.engine)
+        self.cloud = PreviewCloud(failing)
+        self.worker = Worker(backend, "previews", self.cloud.register(HandlerRegistry()))
+        self.pid = self.engine.process_id(PR)
+
+    async def publish(self, event_type: str, **data: Any) -> None:
+        await self.store.append(STREAM, NewEvent(event_type, {"pr": PR, **data}))
+
+    async def settle(self, *, work: bool = True) -> None:
+        """Deliver events, run commands and route replies until nothing moves."""
+        for _ in range(50):
+            moved = await self.subscription.drain()
+            if work:
+                moved += await self.worker.drain()
+            moved += await self.router.drain()
+            if not moved:
+                return
+        raise AssertionError("the system did not settle")
+
+    async def row(self) -> Any:
+        return await self.engine.backend.processes.get_by_id("previews", self.pid)
+
+
+async def opened_updated_closed(backend: Any) -> None:
+    """Open with two environments, update once, close: everything deployed is torn down
+    (the most recently deployed first) and the process ends COMPLETED."""
+    system = Previews(backend)
+    await system.publish("PullRequestOpened", environments=["staging", "qa"], commit="a1")
+    await system.settle()
+    instance = await system.engine.load(system.pid)
+    assert instance.book.data["state_name"] == "previewing"
+    assert {e: s["status"] for e, s in instance.state.environments.items()} == {
+        "staging": "deployed",
+        "qa": "deployed",
+    }
+    assert instance.state.environments["qa"]["url"] == "https://qa.previews.example/acme/web-17"
+    row = await system.row()
+    assert row.status is ProcessStatus.IN_PROGRESS and row.current_step == "previewing"
+
+    await system.publish("PullRequestUpdated", commit="b2")
+    await system.settle()
+    assert sorted(system.cloud.deployed) == sorted(
+        [(PR, env, commit) for env in ("staging", "qa") for commit in ("a1", "b2")]
+    )
+    await system.publish("PullRequestClosed")
+    await system.settle()
+    instance = await system.engine.load(system.pid)
+    assert instance.status is ProcessStatus.COMPLETED
+    # The b2 deploys were the completed ones: torn down one after the other, newest first.
+    completed = [c for c in system.cloud.deployed if c[2] == "b2"]
+    assert system.cloud.torn_down == [completed[1], completed[0]]
+    assert {t: r["state"] for t, r in instance.book.data["tasks"].items()} == {
+        "deploy-staging": TaskState.COMPENSATED,
+        "deploy-qa": TaskState.COMPENSATED,
+    }
+    row = await system.row()
+    assert row.status is ProcessStatus.COMPLETED and row.current_step == "closed"
+    trail = await backend.processes.get_audit_trail("previews", system.pid)
+    assert [e.step_name for e in trail].count("deploy-staging") == 3  # a1, b2, teardown
+    assert [e.kind.value for e in trail].count("COMPENSATION") == 2
+    # Events after the end are recorded as ignored, and change nothing.
+    await system.publish("PullRequestUpdated", commit="c3")
+    await system.settle()
+    assert (await system.engine.load(system.pid)).version == instance.version
+    ignored = await backend.processes.list_messages(domain="previews", process_id=system.pid)
+    assert [m.reason for m in ignored] == ["the process has finished"]
+
+
+async def update_while_deploying(backend: Any) -> None:
+    """An update while the first deploys still run: they are no longer awaited, and when
+    they succeed late they are torn down; the process waits for the new ones."""
+    system = Previews(backend)
+    await system.publish("PullRequestOpened", environments=["staging"], commit="a1")
+    await system.subscription.drain()  # deploy a1 sent, not run yet
+    await system.publish("PullRequestUpdated", commit="b2")
+    await system.subscription.drain()  # deploy b2 sent, a1 no longer awaited
+    await system.settle()
+    instance = await system.engine.load(system.pid)
+    assert system.cloud.deployed == [(PR, "staging", "a1"), (PR, "staging", "b2")]
+    assert system.cloud.torn_down == [(PR, "staging", "a1")]  # the late a1 success, undone
+    assert instance.state.environments["staging"]["status"] == "deployed"
+    assert instance.book.data["state_name"] == "previewing"
+    history = [e.event_type for e in await system.engine.history(system.pid)]
+    assert "TaskIgnored" in history and "TaskCancelled" in history
+
+
+async def a_failed_deploy_tears_down_the_others(backend: Any) -> None:
+    system = Previews(backend, failing={"qa"})
+    await system.publish("PullRequestOpened", environments=["staging", "qa"], commit="a1")
+    await system.settle()
+    row = await system.row()
+    assert row.status is ProcessStatus.COMPENSATED, row
+    assert row.error_code == "DEPLOY_FAILED" and "no capacity left in qa" in row.error_message
+    assert system.cloud.torn_down == [(PR, "staging", "a1")]
+
+
+async def duplicates_and_strays_change_nothing(backend: Any) -> None:
+    """A reply delivered twice, an event for an unknown pull request, the start event fed
+    again: each is recognised and changes nothing."""
+    system = Previews(backend)
+    await system.store.append("pullrequest-99", NewEvent("PullRequestUpdated", {"pr": "x#99"}))
+    await system.publish("PullRequestOpened", environments=["staging"], commit="a1")
+    await system.settle()
+    version = (await system.engine.load(system.pid)).version
+    [started] = await system.store.read_stream(STREAM)
+    assert await system.engine.handle_event(started) == []  # fed again: a duplicate
+    assert (await system.engine.load(system.pid)).version == version
+    reasons = [m.reason for m in await backend.processes.list_messages(domain="previews")]
+    assert reasons == ["no pr_previews process for key 'x#99'"]
