@@ -4,12 +4,14 @@ PostgreSQL tests."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from examples.pull_request import PreviewCloud, PullRequestPreviews
 
 from commandbus import HandlerRegistry, Worker
 from commandbus.events import EventStore, NewEvent
+from commandbus.models import CommandQuery
 from commandbus.process import ProcessStatus
 from commandbus.process_manager import ProcessEngine, ProcessEventRouter
 from commandbus.process_manager.instance import TaskState
@@ -134,3 +136,59 @@ async def duplicates_and_strays_change_nothing(backend: Any) -> None:
     assert (await system.engine.load(system.pid)).version == version
     reasons = [m.reason for m in await backend.processes.list_messages(domain="previews")]
     assert reasons == ["no pr_previews process for key 'x#99'"]
+
+
+async def a_deploy_that_times_out(backend: Any, advance: Any) -> None:
+    """No reply within the task's timeout: the task fails with TIMEOUT (the process ends
+    FAILED); the deploy, when it finally runs and succeeds, is torn down."""
+    system = Previews(backend)
+    await system.publish("PullRequestOpened", environments=["staging"], commit="a1")
+    await system.settle(work=False)  # the deploy waits: no worker
+    await advance(601)
+    await system.settle(work=False)
+    row = await system.row()
+    assert row.status is ProcessStatus.FAILED and row.error_code == "DEPLOY_FAILED"
+    assert "no reply to task deploy-staging in time" in row.error_message
+    await system.settle()  # the worker runs the deploy now: a late success
+    assert system.cloud.deployed == [(PR, "staging", "a1")]
+    assert system.cloud.torn_down == [(PR, "staging", "a1")]
+    assert (await system.row()).status is ProcessStatus.FAILED
+
+
+async def cancelled_by_an_operator(backend: Any) -> None:
+    system = Previews(backend)
+    await system.publish("PullRequestOpened", environments=["staging", "qa"], commit="a1")
+    await system.settle()
+    assert await system.engine.cancel(system.pid, "abandoned") is True
+    await system.settle()
+    row = await system.row()
+    assert row.status is ProcessStatus.COMPENSATED
+    assert sorted(system.cloud.torn_down) == [(PR, "qa", "a1"), (PR, "staging", "a1")]
+    assert await system.engine.cancel(system.pid, "again") is False  # it has ended
+
+
+async def two_start_events_racing_make_one_process(backend: Any) -> None:
+    """Two ``PullRequestOpened`` for one pull request, handled at the same time in two
+    transactions (two consumers): one process, started once, deploying once."""
+    system = Previews(backend)
+    opened = {"pr": PR, "environments": ["staging", "qa"], "commit": "a1"}
+    await system.store.append("pullrequest-17", NewEvent("PullRequestOpened", opened))
+    await system.store.append("pullrequest-17b", NewEvent("PullRequestOpened", opened))
+    first, second = await system.store.read_all()
+    results = await asyncio.gather(
+        system.engine.handle_event(first), system.engine.handle_event(second)
+    )
+    assert sorted(len(r) for r in results) == [1, 1]  # both entered the one process
+    history = [e.event_type for e in await system.engine.history(system.pid)]
+    assert history.count("ProcessStarted") == 1 and history.count("TransitionPlanned") == 2
+    assert len(await backend.commands.query(CommandQuery(domain="previews"))) == 2
+
+
+async def a_bad_event_is_parked_and_the_rest_go_on(backend: Any) -> None:
+    system = Previews(backend)
+    await system.store.append("pullrequest-1", NewEvent("PullRequestOpened", {"pr": "x#1"}))
+    await system.publish("PullRequestOpened", environments=["qa"], commit="a1")
+    await system.settle()
+    [parked] = await system.store.parked_events(system.subscription.name)
+    assert parked.event.stream == "pullrequest-1" and "KeyError" in parked.error
+    assert (await system.row()).current_step == "previewing"

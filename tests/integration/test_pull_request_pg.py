@@ -21,3 +21,27 @@ async def test_a_failed_deploy_tears_down_the_others(pg_backend: PostgresBackend
 
 async def test_duplicates_and_strays_change_nothing(pg_backend: PostgresBackend) -> None:
     await scenarios.duplicates_and_strays_change_nothing(pg_backend)
+
+
+async def test_a_deploy_that_times_out(pg_backend: PostgresBackend) -> None:
+    async def advance(seconds: float) -> None:
+        # The database keeps its own time: make the delayed timer messages due instead.
+        async with pg_backend.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE commandbus.queue_message SET vt = vt - make_interval(secs => %s)",
+                (float(seconds),),
+            )
+
+    await scenarios.a_deploy_that_times_out(pg_backend, advance)
+
+
+async def test_cancelled_by_an_operator(pg_backend: PostgresBackend) -> None:
+    await scenarios.cancelled_by_an_operator(pg_backend)
+
+
+async def test_two_start_events_racing_make_one_process(pg_backend: PostgresBackend) -> None:
+    await scenarios.two_start_events_racing_make_one_process(pg_backend)
+
+
+async def test_a_bad_event_is_parked_and_the_rest_go_on(pg_backend: PostgresBackend) -> None:
+    await scenarios.a_bad_event_is_parked_and_the_rest_go_on(pg_backend)

@@ -26,3 +26,22 @@ async def test_a_failed_deploy_tears_down_the_others() -> None:
 
 async def test_duplicates_and_strays_change_nothing() -> None:
     await scenarios.duplicates_and_strays_change_nothing(backend())
+
+
+async def test_a_deploy_that_times_out() -> None:
+    memory = backend()
+    clock = memory.clock
+    assert isinstance(clock, VirtualClock)
+    await scenarios.a_deploy_that_times_out(memory, clock.advance)
+
+
+async def test_cancelled_by_an_operator() -> None:
+    await scenarios.cancelled_by_an_operator(backend())
+
+
+async def test_two_start_events_racing_make_one_process() -> None:
+    await scenarios.two_start_events_racing_make_one_process(backend())
+
+
+async def test_a_bad_event_is_parked_and_the_rest_go_on() -> None:
+    await scenarios.a_bad_event_is_parked_and_the_rest_go_on(backend())
