@@ -398,10 +398,16 @@ class ProcessRepository(Protocol):
         ...
 
     async def lock(
-        self, domains: Sequence[str], process_ids: Sequence[UUID], *, conn: Conn
+        self,
+        domains: Sequence[str],
+        process_ids: Sequence[UUID],
+        *,
+        conn: Conn,
+        with_audit: bool = True,
     ) -> list[ProcessSnapshot[Any, Any]]:
         """Lock (``FOR UPDATE``, in a fixed order) and load the processes with these ids in
-        any of ``domains``, each with its audit trail. Missing ids are simply absent.
+        any of ``domains``, each with its audit trail (an empty one without
+        ``with_audit``). Missing ids are simply absent.
 
         The audit trail is read *after* the locks are held, so it includes what a
         transaction that held a lock before us committed."""

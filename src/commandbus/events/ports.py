@@ -104,6 +104,13 @@ class EventStorage(Protocol):
         """The stream's latest snapshot: ``(version, state)``, or None."""
         ...
 
+    async def load_stream(
+        self, stream: str, limit: int, *, conn: Conn | None = None
+    ) -> tuple[tuple[int, JsonObject] | None, list[RecordedEvent]]:
+        """The stream's latest snapshot (or None) and up to ``limit`` events after it (after
+        version 0 without one), in one read."""
+        ...
+
     async def put_snapshot(
         self, stream: str, version: int, state: str, *, conn: Conn | None = None
     ) -> None:

@@ -215,6 +215,14 @@ class InMemoryEventStorage:
             found = self._snapshots.get(tx, stream)
             return None if found is None else (found[0], json.loads(found[1]))
 
+    async def load_stream(
+        self, stream: str, limit: int, *, conn: Conn | None = None
+    ) -> tuple[tuple[int, JsonObject] | None, list[RecordedEvent]]:
+        async with self._backend.transaction(conn) as tx:
+            snapshot = await self.get_snapshot(stream, conn=tx)
+            after = 0 if snapshot is None else snapshot[0]
+            return snapshot, await self.read_stream(stream, after + 1, limit, conn=tx)
+
     async def put_snapshot(
         self, stream: str, version: int, state: str, *, conn: Conn | None = None
     ) -> None:

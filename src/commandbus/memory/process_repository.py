@@ -262,7 +262,12 @@ class InMemoryProcessRepository:
             return inserted
 
     async def lock(
-        self, domains: Sequence[str], process_ids: Sequence[UUID], *, conn: Conn
+        self,
+        domains: Sequence[str],
+        process_ids: Sequence[UUID],
+        *,
+        conn: Conn,
+        with_audit: bool = True,
     ) -> list[ProcessSnapshot[Any, Any]]:
         async with self._backend.transaction(conn) as tx:
             keys = sorted(
@@ -273,7 +278,8 @@ class InMemoryProcessRepository:
             for key in keys:
                 locked = await self._locked(tx, key)
                 if locked is not None:
-                    result.append(ProcessSnapshot(_read(locked[1]), self._audit_of(tx, key)))
+                    audit = self._audit_of(tx, key) if with_audit else []
+                    result.append(ProcessSnapshot(_read(locked[1]), audit))
             return result
 
     async def apply(self, writes: ProcessWrites, *, conn: Conn | None = None) -> None:

@@ -306,7 +306,12 @@ class PostgresProcessRepository:
         return [r[0] for r in rows]
 
     async def lock(
-        self, domains: Sequence[str], process_ids: Sequence[UUID], *, conn: Conn
+        self,
+        domains: Sequence[str],
+        process_ids: Sequence[UUID],
+        *,
+        conn: Conn,
+        with_audit: bool = True,
     ) -> list[ProcessSnapshot[Any, Any]]:
         if not process_ids or not domains:
             return []
@@ -314,6 +319,11 @@ class PostgresProcessRepository:
         # locked in this order, so overlapping lockers cannot deadlock.
         pairs = sorted({(d, p) for d in domains for p in process_ids})
         params = {"domains": [d for d, _ in pairs], "process_ids": [p for _, p in pairs]}
+        if not with_audit:
+            async with statement_conn(self._pool, conn) as c:
+                cur = fast_cursor(c)
+                await cur.execute(Q.lock_processes, params)
+                return [ProcessSnapshot(_process_of(r)) for r in await cur.fetchall()]
         async with statement_conn(self._pool, conn) as c:
             # One round trip: the audit is read by a second statement on purpose (see
             # audit_of_processes in the .sql file), sent in the same pipeline; the server

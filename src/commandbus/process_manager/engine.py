@@ -17,6 +17,7 @@ caller's transaction (a subscription's batch, a router's batch):
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
@@ -108,16 +109,19 @@ class ProcessEngine(Generic[TState]):
         """Feed an external event to the processes it concerns; returns the ids of those it
         changed (not those that had seen it already, or ignored it). Takes
         a subscription's ``(event, context)`` (and writes in its transaction) or ``conn``."""
-        if conn is None and context is not None:
-            conn = context.conn
         if event.event_type not in self.event_types:
             return []
         handled = []
         for key in self.manager.locator.keys(event):
             pid = self.process_id(key)
-            async with self.backend.transaction(conn) as tx:
-                if await self._handle_external(tx, pid, key, event):
-                    handled.append(pid)
+            if context is not None and conn is None:
+                # A subscription's batch: all or nothing already, no savepoint needed.
+                changed = await self._handle_external(context.conn, pid, key, event)
+            else:
+                async with self.backend.transaction(conn) as tx:
+                    changed = await self._handle_external(tx, pid, key, event)
+            if changed:
+                handled.append(pid)
         return handled
 
     async def _handle_external(self, conn: Conn, pid: UUID, key: str, event: RecordedEvent) -> bool:
@@ -273,13 +277,12 @@ class ProcessEngine(Generic[TState]):
         events = self.backend.events
         state: TState = self.manager.initial_state()
         book, version = Book(), 0
-        snapshot = await events.get_snapshot(stream, conn=conn)
+        snapshot, page = await events.load_stream(stream, PAGE, conn=conn)
         if snapshot is not None:
             version, body = snapshot
             state = self.manager.state_from_dict(body["state"])
             book = Book(body["book"])
         while True:
-            page = await events.read_stream(stream, version + 1, PAGE, conn=conn)
             for event in page:
                 book.apply(event.event_type, event.data)
                 seen = process_event_of(event.event_type, event.data, event.event_id, event.version)
@@ -287,6 +290,7 @@ class ProcessEngine(Generic[TState]):
                 version = event.version
             if len(page) < PAGE:
                 break
+            page = await events.read_stream(stream, version + 1, PAGE, conn=conn)
         return ProcessInstance(process_id, stream, version, state, book)
 
     async def history(self, process_id: UUID) -> list[RecordedEvent]:
@@ -316,7 +320,7 @@ class ProcessEngine(Generic[TState]):
                 initial_data=create_with,
             )
             await repo.insert_new([new], conn=conn)
-        found = await repo.lock([self.domain], [pid], conn=conn)
+        found = await repo.lock([self.domain], [pid], conn=conn, with_audit=False)
         if not found or found[0].process.process_type != self.process_type:
             return None
         return found[0]
@@ -365,15 +369,8 @@ class ProcessEngine(Generic[TState]):
             )
             writes.audit_inserts.append((self.domain, instance.process_id, entry))
         if reply is not None:
-            answered = snap.entry_for(reply.command_id)
-            if answered is not None:
-                entry = answered.copy()
-                entry.reply_outcome = reply.outcome
-                entry.reply_data = reply.data
-                entry.received_at = now
-                entry.error_code = reply.error_code
-                entry.error_message = reply.error_message
-                writes.audit_updates.append((self.domain, instance.process_id, entry))
+            entry = self._reply_entry(reply, now)
+            writes.audit_updates.append((self.domain, instance.process_id, entry))
         await self.backend.processes.apply(writes, conn=conn)
         await self._snapshot(conn, instance, draft)
         return True
@@ -420,15 +417,26 @@ class ProcessEngine(Generic[TState]):
 
     async def _tsq_notice(self, conn: Conn, snap: ProcessSnapshot[Any, Any], reply: Reply) -> None:
         writes = ProcessWrites(updates=[snap.process.copy(status=ProcessStatus.WAITING_FOR_TSQ)])
-        answered = snap.entry_for(reply.command_id)
-        if answered is not None:
-            entry = answered.copy()
-            entry.reply_outcome = reply.outcome
-            entry.error_code = reply.error_code
-            entry.error_message = reply.error_message
-            entry.received_at = self.clock.now()
-            writes.audit_updates.append((self.domain, snap.process.process_id, entry))
+        entry = self._reply_entry(reply, self.clock.now())
+        writes.audit_updates.append((self.domain, snap.process.process_id, entry))
         await self.backend.processes.apply(writes, conn=conn)
+
+    @staticmethod
+    def _reply_entry(reply: Reply, now: datetime) -> ProcessAuditEntry:
+        """The reply fields for the audit entry of ``reply.command_id`` (an audit update
+        writes only those)."""
+        return ProcessAuditEntry(
+            step_name="",
+            command_id=reply.command_id,
+            command_type=reply.command_type or "",
+            command_data=None,
+            sent_at=now,
+            reply_outcome=reply.outcome,
+            reply_data=reply.data,
+            received_at=now,
+            error_code=reply.error_code,
+            error_message=reply.error_message,
+        )
 
     async def _ignored(self, conn: Conn, pid: UUID, event: RecordedEvent, reason: str) -> None:
         message = {

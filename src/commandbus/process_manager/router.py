@@ -10,6 +10,7 @@ router or the messages behind it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import AsyncExitStack
 from typing import Any
@@ -90,13 +91,26 @@ class ProcessEventRouter(ConsumerLoop):
         self.parked += 1
         return True
 
-    async def run(self, poll_interval: float = 1.0, *, use_notify: bool = True) -> None:
-        """Route until ``stop()``: woken by notifications and every ``poll_interval`` s."""
-        await self._run(1, poll_interval, use_notify)
+    async def run(
+        self, poll_interval: float = 1.0, *, concurrency: int = 1, use_notify: bool = True
+    ) -> None:
+        """Route until ``stop()``: woken by notifications and every ``poll_interval`` s;
+        ``concurrency`` batches at once (each its own transaction; a process's messages
+        are serialised by its row lock)."""
+        await self._run(concurrency, poll_interval, use_notify)
 
     async def _serve(
         self, stack: AsyncExitStack, waiter: Waiter | None, concurrency: int, poll_interval: float
     ) -> None:
+        loops = [asyncio.create_task(self._loop(waiter, poll_interval)) for _ in range(concurrency)]
+        try:
+            await asyncio.gather(*loops)
+        finally:
+            for task in loops:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+
+    async def _loop(self, waiter: Waiter | None, poll_interval: float) -> None:
         while not self._stop_requested:
             try:
                 n = await self.process_once()
