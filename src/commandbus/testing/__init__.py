@@ -13,6 +13,7 @@
 
 from commandbus.process.replay import ReplayMismatch, ReplayResult, check_replay, replay_process
 from commandbus.testing.clock import VirtualClock
+from commandbus.testing.event_scenario import EventProcessScenario, PlannedCommand
 from commandbus.testing.scenario import ProcessScenario, ScenarioAssertionError, SentCommand
 from commandbus.testing.simulation import (
     FailureRates,
@@ -23,8 +24,10 @@ from commandbus.testing.simulation import (
 )
 
 __all__ = [
+    "EventProcessScenario",
     "FailureRates",
     "OperatorPolicy",
+    "PlannedCommand",
     "ProcessScenario",
     "ProcessSimulation",
     "ReplayMismatch",
