@@ -71,13 +71,16 @@ async def opened_updated_closed(backend: Any) -> None:
     assert sorted(system.cloud.deployed) == sorted(
         [(PR, env, commit) for env in ("staging", "qa") for commit in ("a1", "b2")]
     )
+    assert sorted(system.cloud.torn_down) == [(PR, "qa", "a1"), (PR, "staging", "a1")]
     await system.publish("PullRequestClosed")
     await system.settle()
     instance = await system.engine.load(system.pid)
     assert instance.status is ProcessStatus.COMPLETED
-    # The b2 deploys were the completed ones: torn down one after the other, newest first.
-    completed = [c for c in system.cloud.deployed if c[2] == "b2"]
-    assert system.cloud.torn_down == [completed[1], completed[0]]
+    # The update tore down the a1 previews, the close the b2 ones: one after the other,
+    # the most recently deployed first.
+    a1 = [c for c in system.cloud.deployed if c[2] == "a1"]
+    b2 = [c for c in system.cloud.deployed if c[2] == "b2"]
+    assert system.cloud.torn_down == [a1[1], a1[0], b2[1], b2[0]]
     assert {t: r["state"] for t, r in instance.book.data["tasks"].items()} == {
         "deploy-staging": TaskState.COMPENSATED,
         "deploy-qa": TaskState.COMPENSATED,
@@ -85,8 +88,9 @@ async def opened_updated_closed(backend: Any) -> None:
     row = await system.row()
     assert row.status is ProcessStatus.COMPLETED and row.current_step == "closed"
     trail = await backend.processes.get_audit_trail("previews", system.pid)
-    assert [e.step_name for e in trail].count("deploy-staging") == 3  # a1, b2, teardown
-    assert [e.kind.value for e in trail].count("COMPENSATION") == 2
+    # a1, its teardown, b2, its teardown
+    assert [e.step_name for e in trail].count("deploy-staging") == 4
+    assert [e.kind.value for e in trail].count("COMPENSATION") == 4
     # Events after the end are recorded as ignored, and change nothing.
     await system.publish("PullRequestUpdated", commit="c3")
     await system.settle()

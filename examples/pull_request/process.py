@@ -2,10 +2,10 @@
 
 ``PullRequestOpened`` starts one process per pull request (its business key is the
 event's ``pr``) and deploys a preview environment per requested environment, in parallel
-(one task, and one sub-state, per environment). ``PullRequestUpdated`` redeploys the new
-commit (a deploy still running is no longer waited for; if it succeeds late, it is torn
-down). ``PullRequestClosed`` tears down what was deployed, ignores late results and ends
-the process. A deploy that fails tears down the environments already deployed, in reverse
+(one task, and one sub-state, per environment). ``PullRequestUpdated`` deploys the new
+commit and tears down the previous commit's previews (a deploy still running is no longer
+waited for; if it succeeds late, it is torn down too). ``PullRequestClosed`` tears down
+what was deployed, ignores late results and ends the process. A deploy that fails tears down the environments already deployed, in reverse
 order, and ends the process FAILED (then COMPENSATED once the teardowns replied).
 """
 
@@ -31,7 +31,7 @@ DOMAIN = "previews"
 @dataclass
 class Previews:
     """One sub-state per environment: ``deploying`` / ``deployed`` / ``failed`` /
-    ``torn_down``, with its URL once deployed."""
+    ``torn_down``, the run of its deploy task, and its URL once deployed."""
 
     pr: str = ""
     commit: str = ""
@@ -66,7 +66,9 @@ class PullRequestPreviews(EventSourcedProcessManager[Previews]):
     def evolve(self, state: Previews, event: ProcessEvent) -> Previews:
         data = event.data
         if event.event_type == "PullRequestOpened" and not state.pr:
-            envs = {env: {"status": "deploying", "url": None} for env in data["environments"]}
+            envs = {
+                env: {"status": "deploying", "url": None, "run": 0} for env in data["environments"]
+            }
             return Previews(pr=data["pr"], commit=data["commit"], environments=envs)
         if event.event_type == "PullRequestUpdated":
             state.commit, state.updates = data["commit"], state.updates + 1
@@ -74,14 +76,17 @@ class PullRequestPreviews(EventSourcedProcessManager[Previews]):
                 env["status"] = "deploying"
         elif event.event_type == "PullRequestClosed":
             state.closed = True
+        elif event.event_type == "TransitionPlanned" and data["compensates"] is None:
+            state.environments[data["task_id"].removeprefix("deploy-")]["run"] = data["run"]
         elif event.event_type == "TaskCompleted" and data["compensates"] is None:
             env = state.environments[data["task_id"].removeprefix("deploy-")]
             env.update(status="deployed", url=data["result"]["url"])
         elif event.event_type == "TaskFailed" and data["compensates"] is None:
             state.environments[data["task_id"].removeprefix("deploy-")]["status"] = "failed"
-        elif event.event_type == "TaskCompleted" and not data["late"]:
-            # A teardown (not of a deploy that succeeded after it was replaced).
-            state.environments[data["compensates"].removeprefix("deploy-")]["status"] = "torn_down"
+        elif event.event_type == "TaskCompleted":
+            env = state.environments[data["compensates"].removeprefix("deploy-")]
+            if data["run"] == env["run"]:  # the teardown of the current deploy
+                env["status"] = "torn_down"
         return state
 
     def decide(self, state: Previews, event: ProcessEvent) -> Decision:
@@ -92,11 +97,11 @@ class PullRequestPreviews(EventSourcedProcessManager[Previews]):
             return Decision(commands=deploys, state_name="deploying")
         if event.event_type == "PullRequestUpdated":
             deploys = [deploy(state.pr, env, state.commit) for env in state.environments]
-            running = [t.task_id for t in deploys]
             return Decision(
                 [Fact("RedeployRequested", {"commit": state.commit})],
+                cancel_tasks=[t.task_id for t in deploys],  # the old commit's, still running
+                compensate="all",  # tear down the old commit's previews
                 commands=deploys,
-                cancel_tasks=running,  # stop waiting for the old commit's deploys
                 state_name="deploying",
             )
         if event.event_type == "PullRequestClosed":

@@ -126,29 +126,36 @@ class Draft(Generic[TState]):
                 self.emit(E.TIMER_CANCELLED, {"name": name, "seq": seq})
         for task_id in decision.cancel_tasks:
             self.cancel_task(task_id)
-        for task in decision.commands:
-            self.plan(task)
-        for timer in decision.timers:
-            self.schedule(timer.name, timer.after, encode_check(timer.data, f"timer {timer.name}"))
+        # Before the new tasks: the runs to undo are those completed so far.
         if decision.compensate:
             tasks = (
                 self.book.completed_with_compensation()
                 if decision.compensate == "all"
                 else list(decision.compensate)
             )
-            for task_id in tasks:
-                record = self.book.task(task_id)
-                if record is None or record["state"] != TaskState.COMPLETED:
-                    raise ValidationError(
-                        f"cannot compensate task {task_id!r}: it has not completed"
-                    )
-                if not record.get("compensation"):
-                    raise ValidationError(f"task {task_id!r} has no compensation")
-            if tasks:
-                self.emit(E.COMPENSATION_PLANNED, {"tasks": tasks, "then": None})
+            self.queue_compensations(tasks)
+        for task in decision.commands:
+            self.plan(task)
+        for timer in decision.timers:
+            self.schedule(timer.name, timer.after, encode_check(timer.data, f"timer {timer.name}"))
         if decision.finish is not None:
             self.finish(decision.finish, decision.error_code, decision.error_message)
         self.next_compensation()
+
+    def queue_compensations(self, task_ids: list[str]) -> None:
+        """Queue the compensations of these completed tasks' latest runs, in order."""
+        entries = []
+        for task_id in task_ids:
+            record = self.book.task(task_id)
+            if record is None or record["state"] != TaskState.COMPLETED:
+                raise ValidationError(f"cannot compensate task {task_id!r}: it has not completed")
+            if not record.get("compensation"):
+                raise ValidationError(f"task {task_id!r} has no compensation")
+            entries.append(
+                {"task_id": task_id, "run": record["run"], "compensation": record["compensation"]}
+            )
+        if entries:
+            self.emit(E.COMPENSATION_PLANNED, {"tasks": entries, "then": None})
 
     def plan(
         self,
@@ -224,13 +231,17 @@ class Draft(Generic[TState]):
         self.emit(E.TIMER_SCHEDULED, {"name": name, "seq": seq, "after": after, "data": data})
         self.timers.append(PlannedTimer(name, seq, after, data))
 
+    def cancel_timeout(self, task_id: str) -> None:
+        """Cancel the timeout timer of ``task_id``, if one is pending."""
+        seq = self.book.data["timers"].get(f"timeout:{task_id}")
+        if seq is not None:
+            self.emit(E.TIMER_CANCELLED, {"name": f"timeout:{task_id}", "seq": seq})
+
     def cancel_task(self, task_id: str) -> None:
         record = self.book.task(task_id)
         if record is not None and record["state"] == TaskState.PENDING:
             self.emit(E.TASK_CANCELLED, {"task_id": task_id, "command_id": record["command_id"]})
-            seq = self.book.data["timers"].get(f"timeout:{task_id}")
-            if seq is not None:
-                self.emit(E.TIMER_CANCELLED, {"name": f"timeout:{task_id}", "seq": seq})
+            self.cancel_timeout(task_id)
 
     def finish(self, status: ProcessStatus, code: str | None, message: str | None) -> None:
         status = ProcessStatus(status)
@@ -254,11 +265,10 @@ class Draft(Generic[TState]):
         if book.data["compensating"] is not None:
             return
         if book.data["to_compensate"]:
-            task_id = book.data["to_compensate"][0]
-            record = book.task(task_id)
-            assert record is not None and record.get("compensation")
-            c = record["compensation"]
-            self.plan(Task(task_id, c["command_type"], c["data"], c["domain"]), compensates=task_id)
+            entry = book.data["to_compensate"][0]
+            c, task_id = entry["compensation"], entry["task_id"]
+            task = Task(task_id, c["command_type"], c["data"], c["domain"])
+            self.plan(task, compensates=task_id, run=int(entry["run"]))
             return
         then = book.data["then"]
         if then is not None:

@@ -131,7 +131,7 @@ class ProcessEngine(Generic[TState]):
             await self._ignored(conn, pid, event, f"no {self.process_type} process for key {key!r}")
             return False
         instance = await self.load(pid, conn=conn)
-        if instance.book.finished is not None:
+        if instance.book.ending:
             await self._ignored(conn, pid, event, "the process has finished")
             return False
         input_id = derived_id(pid, "event", event.event_id)
@@ -183,6 +183,7 @@ class ProcessEngine(Generic[TState]):
             "transition_id": str(reply.command_id),
             "command_id": str(reply.command_id),
             "compensates": compensates,
+            "run": found["run"],
             "late": bool(found["late"]),
         }
         if ok:
@@ -210,7 +211,8 @@ class ProcessEngine(Generic[TState]):
                 draft.undo_late(found)  # a success that came too late did its work: undo it
         else:
             event = draft.emit(E.TASK_COMPLETED if ok else E.TASK_FAILED, outcome, draft.input_id)
-            if instance.book.finished is None:
+            draft.cancel_timeout(task_id)
+            if not instance.book.ending:
                 draft.apply(self.manager.decide(draft.state, event))
         return await self._write(conn, snap, instance, draft, reply=reply)
 
@@ -221,7 +223,7 @@ class ProcessEngine(Generic[TState]):
         if snap is None:
             return False
         instance = await self.load(pid, conn=conn)
-        if instance.book.data["timers"].get(name) != seq or instance.book.finished is not None:
+        if instance.book.data["timers"].get(name) != seq or instance.book.ending:
             return False  # cancelled, replaced or fired already
         draft = Draft(self.manager, instance, derived_id(pid, "timer", name, seq))
         fired: JsonObject = {"name": name, "seq": seq, "data": message.get("data") or {}}
@@ -259,7 +261,7 @@ class ProcessEngine(Generic[TState]):
             if snap is None:
                 return False
             instance = await self.load(process_id, conn=tx)
-            if instance.book.finished is not None or not instance.book.started:
+            if instance.book.ending or not instance.book.started:
                 return False
             draft = Draft(self.manager, instance, derived_id(process_id, "cancel"))
             event = draft.emit(E.PROCESS_CANCELLED, {"reason": reason}, draft.input_id)

@@ -49,8 +49,10 @@ class Book:
                 "timers": {},  # name -> seq of the pending timer
                 "timer_seq": 0,
                 "completed": 0,  # counter: the order in which tasks completed
-                "to_compensate": [],  # task ids left, in order
-                "compensating": None,  # the task whose compensation is in flight
+                # Compensations left, in order: {"task_id", "run", "compensation"} each, taken
+                # when planned (the task may run again meanwhile).
+                "to_compensate": [],
+                "compensating": None,  # {"task_id", "run"} of the one in flight
                 "state_name": None,
             }
         )
@@ -82,6 +84,12 @@ class Book:
         after the task was no longer awaited), ``compensation`` (what undoes it)."""
         found: JsonObject | None = self.data["commands"].get(str(command_id))
         return found
+
+    @property
+    def ending(self) -> bool:
+        """Finished, or finishing once its compensations have replied: it decides nothing
+        more."""
+        return self.finished is not None or self.data["then"] is not None
 
     def completed_with_compensation(self) -> list[str]:
         """Completed tasks that have a compensation, most recently completed first."""
@@ -125,9 +133,12 @@ class Book:
             if late:
                 pass
             elif compensates is not None:
-                d["compensating"] = compensates
-                if compensates in d["to_compensate"]:
-                    d["to_compensate"].remove(compensates)
+                d["compensating"] = {"task_id": compensates, "run": data["run"]}
+                d["to_compensate"] = [
+                    c
+                    for c in d["to_compensate"]
+                    if (c["task_id"], c["run"]) != (compensates, data["run"])
+                ]
             else:
                 d["tasks"][data["task_id"]] = {
                     "run": data["run"],
@@ -154,7 +165,10 @@ class Book:
             if d["timers"].get(data["name"]) == data["seq"]:
                 del d["timers"][data["name"]]
         elif event_type == E.COMPENSATION_PLANNED:
-            d["to_compensate"].extend(t for t in data["tasks"] if t not in d["to_compensate"])
+            queued = {(c["task_id"], c["run"]) for c in d["to_compensate"]}
+            d["to_compensate"].extend(
+                c for c in data["tasks"] if (c["task_id"], c["run"]) not in queued
+            )
             if data.get("then") is not None:
                 d["then"] = data["then"]
         elif event_type == E.PROCESS_CANCELLED:
@@ -174,7 +188,7 @@ class Book:
         if compensates is not None:
             d["compensating"] = None
             record = d["tasks"].get(compensates)
-            if record is not None:
+            if record is not None and record["run"] == sent.get("run"):
                 record["state"] = (
                     TaskState.COMPENSATED if success else TaskState.COMPENSATION_FAILED
                 )

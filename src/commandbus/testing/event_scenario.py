@@ -274,7 +274,8 @@ class EventProcessScenario(Generic[TState]):
 
     def _awaited(self, task_id: str | None) -> tuple[UUID, str]:
         book = self.instance.book
-        compensating = book.data["compensating"]
+        in_flight = book.data["compensating"]
+        compensating = None if in_flight is None else in_flight["task_id"]
         if task_id is not None and compensating == task_id:
             # The compensation in flight: the last command that undoes this task.
             undoing = [
