@@ -5,8 +5,9 @@ event's ``pr``) and deploys a preview environment per requested environment, in 
 (one task, and one sub-state, per environment). ``PullRequestUpdated`` deploys the new
 commit and tears down the previous commit's previews (a deploy still running is no longer
 waited for; if it succeeds late, it is torn down too). ``PullRequestClosed`` tears down
-what was deployed, ignores late results and ends the process. A deploy that fails tears down the environments already deployed, in reverse
-order, and ends the process FAILED (then COMPENSATED once the teardowns replied).
+what was deployed, ignores late results and ends the process. A deploy that fails tears
+down the environments already deployed, in reverse order, and ends the process FAILED
+(COMPENSATED once the teardowns replied).
 """
 
 from __future__ import annotations
