@@ -56,11 +56,12 @@ from commandbus.policies import RetryPolicy
 from commandbus.worker import Worker
 
 #: Modules that may provide ``async def run_process_demo(backend, console) -> None`` (a
-#: ``PostgresBackend`` with the schema applied, and the rich ``Console`` to print to); the
-#: first one that imports runs after the command demo (the StatementReport process demo).
+#: ``PostgresBackend`` with the schema applied, and the rich ``Console`` to print to); each
+#: one that imports runs after the command demo, in this order: the StatementReport process
+#: demo (reply-driven), then the pull-request previews demo (event-driven).
 PROCESS_DEMOS: tuple[str, ...] = (
-    "commandbus.process.demo",
     "examples.statement_report.demo",
+    "examples.pull_request.demo",
 )
 
 COMMAND_TYPES = ("ChargeCard", "ReserveStock", "SendReceipt")
@@ -380,7 +381,8 @@ def _summary(console: Console, outcome: DemoOutcome) -> None:
 # -- entry point ---------------------------------------------------------------------------
 
 
-def _process_demo() -> Callable[[Any, Console], Awaitable[None]] | None:
+def _process_demos() -> list[Callable[[Any, Console], Awaitable[None]]]:
+    found: list[Callable[[Any, Console], Awaitable[None]]] = []
     for module_name in PROCESS_DEMOS:
         try:
             module = importlib.import_module(module_name)
@@ -390,9 +392,8 @@ def _process_demo() -> Callable[[Any, Console], Awaitable[None]] | None:
             raise
         runner = getattr(module, "run_process_demo", None)
         if runner is not None:
-            found: Callable[[Any, Console], Awaitable[None]] = runner
-            return found
-    return None
+            found.append(runner)
+    return found
 
 
 async def main(
@@ -431,8 +432,7 @@ async def main(
         outcome = await run_command_demo(
             backend, console, commands=commands, concurrency=concurrency
         )
-        runner = _process_demo() if process_demo else None
-        if runner is not None:
+        for runner in _process_demos() if process_demo else []:
             await runner(backend, console)
     console.print(f"[bold green]Demo finished[/] in {time.perf_counter() - started:.1f} s.")
     return outcome
