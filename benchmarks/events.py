@@ -14,8 +14,9 @@ the end), one after the other:
    store's guarantees cost;
 2. **subscription**: a no-op handler over all those events, end to end (checkpoint
    included), batches of 500;
-3. **processes**: ``--processes`` three-step processes, each started by an event (one
-   subscription, a worker, a router in this process);
+3. **processes**: ``--processes`` three-step processes, each started by an event, from
+   the first start event appended to the last completion; ``--procs`` OS processes each
+   run a worker, a router and a consumer of the subscription;
 4. **load**: loading a process whose stream has 10 … 10,000 events, with snapshots every
    50 events and without: with them the time stays flat.
 
@@ -154,15 +155,18 @@ def three_step_manager() -> Any:
     return ThreeSteps()
 
 
-async def processes_phase(dsn: str, processes: int) -> float:
+def _runner(dsn: str, stop: Any, ready: Any) -> None:
+    asyncio.run(_run_consumers(dsn, stop, ready))
+
+
+async def _run_consumers(dsn: str, stop: Any, ready: Any) -> None:
+    """One OS process: a worker, a router and a consumer of the subscription."""
     from commandbus import HandlerRegistry, Worker
-    from commandbus.events import EventStore, NewEvent
     from commandbus.models import Command
     from commandbus.postgres import PostgresBackend
     from commandbus.process_manager import ProcessEngine, ProcessEventRouter
 
     backend = await PostgresBackend.connect(dsn, min_size=2, max_size=12)
-    store = EventStore(backend)
     engine = ProcessEngine(backend, three_step_manager())
     registry = HandlerRegistry()
 
@@ -173,18 +177,43 @@ async def processes_phase(dsn: str, processes: int) -> float:
     worker = Worker(backend, "bench", registry, batch_size=50)
     router = ProcessEventRouter(engine, batch_size=50)
     subscription = engine.subscription(batch_size=200)
-    for start in range(0, processes, 1000):
-        events = [
-            NewEvent("OrderPlaced", {"order": str(n)})
-            for n in range(start, min(processes, start + 1000))
-        ]
-        await store.append(f"orders-{start}", events)
-    started = time.perf_counter()
     tasks = [
         asyncio.create_task(subscription.run(poll_interval=0.05)),
         asyncio.create_task(worker.run(concurrency=100, poll_interval=0.05)),
-        asyncio.create_task(router.run(poll_interval=0.05, concurrency=4)),
+        asyncio.create_task(router.run(poll_interval=0.05, concurrency=2)),
     ]
+    with ready.get_lock():
+        ready.value += 1
+    while not stop.is_set():  # noqa: ASYNC110 - a multiprocessing event
+        await asyncio.sleep(0.05)
+    for consumer in (subscription, worker, router):
+        await consumer.stop(5)
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await backend.close()
+
+
+async def processes_phase(dsn: str, processes: int, procs: int) -> float:
+    """Processes/s from the first start event to the last completion: ``procs`` OS
+    processes each run a worker, a router and a consumer of the subscription."""
+    import multiprocessing as mp
+
+    from commandbus.events import EventStore, NewEvent
+    from commandbus.postgres import PostgresBackend
+
+    backend = await PostgresBackend.connect(dsn, min_size=1, max_size=2)
+    store = EventStore(backend)
+    context = mp.get_context("spawn")
+    stop, ready = context.Event(), context.Value("i", 0)
+    runners = [context.Process(target=_runner, args=(dsn, stop, ready)) for _ in range(procs)]
+    for runner in runners:
+        runner.start()
+    while ready.value < procs:  # noqa: ASYNC110 - a multiprocessing value
+        await asyncio.sleep(0.05)
+    started = time.perf_counter()
+    for start in range(0, processes, 500):
+        count = min(processes, start + 500) - start
+        events = [NewEvent("OrderPlaced", {"order": str(start + n)}) for n in range(count)]
+        await store.append(f"orders-{start}", events)
     while True:
         async with backend.pool.connection() as conn:
             cur = await conn.execute(
@@ -195,9 +224,9 @@ async def processes_phase(dsn: str, processes: int) -> float:
             break
         await asyncio.sleep(0.05)
     elapsed = time.perf_counter() - started
-    for consumer in (subscription, worker, router):
-        await consumer.stop(5)
-    await asyncio.gather(*tasks, return_exceptions=True)
+    stop.set()
+    for runner in runners:
+        runner.join(30)
     await backend.close()
     return processes / elapsed
 
@@ -266,7 +295,7 @@ async def run(args: argparse.Namespace) -> int:
         rate = await subscription_phase(dsn, args.events // args.batch * args.batch)
         target = f"target {TARGET_SUBSCRIPTION:,.0f}: {mark(rate >= TARGET_SUBSCRIPTION)}"
         print(f"subscription  {rate:>10,.0f} events/s  (no-op handler, end to end)  {target}")
-        rate = await processes_phase(dsn, args.processes)
+        rate = await processes_phase(dsn, args.processes, args.procs)
         target = f"target {TARGET_PROCESSES:,.0f}: {mark(rate >= TARGET_PROCESSES)}"
         steps = f"event-started, 3 steps: {3 * rate:,.0f} steps/s"
         print(f"processes     {rate:>10,.0f} /s        ({steps})  {target}")
@@ -287,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--processes", type=int, default=3_000)
+    parser.add_argument("--procs", type=int, default=2, help="OS processes running consumers")
     return asyncio.run(run(parser.parse_args(argv)))
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "EventBackend",
     "EventFilter",
     "EventStorage",
+    "StreamAppend",
     "SubscriptionStorage",
     "Taken",
 ]
@@ -47,6 +48,15 @@ class EncodedEvent:
     metadata: str
     correlation_id: UUID | None
     causation_id: UUID | None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamAppend:
+    """Events to append to one stream at ``expected_version`` (0: a new stream)."""
+
+    stream: str
+    expected_version: int
+    events: Sequence[EncodedEvent]
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +119,26 @@ class EventStorage(Protocol):
     ) -> tuple[tuple[int, JsonObject] | None, list[RecordedEvent]]:
         """The stream's latest snapshot (or None) and up to ``limit`` events after it (after
         version 0 without one), in one read."""
+        ...
+
+    async def load_streams(
+        self, streams: Sequence[str], limit: int, *, conn: Conn | None = None
+    ) -> dict[str, tuple[tuple[int, JsonObject] | None, list[RecordedEvent]]]:
+        """``load_stream`` for several streams in one read (every stream asked for is a
+        key, with ``(None, [])`` when it has nothing)."""
+        ...
+
+    async def stored_event_ids(
+        self, event_ids: Sequence[UUID], *, conn: Conn | None = None
+    ) -> set[UUID]:
+        """Which of these event ids are stored."""
+        ...
+
+    async def append_many(self, appends: Sequence[StreamAppend], *, conn: Conn) -> None:
+        """Append to several streams at once, each at its expected version, in ``conn``'s
+        transaction, for a caller that serialises the writers of these streams itself
+        (no savepoint: on ``WrongExpectedVersionError`` or ``DuplicateEventError`` the
+        caller rolls its transaction back)."""
         ...
 
     async def put_snapshot(

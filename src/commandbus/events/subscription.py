@@ -49,7 +49,7 @@ from commandbus.validation import (
     validate_seconds,
 )
 
-__all__ = ["EventContext", "EventHandler", "Subscription"]
+__all__ = ["BatchHandler", "EventContext", "EventHandler", "Subscription"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +67,9 @@ class EventContext:
 
 #: ``async def handle(event, context)``; what it returns is not used.
 EventHandler = Callable[[RecordedEvent, EventContext], Awaitable[object]]
+#: ``async def handle(events, context)``: a whole batch at once (when it raises, the
+#: subscription takes those events one by one, to find the one that fails).
+BatchHandler = Callable[[list[RecordedEvent], EventContext], Awaitable[object]]
 
 
 class _HandlerFailed(Exception):
@@ -74,6 +77,13 @@ class _HandlerFailed(Exception):
         self.index = index
         self.event = event
         self.error = error
+
+
+class _Narrow(Exception):
+    """A batch handler failed on a batch of ``size`` events."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
 
 
 class Subscription(ConsumerLoop):
@@ -85,8 +95,9 @@ class Subscription(ConsumerLoop):
         self,
         backend: BackendSource,
         name: str,
-        handler: EventHandler,
+        handler: EventHandler | None = None,
         *,
+        batch_handler: BatchHandler | None = None,
         categories: Sequence[str] | None = None,
         event_types: Sequence[str] | None = None,
         batch_size: int = 100,
@@ -94,8 +105,11 @@ class Subscription(ConsumerLoop):
         retry_delay: float = 1.0,
         clock: Clock | None = None,
     ) -> None:
-        plain = inspect.isfunction(handler) or inspect.ismethod(handler)
-        if not callable(handler) or (plain and not inspect.iscoroutinefunction(handler)):
+        if (handler is None) == (batch_handler is None):
+            raise TypeError("give a Subscription either a handler or a batch_handler")
+        given = handler if handler is not None else batch_handler
+        plain = inspect.isfunction(given) or inspect.ismethod(given)
+        if not callable(given) or (plain and not inspect.iscoroutinefunction(given)):
             raise TypeError(
                 "a subscription handler must be an async function "
                 "(async def handle(event, context)): it writes through context.conn"
@@ -105,6 +119,7 @@ class Subscription(ConsumerLoop):
         self._events_backend = events_backend
         self.name = validate_subscription_name(name)
         self.handler = handler
+        self.batch_handler = batch_handler
         self.where = event_filter(categories, event_types)
         self.batch_size = validate_count(batch_size, "batch_size", MAX_BATCH_LIMIT)
         self.max_attempts = validate_count(max_attempts, "max_attempts", MAX_ATTEMPTS_LIMIT)
@@ -114,6 +129,8 @@ class Subscription(ConsumerLoop):
         self._ensured = False
         # After a failure in a batch: handle only the events before it, then it alone.
         self._limit: int | None = None
+        # After a batch handler failed on a batch: that many events are taken one by one.
+        self._one_by_one = 0
         self._backing_off = False
 
     def listened_queues(self) -> list[str]:
@@ -127,17 +144,15 @@ class Subscription(ConsumerLoop):
             await subscriptions.ensure(self.name, self.where)
             self._ensured = True
         size = min(limit or self.batch_size, self._limit or self.batch_size)
+        if self._one_by_one:
+            size = 1
         try:
             async with self._backend.transaction() as conn:
                 taken = await subscriptions.take(self.name, size, self.where, conn=conn)
                 if taken is None or not taken.events:
                     return 0
                 context = EventContext(conn, self.name)
-                for index, event in enumerate(taken.events):
-                    try:
-                        await self.handler(event, context)
-                    except Exception as exc:
-                        raise _HandlerFailed(index, event, exc) from exc
+                await self._handle(taken.events, context)
                 try:
                     await subscriptions.advance(self.name, taken.events, self.where, conn=conn)
                 except StorageError as exc:
@@ -148,9 +163,29 @@ class Subscription(ConsumerLoop):
                     raise _HandlerFailed(len(taken.events) - 1, taken.events[-1], exc) from exc
         except _HandlerFailed as failed:
             return await self._failed(failed)
+        except _Narrow as narrow:
+            self._one_by_one = narrow.size  # which event failed is not known: try each alone
+            return narrow.size
         self._limit = None
+        self._one_by_one = max(0, self._one_by_one - 1)
         self._backing_off = False
         return len(taken.events)
+
+    async def _handle(self, events: list[RecordedEvent], context: EventContext) -> None:
+        if self.batch_handler is not None:
+            try:
+                await self.batch_handler(events, context)
+            except Exception as exc:
+                if len(events) > 1:
+                    raise _Narrow(len(events)) from exc
+                raise _HandlerFailed(0, events[0], exc) from exc
+            return
+        assert self.handler is not None
+        for index, event in enumerate(events):
+            try:
+                await self.handler(event, context)
+            except Exception as exc:
+                raise _HandlerFailed(index, event, exc) from exc
 
     async def _failed(self, failed: _HandlerFailed) -> int:
         error = storable_text(describe_exception(failed.error))

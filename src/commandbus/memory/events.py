@@ -27,7 +27,13 @@ from commandbus.events.models import (
     SubscriptionInfo,
     stream_category,
 )
-from commandbus.events.ports import EVENTS_CHANNEL, EncodedEvent, EventFilter, Taken
+from commandbus.events.ports import (
+    EVENTS_CHANNEL,
+    EncodedEvent,
+    EventFilter,
+    StreamAppend,
+    Taken,
+)
 from commandbus.memory.rows import TxCell, TxLog, TxTable
 from commandbus.memory.transaction import MemoryHost, MemoryTransaction
 from commandbus.models import JsonObject
@@ -222,6 +228,23 @@ class InMemoryEventStorage:
             snapshot = await self.get_snapshot(stream, conn=tx)
             after = 0 if snapshot is None else snapshot[0]
             return snapshot, await self.read_stream(stream, after + 1, limit, conn=tx)
+
+    async def load_streams(
+        self, streams: Sequence[str], limit: int, *, conn: Conn | None = None
+    ) -> dict[str, tuple[tuple[int, JsonObject] | None, list[RecordedEvent]]]:
+        async with self._backend.transaction(conn) as tx:
+            return {s: await self.load_stream(s, limit, conn=tx) for s in dict.fromkeys(streams)}
+
+    async def stored_event_ids(
+        self, event_ids: Sequence[UUID], *, conn: Conn | None = None
+    ) -> set[UUID]:
+        async with self._backend.transaction(conn) as tx:
+            return {e for e in event_ids if await self._ids.unique(tx, e) is not None}
+
+    async def append_many(self, appends: Sequence[StreamAppend], *, conn: Conn) -> None:
+        async with self._backend.transaction(conn) as tx:
+            for a in appends:
+                await self.append(a.stream, a.events, a.expected_version, conn=tx)
 
     async def put_snapshot(
         self, stream: str, version: int, state: str, *, conn: Conn | None = None

@@ -25,7 +25,7 @@ from commandbus.events.models import (
     SubscriptionInfo,
     stream_category,
 )
-from commandbus.events.ports import EncodedEvent, EventFilter, Taken
+from commandbus.events.ports import EncodedEvent, EventFilter, StreamAppend, Taken
 from commandbus.models import JsonObject
 from commandbus.postgres.connections import fast_cursor, statement_conn, transaction_conn
 from commandbus.postgres.queries import Queries
@@ -165,6 +165,73 @@ class PostgresEventStorage:
             snapshot = (int(rows[0][2]), rows[0][7])
             rows = rows[1:]
         return snapshot, [_event(r, 1) for r in rows]
+
+    async def load_streams(
+        self, streams: Sequence[str], limit: int, *, conn: Any | None = None
+    ) -> dict[str, tuple[tuple[int, JsonObject] | None, list[RecordedEvent]]]:
+        found: dict[str, tuple[tuple[int, JsonObject] | None, list[RecordedEvent]]] = {
+            s: (None, []) for s in streams
+        }
+        if not streams:
+            return found
+        async with statement_conn(self._pool, conn) as c:
+            cur = fast_cursor(c)
+            await cur.execute(Q.load_streams, {"streams": list(streams), "limit": limit})
+            rows = await cur.fetchall()
+        for row in rows:
+            _, events = found[row[1]]
+            if row[0] == 0:
+                found[row[1]] = ((int(row[2]), row[7]), events)
+            else:
+                events.append(_event(row, 1))
+        return found
+
+    async def stored_event_ids(
+        self, event_ids: Sequence[Any], *, conn: Any | None = None
+    ) -> set[Any]:
+        if not event_ids:
+            return set()
+        async with statement_conn(self._pool, conn) as c:
+            cur = await c.execute(Q.existing_event_ids, {"event_ids": list(event_ids)})
+            return {r[0] for r in await cur.fetchall()}
+
+    async def append_many(self, appends: Sequence[StreamAppend], *, conn: Any) -> None:
+        if not appends:
+            return
+        events = [(a.stream, seq, e) for a in appends for seq, e in enumerate(a.events, 1)]
+        params = {
+            "streams": [a.stream for a in appends],
+            "categories": [stream_category(a.stream) for a in appends],
+            "expected": [a.expected_version for a in appends],
+            "counts": [len(a.events) for a in appends],
+            "event_streams": [s for s, _, _ in events],
+            "seqs": [seq for _, seq, _ in events],
+            "event_ids": [e.event_id for _, _, e in events],
+            "event_types": [e.event_type for _, _, e in events],
+            "data": [e.data for _, _, e in events],
+            "metadata": [e.metadata for _, _, e in events],
+            "correlation_ids": [e.correlation_id for _, _, e in events],
+            "causation_ids": [e.causation_id for _, _, e in events],
+        }
+        try:
+            async with statement_conn(self._pool, conn) as c:
+                cur = await c.execute(Q.append_many, params)
+                row = await cur.fetchone()
+        except StorageError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, pg_errors.UniqueViolation) and (
+                cause.diag.constraint_name == "event_event_id_key"
+            ):
+                ids = [e.event_id for _, _, e in events]
+                # The caller's transaction is aborted: look with another connection.
+                stored = await self.stored_event_ids(ids)
+                raise DuplicateEventError([e for e in ids if e in stored] or ids) from None
+            raise
+        assert row is not None
+        if int(row[0]) != len(appends):
+            # Which one moved is not said; the caller rolls back and loads again.
+            first = appends[0]
+            raise WrongExpectedVersionError(first.stream, first.expected_version, -1)
 
     async def put_snapshot(
         self, stream: str, version: int, state: str, *, conn: Any | None = None

@@ -8,7 +8,7 @@ from typing import Any, Generic, TypeVar
 from uuid import UUID
 
 from commandbus.errors import ValidationError
-from commandbus.events.models import NewEvent
+from commandbus.events.ports import EncodedEvent
 from commandbus.models import JsonObject
 from commandbus.process.models import ProcessStatus
 from commandbus.process_manager import events as E
@@ -19,6 +19,7 @@ from commandbus.process_manager.manager import EventSourcedProcessManager
 from commandbus.validation import (
     MAX_DELAY_SECONDS,
     encode_payload,
+    json_text,
     validate_command_type,
     validate_name,
     validate_seconds,
@@ -71,7 +72,7 @@ class Draft(Generic[TState]):
     input_id: UUID
     book: Book = field(init=False)
     state: TState = field(init=False)
-    events: list[NewEvent] = field(default_factory=list)
+    events: list[EncodedEvent] = field(default_factory=list)
     commands: list[PlannedCommand] = field(default_factory=list)
     timers: list[PlannedTimer] = field(default_factory=list)
 
@@ -87,11 +88,14 @@ class Draft(Generic[TState]):
         """Add an event to the stream: fold it into the book and the manager's state."""
         if event_id is None:
             event_id = derived_id(self.input_id, len(self.events))
+        # Encoded once, here: what goes in is JSON already (validated decisions, stored
+        # events, replies), so the append needs no second validation.
         self.events.append(
-            NewEvent(
-                event_type,
-                data,
+            EncodedEvent(
                 event_id=event_id,
+                event_type=event_type,
+                data=json_text(data),
+                metadata="{}",
                 correlation_id=self.process_id,
                 causation_id=self.input_id,
             )

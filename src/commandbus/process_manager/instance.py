@@ -7,7 +7,6 @@ The book is plain JSON (it goes into snapshots as it is) and changes only throug
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 from uuid import UUID
@@ -58,7 +57,15 @@ class Book:
         )
 
     def copy(self) -> Book:
-        return Book(copy.deepcopy(self.data))
+        """A copy that ``apply`` can change without touching this one: the containers it
+        changes are copied (task records are changed in place, so they are copied too;
+        command records, timers and queued compensations are only ever replaced)."""
+        data = dict(self.data)
+        data["tasks"] = {task_id: dict(record) for task_id, record in data["tasks"].items()}
+        data["commands"] = dict(data["commands"])
+        data["timers"] = dict(data["timers"])
+        data["to_compensate"] = list(data["to_compensate"])
+        return Book(data)
 
     # -- reading -------------------------------------------------------------------
 

@@ -1,8 +1,9 @@
 """``ProcessEventRouter``: feeds an engine the replies and timers of its queue
 (``<domain>__process_events``), a batch per transaction.
 
-Each message is applied in a savepoint of the batch's transaction; one that raises (a
-``decide`` bug, a malformed message) is left on the queue and tried again after the
+A batch is applied in one transaction, in a few statements for all its messages
+(``ProcessEngine.handle_messages``); a message that cannot be applied (a ``decide`` bug,
+a malformed message) writes nothing, is left on the queue and tried again after the
 visibility timeout, and after ``max_attempts`` reads it is parked in the process message
 log (``commandbus process parked list``) with its error. One bad message never stops the
 router or the messages behind it.
@@ -16,7 +17,6 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 from commandbus.consuming import ConsumerLoop
-from commandbus.errors import DatabaseUnavailableError
 from commandbus.models import QueueMessage
 from commandbus.ports import ProcessWrites, Waiter
 from commandbus.process.models import ProcessMessageDisposition, ProcessMessageRecord
@@ -59,22 +59,20 @@ class ProcessEventRouter(ConsumerLoop):
         if not messages:
             return 0
         async with self._backend.transaction() as tx:
-            done = [m.msg_id for m in messages if await self._apply(m, tx)]
+            errors = await self.engine.handle_messages([m.message for m in messages], conn=tx)
+            done = [
+                m.msg_id
+                for m, error in zip(messages, errors, strict=True)
+                if error is None or await self._failed(m, error, tx)
+            ]
             await queue.delete(name, done, conn=tx)
         return len(messages)
 
-    async def _apply(self, message: QueueMessage, tx: Any) -> bool:
-        """Apply one message in a savepoint; True when it is done with (applied, or parked
-        after its last attempt), False to leave it for another try."""
+    async def _failed(self, message: QueueMessage, exc: BaseException, tx: Any) -> bool:
+        """A message that could not be applied: True once it is parked after its last
+        attempt (done with), False to leave it for another try."""
         name = self.engine.reply_queue
-        try:
-            async with self._backend.transaction(tx) as savepoint:
-                await self.engine.handle_message(message.message, conn=savepoint)
-            return True
-        except DatabaseUnavailableError:
-            raise
-        except Exception as exc:
-            error = storable_text(describe_exception(exc))
+        error = storable_text(describe_exception(exc))
         if message.read_count < self.max_attempts:
             logger.warning("message %s on %s failed, will retry: %s", message.msg_id, name, error)
             return False

@@ -236,3 +236,76 @@ UNION ALL
  ORDER BY stream_version
  LIMIT %(limit)s)
 ORDER BY 1, 3;
+
+
+-- name: load_streams
+-- load_stream for several streams: each one's snapshot (kind 0) and up to limit events
+-- after it (kind 1), ordered by stream, then kind, then version.
+WITH s AS (
+    SELECT DISTINCT stream_name FROM unnest(%(streams)b::text[]) AS u(stream_name)
+), snap AS MATERIALIZED (
+    SELECT es.stream_name, es.version, es.state
+    FROM commandbus.event_snapshot es JOIN s USING (stream_name)
+)
+SELECT 0 AS kind, snap.stream_name, snap.version, NULL::bigint, NULL::bigint, NULL::uuid,
+       NULL::text, snap.state, NULL::jsonb, NULL::uuid, NULL::uuid, NULL::timestamptz
+FROM snap
+UNION ALL
+SELECT 1, e.stream_name, e.stream_version, e.position, e.transaction_id::text::bigint,
+       e.event_id, e.event_type, e.data, e.metadata, e.correlation_id, e.causation_id,
+       e.recorded_at
+FROM s CROSS JOIN LATERAL (
+    SELECT *
+    FROM commandbus.event ev
+    WHERE ev.stream_name = s.stream_name
+      AND ev.stream_version > coalesce(
+          (SELECT version FROM snap WHERE snap.stream_name = s.stream_name), 0)
+    ORDER BY ev.stream_version
+    LIMIT %(limit)s
+) e
+ORDER BY 2, 1, 3;
+
+
+-- name: append_many
+-- Append to several streams at once, each at its expected version (0: a new stream), for
+-- a caller that holds what serialises its writers (the engine holds the process rows).
+-- Existing streams are bumped by UPDATE, new ones inserted (ON CONFLICT DO NOTHING: a
+-- stream that exists after all is not inserted); ok counts the streams whose head moved.
+-- When ok is short of the number of streams, the caller rolls back.
+WITH req AS MATERIALIZED (
+    SELECT * FROM unnest(%(streams)b::text[], %(categories)b::text[],
+                         %(expected)b::bigint[], %(counts)b::integer[])
+        AS r(stream_name, category, expected, n)
+), bumped AS (
+    UPDATE commandbus.event_stream h
+    SET version = h.version + req.n, updated_at = now()
+    FROM req
+    WHERE h.stream_name = req.stream_name AND req.expected > 0 AND h.version = req.expected
+    RETURNING h.stream_name
+), created AS (
+    INSERT INTO commandbus.event_stream (stream_name, version)
+    SELECT stream_name, n FROM req WHERE expected = 0 ORDER BY stream_name
+    ON CONFLICT (stream_name) DO NOTHING
+    RETURNING stream_name
+), moved AS (
+    SELECT stream_name FROM bumped UNION ALL SELECT stream_name FROM created
+), inserted AS (
+    INSERT INTO commandbus.event (
+        stream_name, category, stream_version, event_id, event_type, data, metadata,
+        correlation_id, causation_id
+    )
+    SELECT e.stream_name, req.category, req.expected + e.seq, e.event_id, e.event_type,
+           e.data::jsonb, e.metadata::jsonb, e.correlation_id, e.causation_id
+    FROM unnest(
+        %(event_streams)b::text[], %(seqs)b::integer[], %(event_ids)b::uuid[],
+        %(event_types)b::text[], %(data)b::text[], %(metadata)b::text[],
+        %(correlation_ids)b::uuid[], %(causation_ids)b::uuid[]
+    ) WITH ORDINALITY AS e(stream_name, seq, event_id, event_type, data, metadata,
+                           correlation_id, causation_id, ord)
+    JOIN req USING (stream_name)
+    WHERE e.stream_name IN (SELECT stream_name FROM moved)
+    ORDER BY e.ord
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM inserted),
+       pg_notify('commandbus', '$events');
