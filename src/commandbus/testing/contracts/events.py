@@ -29,6 +29,8 @@ from commandbus.events import (
     RecordedEvent,
     Subscription,
 )
+from commandbus.events.encoding import encode_events
+from commandbus.events.ports import StreamAppend
 from commandbus.testing.contracts._base import ContractBase, _Rollback
 
 
@@ -211,6 +213,33 @@ class EventStoreContract(ContractBase):
         with pytest.raises(ValidationError):
             await store.save_snapshot("order-1", 10, [1])  # type: ignore[arg-type]
 
+    async def test_append_many_and_load_streams(self, store: EventStore, backend: Any) -> None:
+        events = backend.events
+        await store.append("order-1", [ev("A"), ev("B")])
+        await store.save_snapshot("order-1", 1, {"seen": 1})
+        one, two = encode_events([ev("C")]), encode_events([ev("X"), ev("Y")])
+        async with backend.transaction() as conn:
+            await events.append_many(
+                [StreamAppend("order-1", 2, one), StreamAppend("order-2", 0, two)], conn=conn
+            )
+        assert [e.version for e in await store.read_stream("order-2")] == [1, 2]
+        loaded = await events.load_streams(["order-1", "order-2", "order-3"], 100)
+        snapshot, tail = loaded["order-1"]
+        assert snapshot == (1, {"seen": 1}) and [e.event_type for e in tail] == ["B", "C"]
+        assert loaded["order-2"][0] is None and [e.version for e in loaded["order-2"][1]] == [1, 2]
+        assert loaded["order-3"] == (None, [])
+        ids = [one[0].event_id, uuid4()]
+        assert await events.stored_event_ids(ids) == {one[0].event_id}
+        for stale in (
+            StreamAppend("order-1", 2, encode_events([ev()])),  # now at 3
+            StreamAppend("order-2", 0, encode_events([ev()])),
+        ):  # exists
+            with pytest.raises(WrongExpectedVersionError):
+                async with backend.transaction() as conn:
+                    await events.append_many([stale], conn=conn)
+        assert await store.stream_version("order-1") == 3
+        assert await store.stream_version("order-2") == 2
+
     # -- reading all streams -------------------------------------------------------------
 
     async def test_read_all_filters_and_pages_without_gaps(self, store: EventStore) -> None:
@@ -358,6 +387,29 @@ class EventStoreContract(ContractBase):
             await store.reset_subscription("nobody")
         names = [s.name for s in await store.subscriptions()]
         assert names == ["orders"]
+
+    async def test_a_batch_handler_that_fails_is_narrowed_to_the_bad_event(
+        self, store: EventStore, backend: Any
+    ) -> None:
+        result = await store.append("order-1", [ev("A"), ev("B"), ev("C")])
+        bad = result.positions[1]
+        batches: list[list[int]] = []
+
+        async def handle(events: list[RecordedEvent], context: EventContext) -> None:
+            batches.append([e.position for e in events])
+            if bad in batches[-1]:
+                raise RuntimeError("B is bad")
+
+        subscription = Subscription(
+            backend, "orders", batch_handler=handle, max_attempts=2, retry_delay=0
+        )
+        await subscription.drain()
+        [parked] = await store.parked_events("orders")
+        assert parked.event.position == bad
+        a, _, c = result.positions
+        assert batches == [[a, bad, c], [a], [bad], [bad], [c]]
+        with pytest.raises(TypeError, match="either a handler or a batch_handler"):
+            Subscription(backend, "orders")
 
     async def test_a_sync_handler_is_refused(self, backend: Any) -> None:
         def handle(event: RecordedEvent, context: EventContext) -> None: ...
