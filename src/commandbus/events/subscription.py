@@ -27,6 +27,7 @@ when transactions commit out of order.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -135,6 +136,26 @@ class Subscription(ConsumerLoop):
 
     def listened_queues(self) -> list[str]:
         return [EVENTS_CHANNEL]
+
+    async def drain(self, max_batches: int = 1_000_000, *, wait: float = 10.0) -> int:
+        """Handle events until caught up with every event committed so far; returns how
+        many were taken. An event is delivered only once the transactions that started
+        before it have ended (see the module docstring): when events are stored but not
+        deliverable yet, wait up to ``wait`` seconds for those transactions."""
+        validate_seconds(wait, "wait", MAX_RETRY_DELAY, allow_zero=True)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        total = 0
+        for _ in range(max_batches):
+            taken = await self.process_once()
+            if taken:
+                total += taken
+                continue
+            info = await self._events_backend.subscriptions.get(self.name)
+            if info is None or info.lag == 0 or loop.time() >= deadline:
+                break
+            await asyncio.sleep(0.01)  # another transaction is still open: real time
+        return total
 
     async def process_once(self, limit: int | None = None) -> int:
         """Handle one batch; returns how many events it took (0: none new, or another
