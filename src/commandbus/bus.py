@@ -10,6 +10,7 @@ from uuid import UUID, uuid4
 
 from commandbus.backends import BackendSource, backend_from, in_memory_backend
 from commandbus.errors import ValidationError
+from commandbus.logs import state_change
 from commandbus.models import (
     AuditEvent,
     CommandMetadata,
@@ -120,9 +121,23 @@ class CommandBus:
         checked = [self._checked(r) for r in requests]
         if not checked:
             return []
-        return await self._backend.commands.insert(
+        results = await self._backend.commands.insert(
             checked, self.retry_policy.max_attempts, conn=conn
         )
+        if logger.isEnabledFor(logging.DEBUG):
+            for request in checked:
+                state_change(
+                    logger,
+                    "command %s (%s) sent%s",
+                    request.command_id,
+                    request.command_type,
+                    " in the caller's transaction" if conn is not None else "",
+                    domain=request.domain,
+                    command_id=str(request.command_id),
+                    command_type=request.command_type,
+                    status="PENDING",
+                )
+        return results
 
     def _checked(self, request: SendRequest) -> SendRequest:
         domain = validate_name(request.domain)

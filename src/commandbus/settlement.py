@@ -7,7 +7,7 @@ one transaction. Keeping this pure makes every branch unit-testable.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from commandbus.models import (
@@ -41,6 +41,8 @@ class Outcome:
     error_code: str | None = None
     error_message: str | None = None
     details: JsonObject | None = None
+    #: The exception behind a failure, for the log only (never stored, never compared).
+    exception: BaseException | None = field(default=None, compare=False, repr=False)
 
 
 def _queued_reply(

@@ -17,6 +17,7 @@ from uuid import UUID
 
 from commandbus.errors import DatabaseUnavailableError
 from commandbus.leases import LeaseKeeper
+from commandbus.logs import state_change
 from commandbus.models import AuditEventType, CommandStatus, Settlement
 from commandbus.ports import Backend, Clock
 from commandbus.sanitise import describe_exception, storable_text
@@ -85,8 +86,8 @@ class SettlementWriter:
         try:
             applied = await self._backend.commands.settle(batch)
         except DatabaseUnavailableError as exc:
+            # Reported by the worker, once per interval while the outage lasts.
             self._stats.settle_errors += 1
-            logger.warning("settling %d commands failed: %s; retrying", len(batch), exc)
             return 0, exc
         except Exception:
             self._stats.settle_errors += 1
@@ -127,9 +128,22 @@ class SettlementWriter:
             lost = await self._record_lost_leases(settled)
         else:
             lost = set()
+        debug = logger.isEnabledFor(logging.DEBUG)
         for settlement in settled:
             if settlement.msg_id not in lost:
                 self._stats.count(settlement)
+                if debug:
+                    state_change(
+                        logger,
+                        "command %s settled: %s (attempt %d)",
+                        settlement.command_id,
+                        settlement.status.value,
+                        settlement.attempts,
+                        domain=settlement.domain,
+                        command_id=str(settlement.command_id),
+                        attempt=settlement.attempts,
+                        status=settlement.status.value,
+                    )
 
     async def _record_lost_leases(self, settled: Sequence[Settlement]) -> set[int]:
         now = self._clock.now()

@@ -27,6 +27,7 @@ from commandbus.errors import (
 )
 from commandbus.handler import HandlerContext, HandlerRegistry, RegisteredHandler
 from commandbus.leases import LeaseKeeper
+from commandbus.logs import OutageReporter, failure_fields, state_change
 from commandbus.models import AuditEventType, ClaimedCommand, Command, Settlement
 from commandbus.policies import RetryPolicy
 from commandbus.ports import Backend, Clock, CommandDelivery, Conn, Waiter
@@ -113,6 +114,7 @@ class Worker(ConsumerLoop):
         self._writer = SettlementWriter(
             self._backend, self.stats, self.leases, self.visibility_timeout, self._clock
         )
+        self._outage = OutageReporter(logger, f"worker on {self.queue}", self._clock)
 
     # -- one batch (deterministic; used by tests and by run) ---------------------------
 
@@ -124,7 +126,7 @@ class Worker(ConsumerLoop):
         claimed = await self._deliveries.claim(
             self.domain, limit or self.batch_size, self.visibility_timeout
         )
-        self.stats.claimed += len(claimed)
+        self._received(claimed)
         for command in claimed:
             self.leases.hold(command.msg_id, command.attempt)
         try:
@@ -227,13 +229,18 @@ class Worker(ConsumerLoop):
             want = min(free, self.batch_size)
             try:
                 claimed = await self._deliveries.claim(self.domain, want, self.visibility_timeout)
+            except DatabaseUnavailableError as exc:
+                self._outage.failed(exc, poll_interval)
+                await self._idle(waiter, poll_interval)
+                continue
             except Exception:
                 logger.exception(
                     "claim failed on %s; retrying after %ss", self.queue, poll_interval
                 )
                 await self._idle(waiter, poll_interval)
                 continue
-            self.stats.claimed += len(claimed)
+            self._outage.succeeded()
+            self._received(claimed)
             for command in claimed:
                 self.leases.hold(command.msg_id, command.attempt)
                 self._inflight += 1
@@ -242,6 +249,24 @@ class Worker(ConsumerLoop):
                 task.add_done_callback(self._task_done)
             if not claimed:
                 await self._idle(waiter, poll_interval)
+
+    def _received(self, claimed: Sequence[ClaimedCommand]) -> None:
+        self.stats.claimed += len(claimed)
+        if logger.isEnabledFor(logging.DEBUG):
+            for delivery in claimed:
+                command = delivery.command
+                state_change(
+                    logger,
+                    "command %s (%s) received, attempt %d",
+                    command.command_id,
+                    command.command_type,
+                    delivery.attempt,
+                    domain=command.domain,
+                    command_id=str(command.command_id),
+                    command_type=command.command_type,
+                    attempt=delivery.attempt,
+                    status="IN_PROGRESS",
+                )
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -285,9 +310,12 @@ class Worker(ConsumerLoop):
                     # The database is unreachable: the messages stay leased (and are
                     # delivered again if this lasts past their visibility timeout).
                     failures += 1
-                    await self._clock.sleep(min(0.1 * 2**failures, 5.0))
+                    pause = min(0.1 * 2**failures, 5.0)
+                    self._outage.failed(error, pause)
+                    await self._clock.sleep(pause)
                 else:
                     failures = 0
+                    self._outage.succeeded()
 
     # -- running a handler ----------------------------------------------------------------
 
@@ -299,7 +327,7 @@ class Worker(ConsumerLoop):
         if claimed.attempt > claimed.max_attempts:
             expiries = await self._lease_expiries(command)
             outcome = exhausted_outcome(claimed, expiries, self.visibility_timeout)
-            return settle_outcome(claimed, outcome, self.retry_policy)
+            return self._settle(claimed, outcome)
         registered = self.registry.find(command.domain, command.command_type)
         if registered is None:
             error = HandlerNotFoundError(command.domain, command.command_type)
@@ -309,11 +337,18 @@ class Worker(ConsumerLoop):
                 error_code="HANDLER_NOT_FOUND",
                 error_message=str(error),
             )
-            return settle_outcome(claimed, outcome, self.retry_policy)
+            return self._settle(claimed, outcome)
         if registered.transactional:
             return await self._execute_in_transaction(claimed, registered)
         outcome = await self._call(claimed, registered, None)
-        return settle_outcome(claimed, outcome, self.retry_policy)
+        return self._settle(claimed, outcome)
+
+    def _settle(self, claimed: ClaimedCommand, outcome: Outcome) -> Settlement:
+        """The settlement of ``outcome``; a failure is logged here, once, at WARNING."""
+        settlement = settle_outcome(claimed, outcome, self.retry_policy)
+        if outcome.kind is not OutcomeKind.SUCCESS:
+            _log_failure(claimed, outcome, settlement)
+        return settlement
 
     async def _lease_expiries(self, command: Command) -> int:
         """How many deliveries of ``command`` outlived their lease (from its audit trail;
@@ -342,7 +377,7 @@ class Worker(ConsumerLoop):
                     raise _Stale
         except _RollBack as rollback:
             # The handler's own writes are undone with the failed attempt.
-            return settle_outcome(claimed, rollback.outcome, self.retry_policy)
+            return self._settle(claimed, rollback.outcome)
         except _Stale:
             held = round(self.leases.seconds_held(claimed.msg_id, claimed.attempt), 3)
             try:
@@ -360,7 +395,7 @@ class Worker(ConsumerLoop):
             outcome = _failure(
                 OutcomeKind.TRANSIENT, exc, "SETTLEMENT_FAILED", describe_exception(exc), None
             )
-            return settle_outcome(claimed, outcome, self.retry_policy)
+            return self._settle(claimed, outcome)
         self.stats.count(settlement)
         return None
 
@@ -395,14 +430,7 @@ class Worker(ConsumerLoop):
                 OutcomeKind.BUSINESS_RULE, exc, exc.code, exc.error_message, exc.details
             )
         except Exception as exc:
-            logger.warning(
-                "handler %s raised %s for command %s (attempt %d)",
-                command.command_type,
-                type(exc).__name__,
-                command.command_id,
-                claimed.attempt,
-                exc_info=True,
-            )
+            # Logged with its traceback when the settlement is made (``_log_failure``).
             return _failure(OutcomeKind.TRANSIENT, exc, "UNEXPECTED_ERROR", safe_str(exc), None)
         if result is not None:
             try:
@@ -442,6 +470,48 @@ def _failure(
         error_code=storable_text(code, MAX_ERROR_CODE_CHARS),
         error_message=storable_text(message),
         details=storable_details(details),
+        exception=exc,
+    )
+
+
+#: What a failed attempt leads to, by the status its settlement gives the command.
+_AFTER_FAILURE = {
+    "PENDING": "retry in {delay:.1f}s",
+    "IN_TROUBLESHOOTING_QUEUE": "moved to the troubleshooting queue",
+    "FAILED": "failed on a business rule",
+}
+
+
+def _log_failure(claimed: ClaimedCommand, outcome: Outcome, settlement: Settlement) -> None:
+    """One WARNING per failed attempt: command id, type, attempt, error and what follows.
+    An unexpected exception (not one of the library's command errors) brings its
+    traceback: that is a bug to find."""
+    command = claimed.command
+    after = _AFTER_FAILURE.get(settlement.status.value, settlement.status.value).format(
+        delay=settlement.retry_delay
+    )
+    exc = outcome.exception
+    unexpected = exc is not None and not isinstance(
+        exc, TransientCommandError | PermanentCommandError | BusinessRuleException
+    )
+    logger.warning(
+        "command %s (%s) attempt %d/%d failed: %s %s: %s; %s",
+        command.command_id,
+        command.command_type,
+        claimed.attempt,
+        claimed.max_attempts,
+        outcome.error_type,
+        outcome.error_code,
+        outcome.error_message,
+        after,
+        exc_info=exc if unexpected else None,
+        extra={
+            **failure_fields(
+                command.domain, command.command_id, command.command_type, claimed.attempt
+            ),
+            "status": settlement.status.value,
+            "error_code": outcome.error_code,
+        },
     )
 
 

@@ -38,7 +38,8 @@ from uuid import UUID
 
 from commandbus.backends import BackendSource, backend_from
 from commandbus.consuming import ConsumerLoop, Stopping
-from commandbus.errors import ValidationError
+from commandbus.errors import DatabaseUnavailableError, ValidationError
+from commandbus.logs import OutageReporter, state_change
 from commandbus.models import QueueMessage, Reply
 from commandbus.ports import Backend, Clock, Waiter
 from commandbus.process.base import BaseProcessManager, managers_by_type
@@ -132,6 +133,7 @@ class ProcessReplyRouter(ConsumerLoop):
         )
         self.stats = RouterStats()
         super().__init__(self._backend, clock or self._backend.clock)
+        self._outage = OutageReporter(logger, f"router on {self.reply_queue}", self._clock)
 
     # -- one batch -----------------------------------------------------------------------
 
@@ -168,6 +170,11 @@ class ProcessReplyRouter(ConsumerLoop):
             async with self._backend.transaction() as tx:
                 handled = await self.engine.handle(envelopes, conn=tx)
                 await self._delete_handled(envelopes, handled, tx)
+        except DatabaseUnavailableError:
+            # Nothing to learn from handling them one by one: they stay leased and come
+            # back after the visibility timeout; the loop reports the outage.
+            self.stats.batch_failures += 1
+            raise
         except Exception:
             self.stats.batch_failures += 1
             logger.exception(
@@ -198,6 +205,8 @@ class ProcessReplyRouter(ConsumerLoop):
                 handled = await self.engine.handle([envelope], conn=tx)
                 await self._delete_handled([envelope], handled, tx)
             self._count(handled)
+        except DatabaseUnavailableError:
+            raise  # not the message's fault: never park it for that
         except Exception as exc:
             logger.exception(
                 "message %s on %s failed on its own; parking it", message.msg_id, self.reply_queue
@@ -219,6 +228,9 @@ class ProcessReplyRouter(ConsumerLoop):
 
     def _count(self, handled: Sequence[Handled]) -> None:
         self.stats.batches += 1
+        if logger.isEnabledFor(logging.DEBUG):
+            for h in handled:
+                _log_handled(h)
         for h in handled:
             if h.result is EnvelopeResult.APPLIED:
                 self.stats.applied += 1
@@ -335,9 +347,14 @@ class ProcessReplyRouter(ConsumerLoop):
         while not self._stop_requested:
             try:
                 n = await self.process_once()
+            except DatabaseUnavailableError as exc:
+                self._outage.failed(exc, poll_interval)
+                n = 0
             except Exception:
                 logger.exception("router batch on %s failed", self.reply_queue)
                 n = 0
+            else:
+                self._outage.succeeded()
             if n == 0 and not self._stop_requested:
                 await self._idle(waiter, poll_interval)
 
@@ -398,6 +415,27 @@ class ProcessReplyRouter(ConsumerLoop):
         """Put a parked message back on its reply queue (after fixing its cause); see
         ``commandbus.process.parked``."""
         return await replay_parked(self._backend, record_id, reply_queue=self.reply_queue)
+
+
+def _log_handled(handled: Handled) -> None:
+    """A DEBUG record per message: the process's new status when a decision applied."""
+    decision = handled.decision
+    process = decision.process if decision is not None else None
+    if process is not None:
+        state_change(
+            logger,
+            "process %s (%s): %s, step %s",
+            process.process_id,
+            process.process_type,
+            process.status.value,
+            process.current_step,
+            domain=process.domain,
+            process_id=str(process.process_id),
+            process_type=process.process_type,
+            status=process.status.value,
+        )
+    else:
+        state_change(logger, "message %s: %s", handled.result.value, handled.reason)
 
 
 def _command_id(env: Envelope) -> UUID | None:
