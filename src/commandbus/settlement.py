@@ -43,6 +43,8 @@ class Outcome:
     details: JsonObject | None = None
     #: The exception behind a failure, for the log only (never stored, never compared).
     exception: BaseException | None = field(default=None, compare=False, repr=False)
+    #: Headers for the reply (the handler's trace context), with telemetry on.
+    reply_headers: JsonObject | None = field(default=None, compare=False)
 
 
 def _queued_reply(
@@ -58,6 +60,7 @@ def _queued_reply(
             data,
             error_code=outcome.error_code,
             error_message=outcome.error_message,
+            headers=outcome.reply_headers,
         ),
     )
 
@@ -76,6 +79,8 @@ def settle_outcome(claimed: ClaimedCommand, outcome: Outcome, policy: RetryPolic
             attempts=attempt,
             audit=((AuditEventType.COMPLETED, {"attempt": attempt}),),
             reply=_queued_reply(command, ReplyOutcome.SUCCESS, outcome, outcome.result),
+            command_type=command.command_type,
+            sent_at=command.created_at,
         )
     error: JsonObject = {
         "attempt": attempt,
@@ -110,6 +115,8 @@ def settle_outcome(claimed: ClaimedCommand, outcome: Outcome, policy: RetryPolic
             error_code=outcome.error_code,
             error_message=outcome.error_message,
             reply=queued,
+            command_type=command.command_type,
+            sent_at=command.created_at,
         )
 
     if outcome.kind is OutcomeKind.BUSINESS_RULE:
@@ -219,4 +226,6 @@ def unsettleable(settlement: Settlement, reason: str) -> Settlement:
         error_code="SETTLEMENT_FAILED",
         error_message=reason,
         reply=queued,
+        command_type=settlement.command_type,
+        sent_at=settlement.sent_at,
     )

@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
+from dataclasses import replace
 
 from commandbus.backends import BackendSource, backend_from
 from commandbus.consuming import ConsumerLoop, Stopping
@@ -45,6 +47,7 @@ from commandbus.settlement import (
     settle_outcome,
 )
 from commandbus.settling import SettlementWriter, WorkerStats
+from commandbus.telemetry import NO_TELEMETRY, Telemetry
 from commandbus.validation import (
     MAX_PAYLOAD_BYTES,
     MAX_VISIBILITY_SECONDS,
@@ -85,6 +88,7 @@ class Worker(ConsumerLoop):
         max_result_bytes: int = MAX_PAYLOAD_BYTES,
         heartbeat: bool = True,
         clock: Clock | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         visibility_timeout = validate_seconds(
             visibility_timeout, "visibility_timeout", MAX_VISIBILITY_SECONDS
@@ -111,8 +115,15 @@ class Worker(ConsumerLoop):
         self.leases = LeaseKeeper(
             self._backend.queue, self.queue, self.visibility_timeout, self._clock
         )
+        #: Metrics and traces (``commandbus.metrics``, ``commandbus.tracing``); off: none.
+        self.telemetry: Telemetry = telemetry or NO_TELEMETRY
         self._writer = SettlementWriter(
-            self._backend, self.stats, self.leases, self.visibility_timeout, self._clock
+            self._backend,
+            self.stats,
+            self.leases,
+            self.visibility_timeout,
+            self._clock,
+            self.telemetry,
         )
         self._outage = OutageReporter(logger, f"worker on {self.queue}", self._clock)
 
@@ -123,9 +134,7 @@ class Worker(ConsumerLoop):
 
         Returns how many commands were claimed. Handy in tests: no background tasks.
         """
-        claimed = await self._deliveries.claim(
-            self.domain, limit or self.batch_size, self.visibility_timeout
-        )
+        claimed = await self._claim(limit or self.batch_size)
         self._received(claimed)
         for command in claimed:
             self.leases.hold(command.msg_id, command.attempt)
@@ -228,7 +237,7 @@ class Worker(ConsumerLoop):
                 continue
             want = min(free, self.batch_size)
             try:
-                claimed = await self._deliveries.claim(self.domain, want, self.visibility_timeout)
+                claimed = await self._claim(want)
             except DatabaseUnavailableError as exc:
                 self._outage.failed(exc, poll_interval)
                 await self._idle(waiter, poll_interval)
@@ -249,6 +258,15 @@ class Worker(ConsumerLoop):
                 task.add_done_callback(self._task_done)
             if not claimed:
                 await self._idle(waiter, poll_interval)
+
+    async def _claim(self, limit: int) -> list[ClaimedCommand]:
+        if not self.telemetry.enabled:
+            return await self._deliveries.claim(self.domain, limit, self.visibility_timeout)
+        attributes = {"commandbus.domain": self.domain, "commandbus.limit": limit}
+        with self.telemetry.span("commandbus.claim", attributes) as span:
+            claimed = await self._deliveries.claim(self.domain, limit, self.visibility_timeout)
+            span.set("commandbus.claimed", len(claimed))
+        return claimed
 
     def _received(self, claimed: Sequence[ClaimedCommand]) -> None:
         self.stats.claimed += len(claimed)
@@ -396,10 +414,35 @@ class Worker(ConsumerLoop):
                 OutcomeKind.TRANSIENT, exc, "SETTLEMENT_FAILED", describe_exception(exc), None
             )
             return self._settle(claimed, outcome)
-        self.stats.count(settlement)
+        self._writer.settled(settlement)
         return None
 
     async def _call(
+        self, claimed: ClaimedCommand, registered: RegisteredHandler, conn: Conn | None
+    ) -> Outcome:
+        telemetry = self.telemetry
+        if not telemetry.enabled:
+            return await self._call_handler(claimed, registered, conn)
+        command = claimed.command
+        attributes = {
+            "commandbus.domain": command.domain,
+            "commandbus.command_type": command.command_type,
+            "commandbus.command_id": str(command.command_id),
+            "commandbus.attempt": claimed.attempt,
+        }
+        with telemetry.span("commandbus.handle", attributes, command.headers) as span:
+            started = time.perf_counter()
+            outcome = await self._call_handler(claimed, registered, conn)
+            telemetry.command_handled(
+                command.domain, command.command_type, time.perf_counter() - started
+            )
+            if outcome.kind is not OutcomeKind.SUCCESS:
+                span.error(outcome.exception or f"{outcome.error_code}: {outcome.error_message}")
+            # The reply continues this trace: the router's span is a child of this one.
+            headers = telemetry.outgoing_headers(causation_id=str(command.command_id))
+        return replace(outcome, reply_headers=headers) if headers else outcome
+
+    async def _call_handler(
         self, claimed: ClaimedCommand, registered: RegisteredHandler, conn: Conn | None
     ) -> Outcome:
         command = claimed.command

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -54,6 +54,7 @@ from commandbus.process.models import (
 from commandbus.process.parked import replay_parked
 from commandbus.process.repository import ProcessRepository, ProcessWrites
 from commandbus.sanitise import describe_exception, storable_text
+from commandbus.telemetry import NO_TELEMETRY, Telemetry
 from commandbus.validation import (
     MAX_BATCH_LIMIT,
     SET_ASIDE_SECONDS,
@@ -102,6 +103,7 @@ class ProcessReplyRouter(ConsumerLoop):
         visibility_timeout: float = 30.0,
         max_reply_attempts: int = 5,
         clock: Clock | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.managers = managers_by_type(managers)
         if not self.managers:
@@ -128,8 +130,14 @@ class ProcessReplyRouter(ConsumerLoop):
         self.batch_size = batch_size
         self.visibility_timeout = float(visibility_timeout)
         self.max_reply_attempts = max_reply_attempts
+        #: Metrics and traces; by default the managers' bus's (``CommandBus(telemetry=…)``).
+        self.telemetry: Telemetry = telemetry or _managers_telemetry(self.managers.values())
         self.engine = ProcessEngine(
-            self._backend, self.process_repo, self.managers, max_reply_attempts=max_reply_attempts
+            self._backend,
+            self.process_repo,
+            self.managers,
+            max_reply_attempts=max_reply_attempts,
+            telemetry=self.telemetry,
         )
         self.stats = RouterStats()
         super().__init__(self._backend, clock or self._backend.clock)
@@ -165,6 +173,14 @@ class ProcessReplyRouter(ConsumerLoop):
         return 1
 
     async def _handle_batch(self, read: Sequence[QueueMessage]) -> None:
+        if not self.telemetry.enabled:
+            await self._handle_read(read)
+            return
+        attributes = {"commandbus.queue": self.reply_queue, "commandbus.batch_size": len(read)}
+        with self.telemetry.span("commandbus.route", attributes):
+            await self._handle_read(read)
+
+    async def _handle_read(self, read: Sequence[QueueMessage]) -> None:
         envelopes = [self._envelope(m) for m in read]
         try:
             async with self._backend.transaction() as tx:
@@ -231,6 +247,9 @@ class ProcessReplyRouter(ConsumerLoop):
         if logger.isEnabledFor(logging.DEBUG):
             for h in handled:
                 _log_handled(h)
+        if self.telemetry.enabled:
+            for h in handled:
+                _observe(self.telemetry, h)
         for h in handled:
             if h.result is EnvelopeResult.APPLIED:
                 self.stats.applied += 1
@@ -294,7 +313,12 @@ class ProcessReplyRouter(ConsumerLoop):
         except Exception as exc:  # anyone can write to a queue: never let one message raise
             error = f"malformed message ({type(exc).__name__}: {exc})"
             return Envelope(message=None, error=error, **common)
-        return Envelope(message=ReplyReceived(reply), process_id=reply.correlation_id, **common)
+        return Envelope(
+            message=ReplyReceived(reply),
+            process_id=reply.correlation_id,
+            headers=reply.headers,
+            **common,
+        )
 
     # -- continuous operation ------------------------------------------------------------
 
@@ -415,6 +439,33 @@ class ProcessReplyRouter(ConsumerLoop):
         """Put a parked message back on its reply queue (after fixing its cause); see
         ``commandbus.process.parked``."""
         return await replay_parked(self._backend, record_id, reply_queue=self.reply_queue)
+
+
+def _managers_telemetry(managers: Iterable[BaseProcessManager[Any, Any]]) -> Telemetry:
+    for manager in managers:
+        bus = getattr(manager, "command_bus", None)
+        telemetry = getattr(bus, "telemetry", None)
+        if isinstance(telemetry, Telemetry) and telemetry.enabled:
+            return telemetry
+    return NO_TELEMETRY
+
+
+def _observe(telemetry: Telemetry, handled: Handled) -> None:
+    """Metrics of one applied decision: the process's new status, the steps it finished."""
+    decision = handled.decision
+    process = decision.process if decision is not None else None
+    if decision is None or process is None:
+        return
+    telemetry.process_changed(process.domain, process.process_type, process.status.value)
+    for entry in decision.audit_updates:
+        if entry.received_at is not None and entry.reply_outcome is not None:
+            telemetry.process_step_finished(
+                process.domain,
+                process.process_type,
+                entry.step_name,
+                entry.reply_outcome.value,
+                max((entry.received_at - entry.sent_at).total_seconds(), 0.0),
+            )
 
 
 def _log_handled(handled: Handled) -> None:

@@ -97,6 +97,7 @@ class Staged:
         decision: Decision[Any, Any],
         expected_version: int,
         state_json: JsonText,
+        headers: JsonObject | None = None,
     ) -> None:
         process = decision.process
         assert process is not None
@@ -107,11 +108,18 @@ class Staged:
             version=expected_version,
         )
         self.updates[key] = raw
-        self.add_effects(manager, process.domain, process.process_id, decision)
+        self.add_effects(manager, process.domain, process.process_id, decision, headers)
 
     def add_effects(
-        self, manager: EngineManager, domain: str, process_id: UUID, decision: Decision[Any, Any]
+        self,
+        manager: EngineManager,
+        domain: str,
+        process_id: UUID,
+        decision: Decision[Any, Any],
+        headers: JsonObject | None = None,
     ) -> None:
+        """Stage what ``decision`` writes besides the process row; the commands it sends
+        carry ``headers`` (trace context and causation id, with telemetry on)."""
         for entry in decision.audit_inserts:
             self.audit_inserts[(domain, process_id, entry.command_id)] = entry
         for entry in decision.audit_updates:
@@ -132,6 +140,7 @@ class Staged:
                     max_attempts=manager.sending.max_attempts,
                     delay=command.delay_seconds or None,
                     encoded_data=command.data_json,
+                    headers=headers,
                 )
             )
         if decision.withdrawals:
