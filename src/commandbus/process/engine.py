@@ -150,11 +150,30 @@ class ProcessEngine:
         start decisions send, in ``conn``. A process id that exists already with the
         manager's type and the same initial data is skipped (an idempotent start); with
         another type or other data it raises ``ProcessAlreadyExistsError``."""
+        telemetry = self.telemetry
+        if not telemetry.enabled:
+            await self._start(manager, new, decisions, None, conn)
+            return
+        attributes = {
+            "commandbus.process_type": manager.process_type,
+            "commandbus.processes": len(new),
+        }
+        # The span starts each process's trace (in the caller's, if it has one): the first
+        # commands carry it, and everything after them follows.
+        with telemetry.span("commandbus.process.start", attributes):
+            await self._start(manager, new, decisions, telemetry.outgoing_headers(), conn)
+
+    async def _start(
+        self,
+        manager: EngineManager,
+        new: Sequence[ProcessMetadata[Any, Any]],
+        decisions: Mapping[UUID, Decision[Any, Any]],
+        headers: JsonObject | None,
+        conn: Conn,
+    ) -> None:
         staged = Staged()
         inserted = set(await self.repo.insert_new(new, conn=conn))
         telemetry = self.telemetry
-        # The first commands join the caller's trace (a span of its own, if it has one).
-        headers = telemetry.outgoing_headers() if telemetry.enabled else None
         for process in new:
             pid = process.process_id
             if pid in inserted:
