@@ -214,6 +214,7 @@ class CommandBus:
         created_before: datetime | None = None,
         limit: int = 100,
         offset: int = 0,
+        correlation_id: UUID | str | None = None,
     ) -> list[CommandMetadata]:
         if status is not None:
             try:
@@ -239,6 +240,11 @@ class CommandBus:
             created_before=created_before,
             limit=limit,
             offset=offset,
+            correlation_id=(
+                validate_uuid(correlation_id, "correlation_id")
+                if correlation_id is not None
+                else None
+            ),
         )
         return await self._backend.commands.query(query)
 

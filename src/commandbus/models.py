@@ -393,6 +393,7 @@ class CommandQuery:
     created_before: datetime | None = None
     limit: int = 100
     offset: int = 0
+    correlation_id: UUID | None = None
 
 
 @dataclass(frozen=True)

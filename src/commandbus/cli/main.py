@@ -32,6 +32,7 @@ OPTIONAL_NOUNS: tuple[tuple[str, str], ...] = (
     ("commandbus.cli.process_ops", "process_group"),
     ("commandbus.cli.router", "router_group"),
     ("commandbus.cli.router", "run_cmd"),
+    ("commandbus.cli.console", "console_cmd"),
 )
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}

@@ -275,6 +275,7 @@ class InMemoryCommandStore:
                 and (query.command_type is None or row.command_type == query.command_type)
                 and (query.created_after is None or row.created_at >= query.created_after)
                 and (query.created_before is None or row.created_at < query.created_before)
+                and (query.correlation_id is None or row.correlation_id == query.correlation_id)
             ]
             rows.sort(key=lambda r: (r.created_at, r.command_id), reverse=True)
             start = max(query.offset, 0)

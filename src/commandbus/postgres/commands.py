@@ -315,6 +315,7 @@ class PostgresCommandStore:
             "created_before": query.created_before,
             "limit": query.limit,
             "offset": query.offset,
+            "correlation_id": query.correlation_id,
         }
         async with statement_conn(self._pool, conn) as c:
             cur = c.cursor(row_factory=dict_row)

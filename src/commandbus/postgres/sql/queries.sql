@@ -357,6 +357,7 @@ WHERE (%(domain)s::text IS NULL OR domain = %(domain)s::text)
   AND (%(command_type)s::text IS NULL OR command_type = %(command_type)s::text)
   AND (%(created_after)s::timestamptz IS NULL OR created_at >= %(created_after)s::timestamptz)
   AND (%(created_before)s::timestamptz IS NULL OR created_at < %(created_before)s::timestamptz)
+  AND (%(correlation_id)s::uuid IS NULL OR correlation_id = %(correlation_id)s::uuid)
 ORDER BY created_at DESC, command_id DESC
 LIMIT %(limit)s OFFSET %(offset)s;
 
