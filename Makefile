@@ -56,6 +56,7 @@ check: lint typecheck test
 bench: install
 	$(PY) -m benchmarks.throughput
 	$(PY) -m benchmarks.processes
+	$(PY) -m benchmarks.observability
 
 ## make chaos: fault injection at full size on a throw-away PostgreSQL (kills, PG restarts);
 ## extra options in CHAOS_ARGS, e.g. make chaos CHAOS_ARGS="--seed 7 --json chaos.json"

@@ -89,51 +89,84 @@ NO_TELEMETRY = Telemetry()
 
 
 class _Combined(Telemetry):
+    """Each hook calls only the parts that override it (metrics do not trace, traces do
+    not count): a combined telemetry costs what its parts cost, no more."""
+
     enabled = True
 
     def __init__(self, parts: Sequence[Telemetry]) -> None:
         self.parts = tuple(parts)
 
+        def overriding(hook: str) -> tuple[Any, ...]:
+            return tuple(
+                getattr(p, hook)
+                for p in self.parts
+                if getattr(type(p), hook) is not getattr(Telemetry, hook)
+            )
+
+        self._sent = overriding("commands_sent")
+        self._handled = overriding("command_handled")
+        self._settled = overriding("command_settled")
+        self._steps = overriding("process_step_finished")
+        self._changed = overriding("process_changed")
+        self._headers = overriding("outgoing_headers")
+        self._spans = overriding("span")
+
     def commands_sent(self, domain: str, command_type: str, count: int = 1) -> None:
-        for part in self.parts:
-            part.commands_sent(domain, command_type, count)
+        for hook in self._sent:
+            hook(domain, command_type, count)
 
     def command_handled(self, domain: str, command_type: str, seconds: float) -> None:
-        for part in self.parts:
-            part.command_handled(domain, command_type, seconds)
+        for hook in self._handled:
+            hook(domain, command_type, seconds)
 
     def command_settled(
         self, domain: str, command_type: str, status: str, latency_seconds: float | None
     ) -> None:
-        for part in self.parts:
-            part.command_settled(domain, command_type, status, latency_seconds)
+        for hook in self._settled:
+            hook(domain, command_type, status, latency_seconds)
 
     def process_step_finished(
         self, domain: str, process_type: str, step: str, outcome: str, seconds: float
     ) -> None:
-        for part in self.parts:
-            part.process_step_finished(domain, process_type, step, outcome, seconds)
+        for hook in self._steps:
+            hook(domain, process_type, step, outcome, seconds)
 
     def process_changed(self, domain: str, process_type: str, status: str) -> None:
-        for part in self.parts:
-            part.process_changed(domain, process_type, status)
+        for hook in self._changed:
+            hook(domain, process_type, status)
 
     def outgoing_headers(self, causation_id: str | None = None) -> JsonObject | None:
+        if len(self._headers) == 1:
+            one: JsonObject | None = self._headers[0](causation_id)
+            return one
         merged: JsonObject = {}
-        for part in self.parts:
-            merged.update(part.outgoing_headers(causation_id) or {})
+        for hook in self._headers:
+            merged.update(hook(causation_id) or {})
         return merged or None
 
-    @contextlib.contextmanager
     def span(
         self,
         name: str,
         attributes: Mapping[str, Any] | None = None,
         headers: Mapping[str, Any] | None = None,
+    ) -> AbstractContextManager[Span]:
+        if not self._spans:
+            return contextlib.nullcontext(_NO_SPAN)
+        if len(self._spans) == 1:
+            one: AbstractContextManager[Span] = self._spans[0](name, attributes, headers)
+            return one
+        return self._all_spans(name, attributes, headers)
+
+    @contextlib.contextmanager
+    def _all_spans(
+        self,
+        name: str,
+        attributes: Mapping[str, Any] | None,
+        headers: Mapping[str, Any] | None,
     ) -> Iterator[Span]:
         with contextlib.ExitStack() as stack:
-            spans = [stack.enter_context(p.span(name, attributes, headers)) for p in self.parts]
-            yield _Spans(spans)
+            yield _Spans([stack.enter_context(s(name, attributes, headers)) for s in self._spans])
 
 
 class _Spans(Span):

@@ -425,7 +425,6 @@ class Worker(ConsumerLoop):
             return await self._call_handler(claimed, registered, conn)
         command = claimed.command
         attributes = {
-            "commandbus.domain": command.domain,
             "commandbus.command_type": command.command_type,
             "commandbus.command_id": str(command.command_id),
             "commandbus.attempt": claimed.attempt,
@@ -439,8 +438,16 @@ class Worker(ConsumerLoop):
             if outcome.kind is not OutcomeKind.SUCCESS:
                 span.error(outcome.exception or f"{outcome.error_code}: {outcome.error_message}")
             # The reply continues this trace: the router's span is a child of this one.
-            headers = telemetry.outgoing_headers(causation_id=str(command.command_id))
-        return replace(outcome, reply_headers=headers) if headers else outcome
+            headers = (
+                telemetry.outgoing_headers(causation_id=str(command.command_id))
+                if command.reply_to is not None
+                else None
+            )
+        if not headers:
+            return outcome
+        if outcome.kind is OutcomeKind.SUCCESS:  # the common case: no dataclasses.replace
+            return Outcome(OutcomeKind.SUCCESS, result=outcome.result, reply_headers=headers)
+        return replace(outcome, reply_headers=headers)
 
     async def _call_handler(
         self, claimed: ClaimedCommand, registered: RegisteredHandler, conn: Conn | None

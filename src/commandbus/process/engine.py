@@ -60,6 +60,7 @@ from commandbus.process.repository import (
 )
 from commandbus.process.staging import (
     EngineManager,
+    Outgoing,
     Staged,
     checked_state,
     state_upgrade,
@@ -161,14 +162,15 @@ class ProcessEngine:
         # The span starts each process's trace (in the caller's, if it has one): the first
         # commands carry it, and everything after them follows.
         with telemetry.span("commandbus.process.start", attributes):
-            await self._start(manager, new, decisions, telemetry.outgoing_headers(), conn)
+            outgoing = telemetry.outgoing_headers()
+            await self._start(manager, new, decisions, lambda: outgoing, conn)
 
     async def _start(
         self,
         manager: EngineManager,
         new: Sequence[ProcessMetadata[Any, Any]],
         decisions: Mapping[UUID, Decision[Any, Any]],
-        headers: JsonObject | None,
+        headers: Outgoing | None,
         conn: Conn,
     ) -> None:
         staged = Staged()
@@ -241,9 +243,13 @@ class ProcessEngine:
             attributes = {"commandbus.process_id": str(env.process_id)}
             with telemetry.span("commandbus.process.decide", attributes, env.headers) as span:
                 # The commands this decision sends are children of this span, caused by
-                # the message (the command the reply or timer is about).
+                # the message (the command the reply or timer is about); the headers are
+                # made only for a decision that sends.
                 cause = _command_id_of(env)
-                headers = telemetry.outgoing_headers(causation_id=cause)
+
+                def headers(cause: str | None = cause) -> JsonObject | None:
+                    return telemetry.outgoing_headers(causation_id=cause)
+
                 result = await self._handle_one(
                     env,
                     raw_by_id,
@@ -256,7 +262,6 @@ class ProcessEngine:
                     conn,
                     headers,
                 )
-                span.set("commandbus.result", result.result.value)
                 if result.exception is not None:
                     span.error(result.exception)
             handled.append(result)
@@ -274,7 +279,7 @@ class ProcessEngine:
         now: datetime,
         raise_errors: bool,
         conn: Conn,
-        headers: JsonObject | None = None,
+        headers: Outgoing | None = None,
     ) -> Handled:
         parked = ProcessMessageDisposition.PARKED
         ignored = ProcessMessageDisposition.IGNORED
