@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-unit check lint format typecheck bench chaos chaos-short docs clean
+.PHONY: install demo test test-unit check lint format typecheck bench chaos chaos-short docs clean browser-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ demo: install
 docs: install
 	$(PY) -m pip install --quiet -e ".[docs]"
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
+## make browser-deps: Debian's Chromium for the console's browser tests (Playwright drives
+## the system browser; it downloads none of its own)
+browser-deps:
+	@test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
 
 ## make test: the whole test suite (embedded PostgreSQL unless $DATABASE_URL is set)
 test: install
@@ -51,6 +56,7 @@ check: lint typecheck test
 bench: install
 	$(PY) -m benchmarks.throughput
 	$(PY) -m benchmarks.processes
+	$(PY) -m benchmarks.observability
 
 ## make chaos: fault injection at full size on a throw-away PostgreSQL (kills, PG restarts);
 ## extra options in CHAOS_ARGS, e.g. make chaos CHAOS_ARGS="--seed 7 --json chaos.json"

@@ -10,6 +10,7 @@ from uuid import UUID, uuid4
 
 from commandbus.backends import BackendSource, backend_from, in_memory_backend
 from commandbus.errors import ValidationError
+from commandbus.logs import state_change
 from commandbus.models import (
     AuditEvent,
     CommandMetadata,
@@ -23,6 +24,7 @@ from commandbus.models import (
 )
 from commandbus.policies import RetryPolicy
 from commandbus.ports import Backend, Clock, Conn
+from commandbus.telemetry import NO_TELEMETRY, Telemetry, count_sent, with_headers
 from commandbus.validation import (
     MAX_ATTEMPTS_LIMIT,
     MAX_BATCH_LIMIT,
@@ -57,10 +59,14 @@ class CommandBus:
         retry_policy: RetryPolicy | None = None,
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
         clock: Clock | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._backend = backend_from(pool, clock)
         self.retry_policy = retry_policy or RetryPolicy()
         self.max_payload_bytes = max_payload_bytes
+        #: Metrics and traces of sends (``commandbus.metrics``, ``commandbus.tracing``);
+        #: process managers built on this bus use it too.
+        self.telemetry: Telemetry = telemetry or NO_TELEMETRY
 
     @classmethod
     def in_memory(cls, clock: Clock | None = None, **kwargs: Any) -> CommandBus:
@@ -120,9 +126,48 @@ class CommandBus:
         checked = [self._checked(r) for r in requests]
         if not checked:
             return []
-        return await self._backend.commands.insert(
-            checked, self.retry_policy.max_attempts, conn=conn
-        )
+        telemetry = self.telemetry
+        if telemetry.enabled:
+            results = await self._send_observed(checked, conn)
+        else:
+            results = await self._backend.commands.insert(
+                checked, self.retry_policy.max_attempts, conn=conn
+            )
+        if logger.isEnabledFor(logging.DEBUG):
+            for request in checked:
+                state_change(
+                    logger,
+                    "command %s (%s) sent%s",
+                    request.command_id,
+                    request.command_type,
+                    " in the caller's transaction" if conn is not None else "",
+                    domain=request.domain,
+                    command_id=str(request.command_id),
+                    command_type=request.command_type,
+                    status="PENDING",
+                )
+        return results
+
+    async def _send_observed(
+        self, checked: list[SendRequest], conn: Conn | None
+    ) -> list[SendResult]:
+        """``insert`` in a send span, each command carrying the trace context."""
+        telemetry = self.telemetry
+        first = checked[0]
+        attributes = {
+            "commandbus.domain": first.domain,
+            "commandbus.command_type": first.command_type,
+            "commandbus.batch_size": len(checked),
+        }
+        with telemetry.span("commandbus.send", attributes):
+            headers = telemetry.outgoing_headers()
+            if headers:
+                checked = [with_headers(r, headers) for r in checked]
+            results = await self._backend.commands.insert(
+                checked, self.retry_policy.max_attempts, conn=conn
+            )
+        count_sent(telemetry, checked)
+        return results
 
     def _checked(self, request: SendRequest) -> SendRequest:
         domain = validate_name(request.domain)
@@ -152,6 +197,7 @@ class CommandBus:
             max_attempts=max_attempts,
             delay=delay or None,
             encoded_data=encoded,
+            headers=request.headers,
         )
 
     # -- queries -----------------------------------------------------------------------
@@ -168,6 +214,7 @@ class CommandBus:
         created_before: datetime | None = None,
         limit: int = 100,
         offset: int = 0,
+        correlation_id: UUID | str | None = None,
     ) -> list[CommandMetadata]:
         if status is not None:
             try:
@@ -193,6 +240,11 @@ class CommandBus:
             created_before=created_before,
             limit=limit,
             offset=offset,
+            correlation_id=(
+                validate_uuid(correlation_id, "correlation_id")
+                if correlation_id is not None
+                else None
+            ),
         )
         return await self._backend.commands.query(query)
 

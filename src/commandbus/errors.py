@@ -125,6 +125,11 @@ class SchemaError(CommandBusError):
     """The database schema is missing or not at the version this library needs."""
 
 
+class MissingExtraError(CommandBusError, ImportError):
+    """An optional feature was used without its extra installed; the message names the
+    ``pip install 'commandbus[…]'`` that brings it."""
+
+
 class StorageError(CommandBusError):
     """The database refused a request (the driver's error is the ``__cause__``).
 

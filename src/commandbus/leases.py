@@ -68,17 +68,26 @@ class LeaseKeeper:
         now = self._clock.now()
         soon = now + 2 * timedelta(seconds=self.interval)
         extended = 0
+        failed: list[int] = []
         for lease in [lease for lease in self._leases.values() if lease.expires <= soon]:
             try:
                 kept = await self._queue.set_visibility(
                     self._queue_name, lease.msg_id, self._timeout.total_seconds()
                 )
             except Exception:
-                logger.warning("could not extend the lease of message %s", lease.msg_id)
+                failed.append(lease.msg_id)
                 continue
             if kept:
                 lease.expires = self._clock.now() + self._timeout
                 extended += 1
+        if failed:
+            # One line per beat, not one per lease (a database outage fails them all).
+            logger.warning(
+                "could not extend the lease of %d messages on %s (e.g. %s)",
+                len(failed),
+                self._queue_name,
+                failed[0],
+            )
         self.extensions += extended
         return extended
 

@@ -76,6 +76,15 @@ class Command:
     correlation_id: UUID | None = None
     reply_to: str | None = None
     created_at: datetime | None = None
+    #: What the sender attached (W3C trace context, ``causation_id``); None: nothing.
+    headers: JsonObject | None = field(default=None, compare=False)
+
+    @property
+    def causation_id(self) -> str | None:
+        """The id of the message that caused this command (set for the commands a
+        process sends with telemetry on: the command whose reply the process acted on)."""
+        value = (self.headers or {}).get("causation_id")
+        return value if isinstance(value, str) else None
 
 
 class CommandLike(Protocol):
@@ -113,6 +122,8 @@ class Reply:
     error_message: str | None = None
     domain: str | None = None
     command_type: str | None = None
+    #: Trace context of the handler that answered (with telemetry on); None: none.
+    headers: JsonObject | None = field(default=None, compare=False)
 
     @property
     def result(self) -> JsonObject:
@@ -136,6 +147,7 @@ class Reply:
         *,
         error_code: str | None = None,
         error_message: str | None = None,
+        headers: JsonObject | None = None,
     ) -> Reply:
         """The reply to ``command`` (a ``Command`` or its ``CommandMetadata``): correlated
         like it, naming its domain and type. A SUCCESS reply carries ``data`` and no error;
@@ -150,10 +162,11 @@ class Reply:
             error_message=None if success else error_message,
             domain=command.domain,
             command_type=command.command_type,
+            headers=headers,
         )
 
     def to_message(self) -> JsonObject:
-        return {
+        message: JsonObject = {
             "command_id": str(self.command_id),
             "correlation_id": str(self.correlation_id) if self.correlation_id else None,
             "domain": self.domain,
@@ -163,6 +176,9 @@ class Reply:
             "error_code": self.error_code,
             "error_message": self.error_message,
         }
+        if self.headers is not None:
+            message["headers"] = self.headers
+        return message
 
     @classmethod
     def from_message(cls, message: JsonObject) -> Reply:
@@ -187,6 +203,7 @@ class Reply:
         result = message.get("result")
         if result is not None and not isinstance(result, dict):
             raise ValueError("malformed reply message: 'result' must be a JSON object or null")
+        headers = message.get("headers")
         return cls(
             command_id=command_id,
             correlation_id=correlation_id,
@@ -196,6 +213,7 @@ class Reply:
             error_message=message.get("error_message"),
             domain=message.get("domain"),
             command_type=message.get("command_type"),
+            headers=headers if isinstance(headers, dict) else None,
         )
 
 
@@ -274,6 +292,8 @@ class SendRequest:
     max_attempts: int | None = None
     delay: float | None = None
     encoded_data: str | None = field(default=None, repr=False, compare=False)
+    #: Stored with the queue message (trace context, causation id): see ``telemetry``.
+    headers: JsonObject | None = None
 
 
 @dataclass(frozen=True)
@@ -292,6 +312,24 @@ class QueueMessage:
     read_count: int
     enqueued_at: datetime
     visible_at: datetime
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """A queue at one moment (dashboards, metrics): its messages, those leased by a
+    consumer right now, those scheduled for later, and the oldest one's enqueue time."""
+
+    queue: str
+    depth: int
+    in_flight: int
+    delayed: int
+    oldest_enqueued_at: datetime | None
+
+    def oldest_age_seconds(self, now: datetime) -> float:
+        """Seconds the oldest message has waited (0 for an empty queue)."""
+        if self.oldest_enqueued_at is None:
+            return 0.0
+        return max((now - self.oldest_enqueued_at).total_seconds(), 0.0)
 
 
 @dataclass(frozen=True)
@@ -340,6 +378,10 @@ class Settlement:
     error_code: str | None = None
     error_message: str | None = None
     reply: QueuedReply | None = None
+    #: For logs and metrics only (adapters ignore them): the command's type, and when it
+    #: was sent (send-to-completion latency).
+    command_type: str | None = field(default=None, compare=False)
+    sent_at: datetime | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -351,6 +393,7 @@ class CommandQuery:
     created_before: datetime | None = None
     limit: int = 100
     offset: int = 0
+    correlation_id: UUID | None = None
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from commandbus.models import (
     JsonObject,
     OperatorSettlement,
     QueueMessage,
+    QueueStats,
     SendRequest,
     SendResult,
     Settlement,
@@ -123,6 +124,13 @@ class MessageQueue(Protocol):
 
     async def depth(self, queue: str, *, conn: Conn | None = None) -> int:
         """Number of messages in the queue (visible or not)."""
+        ...
+
+    async def stats(self, queue: str, *, conn: Conn | None = None) -> QueueStats:
+        """The queue's depth; its invisible messages that were read before (leased by a
+        consumer now, or a retry waiting out its backoff: ``in_flight``) and never read
+        (sent with a delay: ``delayed``); the oldest one's enqueue time. One statement,
+        for dashboards and metrics."""
         ...
 
 
@@ -447,6 +455,12 @@ class ProcessRepository(Protocol):
 
     async def delete_message(self, record_id: int, *, conn: Conn | None = None) -> bool:
         """Remove a message-log record (e.g. once a parked message was replayed)."""
+        ...
+
+    async def count_by_status(
+        self, domain: str, *, conn: Conn | None = None
+    ) -> dict[ProcessStatus, int]:
+        """How many processes of ``domain`` have each status (absent: none)."""
         ...
 
 

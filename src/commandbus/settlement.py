@@ -7,7 +7,7 @@ one transaction. Keeping this pure makes every branch unit-testable.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from commandbus.models import (
@@ -41,6 +41,10 @@ class Outcome:
     error_code: str | None = None
     error_message: str | None = None
     details: JsonObject | None = None
+    #: The exception behind a failure, for the log only (never stored, never compared).
+    exception: BaseException | None = field(default=None, compare=False, repr=False)
+    #: Headers for the reply (the handler's trace context), with telemetry on.
+    reply_headers: JsonObject | None = field(default=None, compare=False)
 
 
 def _queued_reply(
@@ -56,6 +60,7 @@ def _queued_reply(
             data,
             error_code=outcome.error_code,
             error_message=outcome.error_message,
+            headers=outcome.reply_headers,
         ),
     )
 
@@ -74,6 +79,8 @@ def settle_outcome(claimed: ClaimedCommand, outcome: Outcome, policy: RetryPolic
             attempts=attempt,
             audit=((AuditEventType.COMPLETED, {"attempt": attempt}),),
             reply=_queued_reply(command, ReplyOutcome.SUCCESS, outcome, outcome.result),
+            command_type=command.command_type,
+            sent_at=command.created_at,
         )
     error: JsonObject = {
         "attempt": attempt,
@@ -108,6 +115,8 @@ def settle_outcome(claimed: ClaimedCommand, outcome: Outcome, policy: RetryPolic
             error_code=outcome.error_code,
             error_message=outcome.error_message,
             reply=queued,
+            command_type=command.command_type,
+            sent_at=command.created_at,
         )
 
     if outcome.kind is OutcomeKind.BUSINESS_RULE:
@@ -217,4 +226,6 @@ def unsettleable(settlement: Settlement, reason: str) -> Settlement:
         error_code="SETTLEMENT_FAILED",
         error_message=reason,
         reply=queued,
+        command_type=settlement.command_type,
+        sent_at=settlement.sent_at,
     )

@@ -17,6 +17,7 @@ from uuid import UUID
 
 from commandbus.errors import DatabaseUnavailableError
 from commandbus.leases import LeaseKeeper
+from commandbus.logs import state_change
 from commandbus.models import AuditEventType, CommandStatus, Settlement
 from commandbus.ports import Backend, Clock
 from commandbus.sanitise import describe_exception, storable_text
@@ -26,6 +27,7 @@ from commandbus.settlement import (
     lease_expired_explanation,
     unsettleable,
 )
+from commandbus.telemetry import NO_TELEMETRY, Telemetry
 
 logger = logging.getLogger("commandbus.worker")
 
@@ -65,7 +67,9 @@ class SettlementWriter:
         leases: LeaseKeeper,
         visibility_timeout: float,
         clock: Clock,
+        telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:
+        self._telemetry = telemetry
         self._backend = backend
         self._stats = stats
         self._leases = leases
@@ -82,11 +86,19 @@ class SettlementWriter:
         database unavailable), if any."""
         if not batch:
             return 0, None
+        if not self._telemetry.enabled:
+            return await self._write(batch)
+        with self._telemetry.span("commandbus.settle", {"commandbus.batch_size": len(batch)}):
+            return await self._write(batch)
+
+    async def _write(
+        self, batch: Sequence[Settlement]
+    ) -> tuple[int, DatabaseUnavailableError | None]:
         try:
             applied = await self._backend.commands.settle(batch)
         except DatabaseUnavailableError as exc:
+            # Reported by the worker, once per interval while the outage lasts.
             self._stats.settle_errors += 1
-            logger.warning("settling %d commands failed: %s; retrying", len(batch), exc)
             return 0, exc
         except Exception:
             self._stats.settle_errors += 1
@@ -129,7 +141,34 @@ class SettlementWriter:
             lost = set()
         for settlement in settled:
             if settlement.msg_id not in lost:
-                self._stats.count(settlement)
+                self.settled(settlement)
+
+    def settled(self, settlement: Settlement) -> None:
+        """Account for one settlement that was applied: counters, log, telemetry."""
+        self._stats.count(settlement)
+        if logger.isEnabledFor(logging.DEBUG):
+            state_change(
+                logger,
+                "command %s settled: %s (attempt %d)",
+                settlement.command_id,
+                settlement.status.value,
+                settlement.attempts,
+                domain=settlement.domain,
+                command_id=str(settlement.command_id),
+                command_type=settlement.command_type,
+                attempt=settlement.attempts,
+                status=settlement.status.value,
+            )
+        telemetry = self._telemetry
+        if telemetry.enabled:
+            sent_at = settlement.sent_at
+            latency = (self._clock.now() - sent_at).total_seconds() if sent_at else None
+            telemetry.command_settled(
+                settlement.domain,
+                settlement.command_type or "",
+                settlement.status.value,
+                latency,
+            )
 
     async def _record_lost_leases(self, settled: Sequence[Settlement]) -> set[int]:
         now = self._clock.now()

@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
+from dataclasses import replace
 
 from commandbus.backends import BackendSource, backend_from
 from commandbus.consuming import ConsumerLoop, Stopping
@@ -27,6 +29,7 @@ from commandbus.errors import (
 )
 from commandbus.handler import HandlerContext, HandlerRegistry, RegisteredHandler
 from commandbus.leases import LeaseKeeper
+from commandbus.logs import OutageReporter, failure_fields, state_change
 from commandbus.models import AuditEventType, ClaimedCommand, Command, Settlement
 from commandbus.policies import RetryPolicy
 from commandbus.ports import Backend, Clock, CommandDelivery, Conn, Waiter
@@ -44,6 +47,7 @@ from commandbus.settlement import (
     settle_outcome,
 )
 from commandbus.settling import SettlementWriter, WorkerStats
+from commandbus.telemetry import NO_TELEMETRY, Telemetry
 from commandbus.validation import (
     MAX_PAYLOAD_BYTES,
     MAX_VISIBILITY_SECONDS,
@@ -84,6 +88,7 @@ class Worker(ConsumerLoop):
         max_result_bytes: int = MAX_PAYLOAD_BYTES,
         heartbeat: bool = True,
         clock: Clock | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         visibility_timeout = validate_seconds(
             visibility_timeout, "visibility_timeout", MAX_VISIBILITY_SECONDS
@@ -110,9 +115,17 @@ class Worker(ConsumerLoop):
         self.leases = LeaseKeeper(
             self._backend.queue, self.queue, self.visibility_timeout, self._clock
         )
+        #: Metrics and traces (``commandbus.metrics``, ``commandbus.tracing``); off: none.
+        self.telemetry: Telemetry = telemetry or NO_TELEMETRY
         self._writer = SettlementWriter(
-            self._backend, self.stats, self.leases, self.visibility_timeout, self._clock
+            self._backend,
+            self.stats,
+            self.leases,
+            self.visibility_timeout,
+            self._clock,
+            self.telemetry,
         )
+        self._outage = OutageReporter(logger, f"worker on {self.queue}", self._clock)
 
     # -- one batch (deterministic; used by tests and by run) ---------------------------
 
@@ -121,10 +134,8 @@ class Worker(ConsumerLoop):
 
         Returns how many commands were claimed. Handy in tests: no background tasks.
         """
-        claimed = await self._deliveries.claim(
-            self.domain, limit or self.batch_size, self.visibility_timeout
-        )
-        self.stats.claimed += len(claimed)
+        claimed = await self._claim(limit or self.batch_size)
+        self._received(claimed)
         for command in claimed:
             self.leases.hold(command.msg_id, command.attempt)
         try:
@@ -226,14 +237,19 @@ class Worker(ConsumerLoop):
                 continue
             want = min(free, self.batch_size)
             try:
-                claimed = await self._deliveries.claim(self.domain, want, self.visibility_timeout)
+                claimed = await self._claim(want)
+            except DatabaseUnavailableError as exc:
+                self._outage.failed(exc, poll_interval)
+                await self._idle(waiter, poll_interval)
+                continue
             except Exception:
                 logger.exception(
                     "claim failed on %s; retrying after %ss", self.queue, poll_interval
                 )
                 await self._idle(waiter, poll_interval)
                 continue
-            self.stats.claimed += len(claimed)
+            self._outage.succeeded()
+            self._received(claimed)
             for command in claimed:
                 self.leases.hold(command.msg_id, command.attempt)
                 self._inflight += 1
@@ -242,6 +258,33 @@ class Worker(ConsumerLoop):
                 task.add_done_callback(self._task_done)
             if not claimed:
                 await self._idle(waiter, poll_interval)
+
+    async def _claim(self, limit: int) -> list[ClaimedCommand]:
+        if not self.telemetry.enabled:
+            return await self._deliveries.claim(self.domain, limit, self.visibility_timeout)
+        attributes = {"commandbus.domain": self.domain, "commandbus.limit": limit}
+        with self.telemetry.span("commandbus.claim", attributes) as span:
+            claimed = await self._deliveries.claim(self.domain, limit, self.visibility_timeout)
+            span.set("commandbus.claimed", len(claimed))
+        return claimed
+
+    def _received(self, claimed: Sequence[ClaimedCommand]) -> None:
+        self.stats.claimed += len(claimed)
+        if logger.isEnabledFor(logging.DEBUG):
+            for delivery in claimed:
+                command = delivery.command
+                state_change(
+                    logger,
+                    "command %s (%s) received, attempt %d",
+                    command.command_id,
+                    command.command_type,
+                    delivery.attempt,
+                    domain=command.domain,
+                    command_id=str(command.command_id),
+                    command_type=command.command_type,
+                    attempt=delivery.attempt,
+                    status="IN_PROGRESS",
+                )
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -285,9 +328,12 @@ class Worker(ConsumerLoop):
                     # The database is unreachable: the messages stay leased (and are
                     # delivered again if this lasts past their visibility timeout).
                     failures += 1
-                    await self._clock.sleep(min(0.1 * 2**failures, 5.0))
+                    pause = min(0.1 * 2**failures, 5.0)
+                    self._outage.failed(error, pause)
+                    await self._clock.sleep(pause)
                 else:
                     failures = 0
+                    self._outage.succeeded()
 
     # -- running a handler ----------------------------------------------------------------
 
@@ -299,7 +345,7 @@ class Worker(ConsumerLoop):
         if claimed.attempt > claimed.max_attempts:
             expiries = await self._lease_expiries(command)
             outcome = exhausted_outcome(claimed, expiries, self.visibility_timeout)
-            return settle_outcome(claimed, outcome, self.retry_policy)
+            return self._settle(claimed, outcome)
         registered = self.registry.find(command.domain, command.command_type)
         if registered is None:
             error = HandlerNotFoundError(command.domain, command.command_type)
@@ -309,11 +355,18 @@ class Worker(ConsumerLoop):
                 error_code="HANDLER_NOT_FOUND",
                 error_message=str(error),
             )
-            return settle_outcome(claimed, outcome, self.retry_policy)
+            return self._settle(claimed, outcome)
         if registered.transactional:
             return await self._execute_in_transaction(claimed, registered)
         outcome = await self._call(claimed, registered, None)
-        return settle_outcome(claimed, outcome, self.retry_policy)
+        return self._settle(claimed, outcome)
+
+    def _settle(self, claimed: ClaimedCommand, outcome: Outcome) -> Settlement:
+        """The settlement of ``outcome``; a failure is logged here, once, at WARNING."""
+        settlement = settle_outcome(claimed, outcome, self.retry_policy)
+        if outcome.kind is not OutcomeKind.SUCCESS:
+            _log_failure(claimed, outcome, settlement)
+        return settlement
 
     async def _lease_expiries(self, command: Command) -> int:
         """How many deliveries of ``command`` outlived their lease (from its audit trail;
@@ -342,7 +395,7 @@ class Worker(ConsumerLoop):
                     raise _Stale
         except _RollBack as rollback:
             # The handler's own writes are undone with the failed attempt.
-            return settle_outcome(claimed, rollback.outcome, self.retry_policy)
+            return self._settle(claimed, rollback.outcome)
         except _Stale:
             held = round(self.leases.seconds_held(claimed.msg_id, claimed.attempt), 3)
             try:
@@ -360,11 +413,43 @@ class Worker(ConsumerLoop):
             outcome = _failure(
                 OutcomeKind.TRANSIENT, exc, "SETTLEMENT_FAILED", describe_exception(exc), None
             )
-            return settle_outcome(claimed, outcome, self.retry_policy)
-        self.stats.count(settlement)
+            return self._settle(claimed, outcome)
+        self._writer.settled(settlement)
         return None
 
     async def _call(
+        self, claimed: ClaimedCommand, registered: RegisteredHandler, conn: Conn | None
+    ) -> Outcome:
+        telemetry = self.telemetry
+        if not telemetry.enabled:
+            return await self._call_handler(claimed, registered, conn)
+        command = claimed.command
+        attributes = {
+            "commandbus.command_type": command.command_type,
+            "commandbus.command_id": str(command.command_id),
+            "commandbus.attempt": claimed.attempt,
+        }
+        with telemetry.span("commandbus.handle", attributes, command.headers) as span:
+            started = time.perf_counter()
+            outcome = await self._call_handler(claimed, registered, conn)
+            telemetry.command_handled(
+                command.domain, command.command_type, time.perf_counter() - started
+            )
+            if outcome.kind is not OutcomeKind.SUCCESS:
+                span.error(outcome.exception or f"{outcome.error_code}: {outcome.error_message}")
+            # The reply continues this trace: the router's span is a child of this one.
+            headers = (
+                telemetry.outgoing_headers(causation_id=str(command.command_id))
+                if command.reply_to is not None
+                else None
+            )
+        if not headers:
+            return outcome
+        if outcome.kind is OutcomeKind.SUCCESS:  # the common case: no dataclasses.replace
+            return Outcome(OutcomeKind.SUCCESS, result=outcome.result, reply_headers=headers)
+        return replace(outcome, reply_headers=headers)
+
+    async def _call_handler(
         self, claimed: ClaimedCommand, registered: RegisteredHandler, conn: Conn | None
     ) -> Outcome:
         command = claimed.command
@@ -395,14 +480,7 @@ class Worker(ConsumerLoop):
                 OutcomeKind.BUSINESS_RULE, exc, exc.code, exc.error_message, exc.details
             )
         except Exception as exc:
-            logger.warning(
-                "handler %s raised %s for command %s (attempt %d)",
-                command.command_type,
-                type(exc).__name__,
-                command.command_id,
-                claimed.attempt,
-                exc_info=True,
-            )
+            # Logged with its traceback when the settlement is made (``_log_failure``).
             return _failure(OutcomeKind.TRANSIENT, exc, "UNEXPECTED_ERROR", safe_str(exc), None)
         if result is not None:
             try:
@@ -442,6 +520,48 @@ def _failure(
         error_code=storable_text(code, MAX_ERROR_CODE_CHARS),
         error_message=storable_text(message),
         details=storable_details(details),
+        exception=exc,
+    )
+
+
+#: What a failed attempt leads to, by the status its settlement gives the command.
+_AFTER_FAILURE = {
+    "PENDING": "retry in {delay:.1f}s",
+    "IN_TROUBLESHOOTING_QUEUE": "moved to the troubleshooting queue",
+    "FAILED": "failed on a business rule",
+}
+
+
+def _log_failure(claimed: ClaimedCommand, outcome: Outcome, settlement: Settlement) -> None:
+    """One WARNING per failed attempt: command id, type, attempt, error and what follows.
+    An unexpected exception (not one of the library's command errors) brings its
+    traceback: that is a bug to find."""
+    command = claimed.command
+    after = _AFTER_FAILURE.get(settlement.status.value, settlement.status.value).format(
+        delay=settlement.retry_delay
+    )
+    exc = outcome.exception
+    unexpected = exc is not None and not isinstance(
+        exc, TransientCommandError | PermanentCommandError | BusinessRuleException
+    )
+    logger.warning(
+        "command %s (%s) attempt %d/%d failed: %s %s: %s; %s",
+        command.command_id,
+        command.command_type,
+        claimed.attempt,
+        claimed.max_attempts,
+        outcome.error_type,
+        outcome.error_code,
+        outcome.error_message,
+        after,
+        exc_info=exc if unexpected else None,
+        extra={
+            **failure_fields(
+                command.domain, command.command_id, command.command_type, claimed.attempt
+            ),
+            "status": settlement.status.value,
+            "error_code": outcome.error_code,
+        },
     )
 
 

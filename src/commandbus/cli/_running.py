@@ -11,12 +11,13 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
 import click
 
 from commandbus.cli._common import err_console, option
+from commandbus.telemetry import NO_TELEMETRY, Telemetry
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -124,3 +125,55 @@ def consumer_options(func: F) -> F:
     ):
         func = decorate(func)
     return func
+
+
+def observability_options(func: F) -> F:
+    """``--metrics-port`` and ``--metrics-host``: serve Prometheus metrics (``worker run``,
+    ``router run``, ``run``)."""
+    for decorate in reversed(
+        [
+            option(
+                "--metrics-port",
+                envvar="COMMANDBUS_METRICS_PORT",
+                type=click.IntRange(0, 65_535),
+                default=None,
+                metavar="PORT",
+                help="Serve Prometheus metrics on http://HOST:PORT/metrics "
+                "(needs the [metrics] extra). Off by default.",
+            ),
+            option(
+                "--metrics-host",
+                envvar="COMMANDBUS_METRICS_HOST",
+                default="127.0.0.1",
+                show_default=True,
+                metavar="HOST",
+                help="Address the metrics endpoint listens on (0.0.0.0: every interface).",
+            ),
+        ]
+    ):
+        func = decorate(func)
+    return func
+
+
+@contextlib.asynccontextmanager
+async def observed(
+    metrics_port: int | None, metrics_host: str, backend: Any, domains: Iterable[str]
+) -> AsyncIterator[Telemetry]:
+    """The telemetry a consumer run uses: none, or Prometheus metrics served on
+    ``metrics_port`` while the block runs (the gauges sampled from ``backend``)."""
+    if metrics_port is None:
+        yield NO_TELEMETRY
+        return
+    from commandbus.errors import MissingExtraError
+
+    try:
+        from commandbus.metrics import PrometheusMetrics, serve_metrics
+
+        metrics = PrometheusMetrics()
+    except MissingExtraError as exc:
+        raise click.ClickException(str(exc)) from None
+    async with serve_metrics(
+        metrics, metrics_port, backend=backend, domains=domains, host=metrics_host
+    ) as port:
+        err_console().print(f"metrics on http://{metrics_host}:{port}/metrics")
+        yield metrics

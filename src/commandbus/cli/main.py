@@ -25,6 +25,7 @@ from commandbus.cli.command import command_group
 from commandbus.cli.schema import schema_group
 from commandbus.cli.tsq import tsq_group
 from commandbus.cli.worker import worker_group
+from commandbus.logs import JsonLogFormatter
 
 #: ``(module, attribute)`` of sub-command groups registered when their module imports.
 OPTIONAL_NOUNS: tuple[tuple[str, str], ...] = (
@@ -33,6 +34,7 @@ OPTIONAL_NOUNS: tuple[tuple[str, str], ...] = (
     ("commandbus.cli.router", "run_cmd"),
     ("commandbus.cli.events", "events_group"),
     ("commandbus.cli.events", "subscription_group"),
+    ("commandbus.cli.console", "console_cmd"),
 )
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -60,9 +62,23 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
     show_default=True,
     help="Logging level of the library's loggers.",
 )
+@option(
+    "--log-format",
+    envvar="COMMANDBUS_LOG_FORMAT",
+    type=click.Choice(["text", "json"], case_sensitive=False),
+    default="text",
+    show_default=True,
+    help="Log lines as text, or as one JSON object per line (for log shippers).",
+)
 @click.version_option(__version__, "--version", "-V", prog_name="commandbus")
 @click.pass_context
-def cli(ctx: click.Context, database_url: str | None, data_dir: str | None, log_level: str) -> None:
+def cli(
+    ctx: click.Context,
+    database_url: str | None,
+    data_dir: str | None,
+    log_level: str,
+    log_format: str = "text",
+) -> None:
     """commandbus: reliable commands and long-running processes on PostgreSQL.
 
     \b
@@ -73,11 +89,18 @@ def cli(ctx: click.Context, database_url: str | None, data_dir: str | None, log_
       commandbus tsq retry --domain payments 0b6f…
       commandbus command show --domain payments 0b6f…
     """
-    logging.basicConfig(
-        level=getattr(logging, log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(log_level, log_format)
     ctx.obj = CliState(database_url_option=database_url or None, data_dir=data_dir)
+
+
+def configure_logging(level: str, log_format: str) -> None:
+    """The root logger at ``level``, writing text or JSON lines to standard error."""
+    handler = logging.StreamHandler()
+    if log_format.lower() == "json":
+        handler.setFormatter(JsonLogFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
 
 
 cli.add_command(schema_group)
@@ -103,7 +126,7 @@ _add_optional_nouns()
 
 
 #: The root group's options that take a value: accepted anywhere on the command line.
-GLOBAL_OPTIONS = ("--database-url", "--data-dir", "--log-level")
+GLOBAL_OPTIONS = ("--database-url", "--data-dir", "--log-level", "--log-format")
 
 
 def hoist_global_options(args: Sequence[str]) -> list[str]:

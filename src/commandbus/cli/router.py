@@ -28,7 +28,13 @@ from commandbus.cli._common import (
     state,
 )
 from commandbus.cli._progress import live_view, progress_console
-from commandbus.cli._running import consumer_options, refuse_stale_schema, run_until_signalled
+from commandbus.cli._running import (
+    consumer_options,
+    observability_options,
+    observed,
+    refuse_stale_schema,
+    run_until_signalled,
+)
 from commandbus.cli.process import build_managers
 from commandbus.handler import HandlerRegistry
 
@@ -89,6 +95,7 @@ def router_group() -> None:
     help="Deliveries of a message that keeps failing before it is parked.",
 )
 @consumer_options
+@observability_options
 @click.pass_context
 def router_run_cmd(
     ctx: click.Context,
@@ -101,6 +108,8 @@ def router_run_cmd(
     verify_schema: bool,
     progress: bool | None,
     stop_timeout: float,
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
 ) -> None:
     """Drive the processes of --app from their reply queues until SIGINT or SIGTERM."""
     target = load_managers_target(app)
@@ -112,31 +121,36 @@ def router_run_cmd(
         async with connect(url, max_size=2 * concurrency + 4) as backend:
             if verify_schema:
                 await refuse_stale_schema(backend)
-            routers = make_routers(
-                build_managers(target, CommandBus(backend), app),
-                backend,
-                batch_size=batch_size,
-                max_reply_attempts=max_reply_attempts,
-            )
-            err_console().print(
-                f"[bold]commandbus router[/] (pid {os.getpid()}) on {redact(url)}: "
-                f"reply queue(s) {', '.join(r.reply_queue for r in routers)}, concurrency "
-                f"{concurrency}. Ctrl-C to stop."
-            )
-            runs = [
-                r.run(poll_interval, concurrency=concurrency, use_notify=notify) for r in routers
-            ]
-            started = time.monotonic()
-
-            def live() -> Table:
-                rows = [router_stats(r, time.monotonic() - started) for r in routers]
-                return router_stats_table(rows, "Router running")
-
-            async with live_view(progress_console(progress), live):
-                elapsed = await run_until_signalled(
-                    routers, runs, stop_timeout=stop_timeout, what="batches in progress"
+            managers = build_managers(target, CommandBus(backend), app)
+            domains = {m.domain for m in managers}
+            async with observed(metrics_port, metrics_host, backend, domains) as telemetry:
+                routers = make_routers(
+                    managers,
+                    backend,
+                    batch_size=batch_size,
+                    max_reply_attempts=max_reply_attempts,
+                    telemetry=telemetry,
                 )
-            return [router_stats(r, elapsed) for r in routers]
+                return await drive(routers)
+
+    async def drive(routers: list[Any]) -> list[tuple[str, ...]]:
+        err_console().print(
+            f"[bold]commandbus router[/] (pid {os.getpid()}) on {redact(url)}: "
+            f"reply queue(s) {', '.join(r.reply_queue for r in routers)}, concurrency "
+            f"{concurrency}. Ctrl-C to stop."
+        )
+        runs = [r.run(poll_interval, concurrency=concurrency, use_notify=notify) for r in routers]
+        started = time.monotonic()
+
+        def live() -> Table:
+            rows = [router_stats(r, time.monotonic() - started) for r in routers]
+            return router_stats_table(rows, "Router running")
+
+        async with live_view(progress_console(progress), live):
+            elapsed = await run_until_signalled(
+                routers, runs, stop_timeout=stop_timeout, what="batches in progress"
+            )
+        return [router_stats(r, elapsed) for r in routers]
 
     print_router_stats(run(serve()))
 
@@ -204,6 +218,7 @@ def print_router_stats(rows: list[tuple[str, ...]]) -> None:
     help="Handlers running at once, per domain.",
 )
 @consumer_options
+@observability_options
 @click.pass_context
 def run_cmd(
     ctx: click.Context,
@@ -215,6 +230,8 @@ def run_cmd(
     verify_schema: bool,
     progress: bool | None,
     stop_timeout: float,
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
 ) -> None:
     """Run the workers and the routers of an application together, until SIGINT or
     SIGTERM: one worker per domain of --handlers, one router per reply queue of
@@ -237,13 +254,15 @@ def run_cmd(
         from commandbus.bus import CommandBus
         from commandbus.worker import Worker
 
-        async with connect(url, max_size=len(domains) * (concurrency + 3) + 6) as backend:
+        async with (
+            connect(url, max_size=len(domains) * (concurrency + 3) + 6) as backend,
+            observed(metrics_port, metrics_host, backend, domains) as telemetry,
+        ):
             if verify_schema:
                 await refuse_stale_schema(backend)
-            workers = [Worker(backend, d, registry) for d in domains]
-            managers = (
-                build_managers(target, CommandBus(backend), processes or "") if target else []
-            )
+            workers = [Worker(backend, d, registry, telemetry=telemetry) for d in domains]
+            bus = CommandBus(backend, telemetry=telemetry)
+            managers = build_managers(target, bus, processes or "") if target else []
             routers = make_routers(managers, backend)
             queues = ", ".join(r.reply_queue for r in routers) or "none"
             err_console().print(

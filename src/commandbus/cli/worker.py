@@ -21,7 +21,13 @@ from commandbus.cli._common import (
     state,
 )
 from commandbus.cli._progress import live_view, progress_console
-from commandbus.cli._running import consumer_options, refuse_stale_schema, run_until_signalled
+from commandbus.cli._running import (
+    consumer_options,
+    observability_options,
+    observed,
+    refuse_stale_schema,
+    run_until_signalled,
+)
 from commandbus.handler import HandlerRegistry
 
 
@@ -97,6 +103,7 @@ def _parse_backoff(
     help="Extend the lease of handlers still running, every third of the visibility timeout.",
 )
 @consumer_options
+@observability_options
 @click.pass_context
 def worker_run_cmd(
     ctx: click.Context,
@@ -112,6 +119,8 @@ def worker_run_cmd(
     verify_schema: bool,
     progress: bool | None,
     stop_timeout: float,
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
 ) -> None:
     """Process the commands of a domain until SIGINT or SIGTERM (then stop gracefully).
 
@@ -147,6 +156,8 @@ def worker_run_cmd(
             verify_schema=verify_schema,
             stop_timeout=stop_timeout,
             progress=progress,
+            metrics_port=metrics_port,
+            metrics_host=metrics_host,
             announce=lambda: err.print(
                 f"[bold]commandbus worker[/] (pid {os.getpid()}) on {redact(url)}: "
                 f"domain(s) {', '.join(domains)}, concurrency {concurrency}, "
@@ -236,6 +247,8 @@ async def _run_workers(
     stop_timeout: float,
     announce: Any,
     progress: bool | None = None,
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
 ) -> dict[str, tuple[str, ...]]:
     from commandbus.policies import RetryPolicy
     from commandbus.worker import Worker
@@ -243,7 +256,10 @@ async def _run_workers(
     retry_policy = RetryPolicy(backoff_schedule=backoff) if backoff else None
     # Transactional handlers each hold a connection; claims, settlements and LISTEN too.
     pool_size = len(domains) * (concurrency + 3)
-    async with connect(url, max_size=pool_size) as backend:
+    async with (
+        connect(url, max_size=pool_size) as backend,
+        observed(metrics_port, metrics_host, backend, domains) as telemetry,
+    ):
         if verify_schema:
             await refuse_stale_schema(backend)
         workers = [
@@ -255,6 +271,7 @@ async def _run_workers(
                 retry_policy=retry_policy,
                 batch_size=batch_size,
                 heartbeat=heartbeat,
+                telemetry=telemetry,
             )
             for d in domains
         ]

@@ -51,9 +51,10 @@ def command_message(
     data: JsonObject,
     correlation_id: UUID | None,
     reply_to: str | None,
+    headers: JsonObject | None = None,
 ) -> JsonObject:
     """The queue message of a command (its payload as stored and archived)."""
-    return {
+    message: JsonObject = {
         "domain": domain,
         "command_type": command_type,
         "command_id": str(command_id),
@@ -61,6 +62,9 @@ def command_message(
         "reply_to": reply_to,
         "data": data,
     }
+    if headers is not None:
+        message["headers"] = headers
+    return message
 
 
 class InMemoryCommandStore:
@@ -94,6 +98,7 @@ class InMemoryCommandStore:
                         req.data,
                         req.correlation_id,
                         req.reply_to,
+                        req.headers,
                     )
                 )
                 msg_id = self._queue.put(tx, command_queue(req.domain), body, req.delay or 0.0)
@@ -176,6 +181,7 @@ class InMemoryCommandStore:
                     {"attempt": row.attempts, "msg_id": msg.msg_id},
                 )
                 data = message.get("data")
+                headers = message.get("headers")
                 claimed.append(
                     ClaimedCommand(
                         msg_id=msg.msg_id,
@@ -187,6 +193,7 @@ class InMemoryCommandStore:
                             correlation_id=row.correlation_id,
                             reply_to=row.reply_to,
                             created_at=row.created_at,
+                            headers=headers if isinstance(headers, dict) else None,
                         ),
                         attempt=row.attempts,
                         max_attempts=row.max_attempts,
@@ -268,6 +275,7 @@ class InMemoryCommandStore:
                 and (query.command_type is None or row.command_type == query.command_type)
                 and (query.created_after is None or row.created_at >= query.created_after)
                 and (query.created_before is None or row.created_at < query.created_before)
+                and (query.correlation_id is None or row.correlation_id == query.correlation_id)
             ]
             rows.sort(key=lambda r: (r.created_at, r.command_id), reverse=True)
             start = max(query.offset, 0)

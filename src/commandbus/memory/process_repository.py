@@ -359,6 +359,18 @@ class InMemoryProcessRepository:
                     break
             return found
 
+    async def count_by_status(
+        self, domain: str, *, conn: Conn | None = None
+    ) -> dict[ProcessStatus, int]:
+        counts: dict[ProcessStatus, int] = {}
+        async with self._backend.transaction(conn) as tx:
+            for (d, _), row in self._rows.items():
+                seen = row.seen_by(tx) if d == domain else None
+                if seen is not None:
+                    status = ProcessStatus(seen.status)
+                    counts[status] = counts.get(status, 0) + 1
+        return counts
+
     async def delete_message(self, record_id: int, *, conn: Conn | None = None) -> bool:
         async with self._backend.transaction(conn) as tx:
             for cell in self._log.cells():

@@ -24,7 +24,7 @@ from typing import Any
 
 from commandbus.memory.rows import TxCell, TxTable
 from commandbus.memory.transaction import MemoryHost, MemoryTransaction
-from commandbus.models import JsonObject, QueueMessage
+from commandbus.models import JsonObject, QueueMessage, QueueStats
 from commandbus.ports import Conn
 from commandbus.validation import encode_payload, json_text, validate_queue_name
 
@@ -191,6 +191,20 @@ class InMemoryMessageQueue:
         async with self._backend.transaction(conn) as tx:
             state = self._queues.get(queue)
             return 0 if state is None else state.count_seen_by(tx)
+
+    async def stats(self, queue: str, *, conn: Conn | None = None) -> QueueStats:
+        async with self._backend.transaction(conn) as tx:
+            state = self._queues.get(queue)
+            messages = [] if state is None else state.seen_by(tx)
+        now = self._backend.clock.now()
+        waiting = [m for m in messages if m.vt > now]
+        return QueueStats(
+            queue=queue,
+            depth=len(messages),
+            in_flight=sum(1 for m in waiting if m.read_ct > 0),
+            delayed=sum(1 for m in waiting if m.read_ct == 0),
+            oldest_enqueued_at=min((m.enqueued_at for m in messages), default=None),
+        )
 
     # -- building blocks for the command store (all inside an open transaction) --------
 

@@ -7,6 +7,7 @@ operators acting on the same command at once produce exactly one effect; the sec
 
 from __future__ import annotations
 
+import logging
 from uuid import UUID
 
 from commandbus.backends import BackendSource, backend_from
@@ -29,6 +30,8 @@ from commandbus.validation import (
     validate_text,
     validate_uuid,
 )
+
+logger = logging.getLogger(__name__)
 
 #: Limits on what an operator types: stored in the audit trail and sent in replies.
 MAX_OPERATOR_CHARS = 200
@@ -82,6 +85,7 @@ class TroubleshootingQueue:
                 raise InvalidOperationError(
                     f"command {meta.command_id} has no archived payload to retry"
                 )
+        _log_action("retried", meta, operator)
 
     async def operator_cancel(
         self,
@@ -97,6 +101,7 @@ class TroubleshootingQueue:
             meta = await self._locked(domain, command_id, conn)
             settlement = decisions.cancel(meta, reason, operator)
             await self._operations.apply_operator(settlement, conn=conn)
+        _log_action("canceled", meta, operator)
 
     async def operator_complete(
         self,
@@ -113,6 +118,7 @@ class TroubleshootingQueue:
             meta = await self._locked(domain, command_id, conn)
             settlement = decisions.complete(meta, result_data, operator)
             await self._operations.apply_operator(settlement, conn=conn)
+        _log_action("completed", meta, operator)
 
     async def _locked(self, domain: str, command_id: UUID | str, conn: Conn) -> CommandMetadata:
         """The command's row, locked until ``conn`` commits (two operators at once: the
@@ -123,3 +129,20 @@ class TroubleshootingQueue:
         if meta is None:
             raise CommandNotFoundError(domain, cid)
         return meta
+
+
+def _log_action(action: str, meta: CommandMetadata, operator: str | None) -> None:
+    """An operator's action is rare and worth seeing at the default level."""
+    logger.info(
+        "command %s (%s) %s by operator %s",
+        meta.command_id,
+        meta.command_type,
+        action,
+        operator or "(unnamed)",
+        extra={
+            "domain": meta.domain,
+            "command_id": str(meta.command_id),
+            "command_type": meta.command_type,
+            "operator": operator,
+        },
+    )

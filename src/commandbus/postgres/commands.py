@@ -150,6 +150,7 @@ class PostgresCommandStore:
                 for r in requests
             ],
             "delays": [float(r.delay or 0.0) for r in requests],
+            "headers": [None if r.headers is None else dumps(r.headers) for r in requests],
             "queues": sorted({command_queue(r.domain) for r in requests}),
         }
 
@@ -194,7 +195,7 @@ class PostgresCommandStore:
             await cur.execute(Q.claim_commands, params)
             rows = await cur.fetchall()
         # Columns: msg_id, command_id, command_type, attempts, max_attempts,
-        # correlation_id, reply_to, created_at, data.
+        # correlation_id, reply_to, created_at, data, headers.
         return [
             ClaimedCommand(
                 msg_id=r[0],
@@ -206,6 +207,7 @@ class PostgresCommandStore:
                     correlation_id=r[5],
                     reply_to=r[6],
                     created_at=r[7],
+                    headers=r[9] if isinstance(r[9], dict) else None,
                 ),
                 attempt=r[3],
                 max_attempts=r[4],
@@ -313,6 +315,7 @@ class PostgresCommandStore:
             "created_before": query.created_before,
             "limit": query.limit,
             "offset": query.offset,
+            "correlation_id": query.correlation_id,
         }
         async with statement_conn(self._pool, conn) as c:
             cur = c.cursor(row_factory=dict_row)

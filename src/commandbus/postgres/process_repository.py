@@ -439,6 +439,14 @@ class PostgresProcessRepository:
             cur = await c.execute(Q.delete_message, {"id": record_id})
             return bool(cur.rowcount > 0)
 
+    async def count_by_status(
+        self, domain: str, *, conn: Conn | None = None
+    ) -> dict[ProcessStatus, int]:
+        async with statement_conn(self._pool, conn) as c:
+            cur = await c.execute(Q.count_processes_by_status, {"domain": domain})
+            rows = await cur.fetchall()
+        return {ProcessStatus(status): int(n) for status, n in rows}
+
 
 def _reply_columns(items: Sequence[tuple[str, UUID, ProcessAuditEntry]]) -> dict[str, list[Any]]:
     """Parallel arrays of the reply fields of audit entries (for update_audit)."""

@@ -7,7 +7,7 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from commandbus.models import JsonObject, QueueMessage
+from commandbus.models import JsonObject, QueueMessage, QueueStats
 from commandbus.postgres.connections import fast_cursor, statement_conn
 from commandbus.postgres.queries import Queries
 from commandbus.validation import json_text
@@ -112,3 +112,16 @@ class PostgresMessageQueue:
             row = await cur.fetchone()
         assert row is not None
         return int(row[0])
+
+    async def stats(self, queue: str, *, conn: Any | None = None) -> QueueStats:
+        async with statement_conn(self._pool, conn) as c:
+            cur = await c.execute(Q.queue_stats, {"queue": queue})
+            row = await cur.fetchone()
+        assert row is not None
+        return QueueStats(
+            queue=queue,
+            depth=int(row[0]),
+            in_flight=int(row[1]),
+            delayed=int(row[2]),
+            oldest_enqueued_at=row[3],
+        )

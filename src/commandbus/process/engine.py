@@ -60,12 +60,14 @@ from commandbus.process.repository import (
 )
 from commandbus.process.staging import (
     EngineManager,
+    Outgoing,
     Staged,
     checked_state,
     state_upgrade,
 )
 from commandbus.process.withdrawal import WITHDRAWABLE, locked_command, withdraw
 from commandbus.sanitise import storable_text
+from commandbus.telemetry import NO_TELEMETRY, Telemetry, count_sent
 
 __all__ = ["STATE_LOAD_FAILED", "Envelope", "EnvelopeResult", "Handled", "ProcessEngine"]
 
@@ -101,6 +103,8 @@ class Envelope:
     read_count: int = 1
     msg_id: int | None = None
     queue_name: str | None = None
+    #: The message's headers (a reply's trace context), with telemetry on.
+    headers: JsonObject | None = None
 
 
 @dataclass(frozen=True)
@@ -126,9 +130,11 @@ class ProcessEngine:
         managers: Mapping[str, EngineManager],
         *,
         max_reply_attempts: int = 5,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.backend = backend
         self.repo = repo
+        self.telemetry: Telemetry = telemetry or NO_TELEMETRY
         self.managers = dict(managers)
         self.domains = sorted({m.domain for m in self.managers.values()})
         self.max_reply_attempts = max_reply_attempts
@@ -145,12 +151,39 @@ class ProcessEngine:
         start decisions send, in ``conn``. A process id that exists already with the
         manager's type and the same initial data is skipped (an idempotent start); with
         another type or other data it raises ``ProcessAlreadyExistsError``."""
+        telemetry = self.telemetry
+        if not telemetry.enabled:
+            await self._start(manager, new, decisions, None, conn)
+            return
+        attributes = {
+            "commandbus.process_type": manager.process_type,
+            "commandbus.processes": len(new),
+        }
+        # The span starts each process's trace (in the caller's, if it has one): the first
+        # commands carry it, and everything after them follows.
+        with telemetry.span("commandbus.process.start", attributes):
+            outgoing = telemetry.outgoing_headers()
+            await self._start(manager, new, decisions, lambda: outgoing, conn)
+
+    async def _start(
+        self,
+        manager: EngineManager,
+        new: Sequence[ProcessMetadata[Any, Any]],
+        decisions: Mapping[UUID, Decision[Any, Any]],
+        headers: Outgoing | None,
+        conn: Conn,
+    ) -> None:
         staged = Staged()
         inserted = set(await self.repo.insert_new(new, conn=conn))
+        telemetry = self.telemetry
         for process in new:
             pid = process.process_id
             if pid in inserted:
-                staged.add_effects(manager, process.domain, pid, decisions[pid])
+                staged.add_effects(manager, process.domain, pid, decisions[pid], headers)
+                if telemetry.enabled:
+                    telemetry.process_changed(
+                        process.domain, process.process_type, process.status.value
+                    )
                 continue
             existing = await self.repo.get_by_id(process.domain, pid, conn=conn)
             if existing is None or existing.process_type != manager.process_type:
@@ -190,12 +223,48 @@ class ProcessEngine:
         remaining = Counter(e.process_id for e in envelopes if e.process_id is not None)
 
         handled: list[Handled] = []
+        telemetry = self.telemetry
         for env in envelopes:
-            handled.append(
-                await self._handle_one(
-                    env, raw_by_id, typed, failed_load, remaining, staged, now, raise_errors, conn
+            if not telemetry.enabled:
+                handled.append(
+                    await self._handle_one(
+                        env,
+                        raw_by_id,
+                        typed,
+                        failed_load,
+                        remaining,
+                        staged,
+                        now,
+                        raise_errors,
+                        conn,
+                    )
                 )
-            )
+                continue
+            attributes = {"commandbus.process_id": str(env.process_id)}
+            with telemetry.span("commandbus.process.decide", attributes, env.headers) as span:
+                # The commands this decision sends are children of this span, caused by
+                # the message (the command the reply or timer is about); the headers are
+                # made only for a decision that sends.
+                cause = _command_id_of(env)
+
+                def headers(cause: str | None = cause) -> JsonObject | None:
+                    return telemetry.outgoing_headers(causation_id=cause)
+
+                result = await self._handle_one(
+                    env,
+                    raw_by_id,
+                    typed,
+                    failed_load,
+                    remaining,
+                    staged,
+                    now,
+                    raise_errors,
+                    conn,
+                    headers,
+                )
+                if result.exception is not None:
+                    span.error(result.exception)
+            handled.append(result)
         await self.flush(staged, conn=conn)
         return handled
 
@@ -210,6 +279,7 @@ class ProcessEngine:
         now: datetime,
         raise_errors: bool,
         conn: Conn,
+        headers: Outgoing | None = None,
     ) -> Handled:
         parked = ProcessMessageDisposition.PARKED
         ignored = ProcessMessageDisposition.IGNORED
@@ -288,7 +358,7 @@ class ProcessEngine:
         upgrade = staged.upgrades.pop(env.process_id, None)
         if upgrade is not None:  # written for the first time since the upgrade: record it
             staged.add_upgrade(snap.process, *upgrade, now)
-        staged.add_decision(manager, decision, version, state_json)
+        staged.add_decision(manager, decision, version, state_json, headers)
         assert decision.process is not None
         typed[env.process_id] = (manager, _advance(snapshot, decision), version)
         return Handled(EnvelopeResult.APPLIED, decision=decision)
@@ -402,8 +472,19 @@ class ProcessEngine:
             await self.backend.commands.insert(
                 staged.commands, RetryPolicy().max_attempts, conn=conn
             )
+            if self.telemetry.enabled:
+                count_sent(self.telemetry, staged.commands)
         for (queue, delay), messages in staged.timers.items():
             await self.backend.queue.enqueue(queue, messages, delay, conn=conn)
+
+
+def _command_id_of(env: Envelope) -> str | None:
+    """The command a message is about (a reply's, a timer's), as the causation id."""
+    message = env.message
+    if isinstance(message, ReplyReceived):
+        return str(message.reply.command_id)
+    command_id = getattr(message, "command_id", None)
+    return str(command_id) if command_id is not None else None
 
 
 def _advance(

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -38,7 +38,8 @@ from uuid import UUID
 
 from commandbus.backends import BackendSource, backend_from
 from commandbus.consuming import ConsumerLoop, Stopping
-from commandbus.errors import ValidationError
+from commandbus.errors import DatabaseUnavailableError, ValidationError
+from commandbus.logs import OutageReporter, state_change
 from commandbus.models import QueueMessage, Reply
 from commandbus.ports import Backend, Clock, Waiter
 from commandbus.process.base import BaseProcessManager, managers_by_type
@@ -53,6 +54,7 @@ from commandbus.process.models import (
 from commandbus.process.parked import replay_parked
 from commandbus.process.repository import ProcessRepository, ProcessWrites
 from commandbus.sanitise import describe_exception, storable_text
+from commandbus.telemetry import NO_TELEMETRY, Telemetry
 from commandbus.validation import (
     MAX_BATCH_LIMIT,
     SET_ASIDE_SECONDS,
@@ -101,6 +103,7 @@ class ProcessReplyRouter(ConsumerLoop):
         visibility_timeout: float = 30.0,
         max_reply_attempts: int = 5,
         clock: Clock | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.managers = managers_by_type(managers)
         if not self.managers:
@@ -127,11 +130,18 @@ class ProcessReplyRouter(ConsumerLoop):
         self.batch_size = batch_size
         self.visibility_timeout = float(visibility_timeout)
         self.max_reply_attempts = max_reply_attempts
+        #: Metrics and traces; by default the managers' bus's (``CommandBus(telemetry=…)``).
+        self.telemetry: Telemetry = telemetry or _managers_telemetry(self.managers.values())
         self.engine = ProcessEngine(
-            self._backend, self.process_repo, self.managers, max_reply_attempts=max_reply_attempts
+            self._backend,
+            self.process_repo,
+            self.managers,
+            max_reply_attempts=max_reply_attempts,
+            telemetry=self.telemetry,
         )
         self.stats = RouterStats()
         super().__init__(self._backend, clock or self._backend.clock)
+        self._outage = OutageReporter(logger, f"router on {self.reply_queue}", self._clock)
 
     # -- one batch -----------------------------------------------------------------------
 
@@ -163,11 +173,24 @@ class ProcessReplyRouter(ConsumerLoop):
         return 1
 
     async def _handle_batch(self, read: Sequence[QueueMessage]) -> None:
+        if not self.telemetry.enabled:
+            await self._handle_read(read)
+            return
+        attributes = {"commandbus.queue": self.reply_queue, "commandbus.batch_size": len(read)}
+        with self.telemetry.span("commandbus.route", attributes):
+            await self._handle_read(read)
+
+    async def _handle_read(self, read: Sequence[QueueMessage]) -> None:
         envelopes = [self._envelope(m) for m in read]
         try:
             async with self._backend.transaction() as tx:
                 handled = await self.engine.handle(envelopes, conn=tx)
                 await self._delete_handled(envelopes, handled, tx)
+        except DatabaseUnavailableError:
+            # Nothing to learn from handling them one by one: they stay leased and come
+            # back after the visibility timeout; the loop reports the outage.
+            self.stats.batch_failures += 1
+            raise
         except Exception:
             self.stats.batch_failures += 1
             logger.exception(
@@ -198,6 +221,8 @@ class ProcessReplyRouter(ConsumerLoop):
                 handled = await self.engine.handle([envelope], conn=tx)
                 await self._delete_handled([envelope], handled, tx)
             self._count(handled)
+        except DatabaseUnavailableError:
+            raise  # not the message's fault: never park it for that
         except Exception as exc:
             logger.exception(
                 "message %s on %s failed on its own; parking it", message.msg_id, self.reply_queue
@@ -219,6 +244,12 @@ class ProcessReplyRouter(ConsumerLoop):
 
     def _count(self, handled: Sequence[Handled]) -> None:
         self.stats.batches += 1
+        if logger.isEnabledFor(logging.DEBUG):
+            for h in handled:
+                _log_handled(h)
+        if self.telemetry.enabled:
+            for h in handled:
+                _observe(self.telemetry, h)
         for h in handled:
             if h.result is EnvelopeResult.APPLIED:
                 self.stats.applied += 1
@@ -282,7 +313,12 @@ class ProcessReplyRouter(ConsumerLoop):
         except Exception as exc:  # anyone can write to a queue: never let one message raise
             error = f"malformed message ({type(exc).__name__}: {exc})"
             return Envelope(message=None, error=error, **common)
-        return Envelope(message=ReplyReceived(reply), process_id=reply.correlation_id, **common)
+        return Envelope(
+            message=ReplyReceived(reply),
+            process_id=reply.correlation_id,
+            headers=reply.headers,
+            **common,
+        )
 
     # -- continuous operation ------------------------------------------------------------
 
@@ -335,9 +371,14 @@ class ProcessReplyRouter(ConsumerLoop):
         while not self._stop_requested:
             try:
                 n = await self.process_once()
+            except DatabaseUnavailableError as exc:
+                self._outage.failed(exc, poll_interval)
+                n = 0
             except Exception:
                 logger.exception("router batch on %s failed", self.reply_queue)
                 n = 0
+            else:
+                self._outage.succeeded()
             if n == 0 and not self._stop_requested:
                 await self._idle(waiter, poll_interval)
 
@@ -398,6 +439,54 @@ class ProcessReplyRouter(ConsumerLoop):
         """Put a parked message back on its reply queue (after fixing its cause); see
         ``commandbus.process.parked``."""
         return await replay_parked(self._backend, record_id, reply_queue=self.reply_queue)
+
+
+def _managers_telemetry(managers: Iterable[BaseProcessManager[Any, Any]]) -> Telemetry:
+    for manager in managers:
+        bus = getattr(manager, "command_bus", None)
+        telemetry = getattr(bus, "telemetry", None)
+        if isinstance(telemetry, Telemetry) and telemetry.enabled:
+            return telemetry
+    return NO_TELEMETRY
+
+
+def _observe(telemetry: Telemetry, handled: Handled) -> None:
+    """Metrics of one applied decision: the process's new status, the steps it finished."""
+    decision = handled.decision
+    process = decision.process if decision is not None else None
+    if decision is None or process is None:
+        return
+    telemetry.process_changed(process.domain, process.process_type, process.status.value)
+    for entry in decision.audit_updates:
+        if entry.received_at is not None and entry.reply_outcome is not None:
+            telemetry.process_step_finished(
+                process.domain,
+                process.process_type,
+                entry.step_name,
+                entry.reply_outcome.value,
+                max((entry.received_at - entry.sent_at).total_seconds(), 0.0),
+            )
+
+
+def _log_handled(handled: Handled) -> None:
+    """A DEBUG record per message: the process's new status when a decision applied."""
+    decision = handled.decision
+    process = decision.process if decision is not None else None
+    if process is not None:
+        state_change(
+            logger,
+            "process %s (%s): %s, step %s",
+            process.process_id,
+            process.process_type,
+            process.status.value,
+            process.current_step,
+            domain=process.domain,
+            process_id=str(process.process_id),
+            process_type=process.process_type,
+            status=process.status.value,
+        )
+    else:
+        state_change(logger, "message %s: %s", handled.result.value, handled.reason)
 
 
 def _command_id(env: Envelope) -> UUID | None:

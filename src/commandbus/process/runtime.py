@@ -98,7 +98,13 @@ class ProcessRuntime(Generic[TState, TStep]):
         self.definition = definition
         self.backend = backend
         self.repo = repo
-        self.engine = ProcessEngine(backend, repo, {definition.process_type: definition})
+        bus = getattr(definition, "command_bus", None)
+        self.engine = ProcessEngine(
+            backend,
+            repo,
+            {definition.process_type: definition},
+            telemetry=getattr(bus, "telemetry", None),
+        )
 
     async def start_many(
         self,

@@ -9,6 +9,7 @@ engine reads of a process definition (``BaseProcessManager`` provides it).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -54,6 +55,10 @@ class EngineManager(ProcessHooks[Any, Any], Protocol):
     def load_snapshot(self, snapshot: ProcessSnapshot[Any, Any]) -> ProcessSnapshot[Any, Any]: ...
 
 
+#: Makes the headers of the commands a decision sends (called only if it sends any).
+Outgoing = Callable[[], JsonObject | None]
+
+
 @dataclass
 class Staged:
     """Writes collected for one transaction (see ``ProcessEngine.flush``)."""
@@ -97,6 +102,7 @@ class Staged:
         decision: Decision[Any, Any],
         expected_version: int,
         state_json: JsonText,
+        headers: Outgoing | None = None,
     ) -> None:
         process = decision.process
         assert process is not None
@@ -107,11 +113,20 @@ class Staged:
             version=expected_version,
         )
         self.updates[key] = raw
-        self.add_effects(manager, process.domain, process.process_id, decision)
+        self.add_effects(manager, process.domain, process.process_id, decision, headers)
 
     def add_effects(
-        self, manager: EngineManager, domain: str, process_id: UUID, decision: Decision[Any, Any]
+        self,
+        manager: EngineManager,
+        domain: str,
+        process_id: UUID,
+        decision: Decision[Any, Any],
+        outgoing: Outgoing | None = None,
     ) -> None:
+        """Stage what ``decision`` writes besides the process row; the commands it sends
+        carry the headers ``outgoing`` makes (trace context and causation id, with
+        telemetry on; made only when the decision sends a command)."""
+        headers = outgoing() if outgoing is not None and decision.commands else None
         for entry in decision.audit_inserts:
             self.audit_inserts[(domain, process_id, entry.command_id)] = entry
         for entry in decision.audit_updates:
@@ -132,6 +147,7 @@ class Staged:
                     max_attempts=manager.sending.max_attempts,
                     delay=command.delay_seconds or None,
                     encoded_data=command.data_json,
+                    headers=headers,
                 )
             )
         if decision.withdrawals:

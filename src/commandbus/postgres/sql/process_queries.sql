@@ -102,6 +102,13 @@ ORDER BY created_at, process_id
 LIMIT %(limit)s;
 
 
+-- name: count_processes_by_status
+SELECT status, count(*) AS n
+FROM commandbus.process
+WHERE domain = %(domain)s
+GROUP BY status;
+
+
 -- name: find_stuck_processes
 -- In-flight processes past their step deadline, or unchanged since updated_before.
 SELECT domain, process_id, process_type, status, current_step, state, error_code,

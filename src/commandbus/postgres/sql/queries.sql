@@ -79,6 +79,16 @@ WHERE queue_name = %(queue)s AND msg_id = ANY(%(msg_ids)b::bigint[]);
 SELECT count(*) AS depth FROM commandbus.queue_message WHERE queue_name = %(queue)s;
 
 
+-- name: queue_stats
+-- A queue at a glance (dashboards, metrics): one pass over the queue's rows.
+SELECT count(*) AS depth,
+       count(*) FILTER (WHERE vt > statement_timestamp() AND read_ct > 0) AS in_flight,
+       count(*) FILTER (WHERE vt > statement_timestamp() AND read_ct = 0) AS delayed,
+       min(enqueued_at) AS oldest_enqueued_at
+FROM commandbus.queue_message
+WHERE queue_name = %(queue)s;
+
+
 -- name: insert_commands
 -- Send a batch: message + PENDING row + SENT audit event per command, one statement.
 -- Everything is written straight from the arrays (no join, no sort but the one below).
@@ -94,14 +104,14 @@ SELECT count(*) AS depth FROM commandbus.queue_message WHERE queue_name = %(queu
 -- queue (the queues parameter: the distinct queue names).
 WITH req AS MATERIALIZED (
     SELECT r.domain, r.command_id, r.command_type, r.data, r.correlation_id, r.reply_to,
-           r.max_attempts, r.delay, r.ord,
+           r.max_attempts, r.delay, r.headers, r.ord,
            nextval('commandbus.queue_message_msg_id_seq'::regclass) AS msg_id
     FROM unnest(
         %(domains)b::text[], %(command_ids)b::uuid[], %(command_types)b::text[],
         %(data)b::text[], %(correlation_ids)b::uuid[], %(reply_tos)b::text[],
-        %(max_attempts)b::integer[], %(delays)b::float8[]
+        %(max_attempts)b::integer[], %(delays)b::float8[], %(headers)b::text[]
     ) WITH ORDINALITY AS r(domain, command_id, command_type, data, correlation_id,
-                           reply_to, max_attempts, delay, ord)
+                           reply_to, max_attempts, delay, headers, ord)
 ), cmd AS (
     INSERT INTO commandbus.command (
         domain, command_id, command_type, status, attempts, max_attempts, msg_id,
@@ -115,9 +125,12 @@ WITH req AS MATERIALIZED (
     INSERT INTO commandbus.queue_message (msg_id, queue_name, message, vt)
     OVERRIDING SYSTEM VALUE
     SELECT msg_id, domain || '__commands',
+           -- headers (trace context, causation id) only when the sender gave some
            jsonb_build_object(
                'domain', domain, 'command_type', command_type, 'command_id', command_id,
-               'correlation_id', correlation_id, 'reply_to', reply_to, 'data', data::jsonb),
+               'correlation_id', correlation_id, 'reply_to', reply_to, 'data', data::jsonb)
+           || CASE WHEN headers IS NULL THEN '{}'::jsonb
+                   ELSE jsonb_build_object('headers', headers::jsonb) END,
            statement_timestamp() + make_interval(secs => delay)
     FROM req
 ), sent AS (
@@ -219,7 +232,7 @@ WITH picked AS MATERIALIZED (
 )
 -- In the order the messages became visible (previous vt, then msg_id).
 SELECT msg_id, command_id, command_type, attempts, max_attempts, correlation_id,
-       reply_to, created_at, message -> 'data' AS data
+       reply_to, created_at, message -> 'data' AS data, message -> 'headers' AS headers
 FROM claimed
 ORDER BY visible_since, msg_id;
 
@@ -344,6 +357,7 @@ WHERE (%(domain)s::text IS NULL OR domain = %(domain)s::text)
   AND (%(command_type)s::text IS NULL OR command_type = %(command_type)s::text)
   AND (%(created_after)s::timestamptz IS NULL OR created_at >= %(created_after)s::timestamptz)
   AND (%(created_before)s::timestamptz IS NULL OR created_at < %(created_before)s::timestamptz)
+  AND (%(correlation_id)s::uuid IS NULL OR correlation_id = %(correlation_id)s::uuid)
 ORDER BY created_at DESC, command_id DESC
 LIMIT %(limit)s OFFSET %(offset)s;
 

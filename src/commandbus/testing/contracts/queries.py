@@ -64,6 +64,11 @@ class QueryContract(ContractBase):
         early = await backend.commands.query(CommandQuery(domain=DOMAIN, created_before=cut))
         assert sorted(ids(early)) == sorted(r.command_id for r in older)
         assert await backend.commands.query(CommandQuery(domain="nobody")) == []
+        # correlation_id: the commands of one process (or one request of the caller).
+        correlated = newer[0].correlation_id
+        assert correlated is not None
+        same = await backend.commands.query(CommandQuery(correlation_id=correlated))
+        assert ids(same) == [newer[0].command_id]
 
     async def test_audit_trail_is_in_write_order(self, backend: Backend) -> None:
         req = request()

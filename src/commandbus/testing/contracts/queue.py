@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -49,6 +50,30 @@ class MessageQueueContract(ContractBase):
         await self.advance(backend, 31)
         again = await backend.queue.read(q, 5, 30)
         assert [(m.msg_id, m.read_count) for m in again] == [(ids[1], 2), (ids[2], 2)]
+
+    async def test_queue_stats_counts_depth_leases_delays_and_the_oldest(
+        self, backend: Backend
+    ) -> None:
+        q = REPLIES
+        empty = await backend.queue.stats(q)
+        assert (empty.depth, empty.in_flight, empty.delayed, empty.oldest_enqueued_at) == (
+            0,
+            0,
+            0,
+            None,
+        )
+        assert empty.oldest_age_seconds(datetime.now(UTC)) == 0.0
+        await backend.queue.enqueue(q, [{"n": 1}, {"n": 2}, {"n": 3}])
+        await backend.queue.enqueue(q, [{"later": True}], delay=60)
+        await backend.queue.enqueue("other__queue", [{"n": 9}])
+        [leased] = await backend.queue.read(q, 1, 30)
+        stats = await backend.queue.stats(q)
+        assert (stats.queue, stats.depth, stats.in_flight, stats.delayed) == (q, 4, 1, 1)
+        assert stats.oldest_enqueued_at == leased.enqueued_at
+        assert stats.oldest_age_seconds(leased.enqueued_at + timedelta(seconds=5)) == 5.0
+        await self.advance(backend, 31)  # the lease ran out; the delay has not
+        after = await backend.queue.stats(q)
+        assert (after.depth, after.in_flight, after.delayed) == (4, 0, 1)
 
     async def test_queue_delay_and_set_visibility(self, backend: Backend) -> None:
         q = REPLIES

@@ -169,6 +169,29 @@ class EngineApiContract(RepositoryContractBase):
         assert logged.message == {"command_id": "x"}
         assert logged.id is not None and logged.recorded_at is not None
 
+    async def test_count_by_status_counts_one_domains_committed_processes(
+        self, backend: Backend, repo: ProcessRepository
+    ) -> None:
+        assert await repo.count_by_status(DOMAIN) == {}
+        for status in (ProcessStatus.WAITING_FOR_REPLY, ProcessStatus.WAITING_FOR_REPLY):
+            await repo.save(make_process(status=status))
+        await repo.save(make_process(status=ProcessStatus.COMPLETED))
+        await repo.save(make_process(domain=OTHER, status=ProcessStatus.FAILED))
+        with pytest.raises(_Rollback):
+            async with backend.transaction() as tx:
+                await repo.insert_new([make_process(status=ProcessStatus.FAILED)], conn=tx)
+                assert await repo.count_by_status(DOMAIN, conn=tx) == {
+                    ProcessStatus.WAITING_FOR_REPLY: 2,
+                    ProcessStatus.COMPLETED: 1,
+                    ProcessStatus.FAILED: 1,
+                }
+                raise _Rollback
+        assert await repo.count_by_status(DOMAIN) == {
+            ProcessStatus.WAITING_FOR_REPLY: 2,
+            ProcessStatus.COMPLETED: 1,
+        }
+        assert await repo.count_by_status(OTHER) == {ProcessStatus.FAILED: 1}
+
     async def test_uncommitted_process_is_invisible_to_others(
         self, backend: Backend, repo: ProcessRepository
     ) -> None:

@@ -1,0 +1,200 @@
+"""What tracing and metrics cost: processes end to end with both on, against both off.
+
+Run from the repository root::
+
+    python -m benchmarks.observability                    # 3 rounds of 2,000 processes
+    python -m benchmarks.observability --rounds 5 --processes 3000
+
+Each round runs the process benchmark's workload twice — StatementReport processes
+started with ``start_many`` while ``--procs`` OS processes each run a ``Worker`` and a
+``ProcessReplyRouter`` (every command claimed, handled, settled, replied, and every reply
+decided) — once with telemetry off and once with ``combine(PrometheusMetrics(),
+OpenTelemetryTracing(provider))`` on the bus, the workers and the routers, where the
+provider is a real OpenTelemetry SDK ``TracerProvider`` with a ``BatchSpanProcessor``
+whose exporter drops the spans (the SDK's cost, not a collector's). The order alternates
+between rounds and each run gets a fresh database. The machine is noisy: the figure is
+the median of the rounds' ratios ``on / off``. Target: >= 0.85.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import os
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from multiprocessing.synchronize import Event as MpEvent
+from typing import Any
+
+from benchmarks.processes import INPUT, drop_database, fresh_database, server_url
+
+TARGET_RATIO = 0.85
+
+
+#: What "on" turns on: both (the figure that counts), or one of them to see its share.
+PARTS = {"both": ("metrics", "tracing"), "metrics": ("metrics",), "tracing": ("tracing",)}
+
+
+def _telemetry(on: bool, sample_ratio: float = 1.0, parts: str = "both") -> Any:
+    """The telemetry of a runner: none, or metrics and traces through the real SDK (every
+    trace recorded, or ``sample_ratio`` of them: the SDK's parent-based ratio sampler)."""
+    if not on:
+        return None
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    from commandbus.metrics import PrometheusMetrics
+    from commandbus.telemetry import combine
+    from commandbus.tracing import OpenTelemetryTracing
+
+    class Dropping(SpanExporter):
+        def export(self, spans: Sequence[Any]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(sample_ratio)))
+    provider.add_span_processor(BatchSpanProcessor(Dropping()))
+    chosen = PARTS[parts]
+    return combine(
+        PrometheusMetrics() if "metrics" in chosen else None,
+        OpenTelemetryTracing(provider) if "tracing" in chosen else None,
+    )
+
+
+def _runner(dsn: str, on: bool, args: argparse.Namespace, stop: MpEvent, ready: Any) -> None:
+    asyncio.run(_run(dsn, on, args, stop, ready))
+
+
+async def _run(dsn: str, on: bool, args: argparse.Namespace, stop: MpEvent, ready: Any) -> None:
+    from examples.statement_report import StatementReportProcess
+    from examples.statement_report.handlers import register_statement_handlers
+
+    from commandbus import CommandBus, HandlerRegistry, Worker
+    from commandbus.postgres import PostgresBackend
+    from commandbus.process import ProcessReplyRouter
+
+    telemetry = _telemetry(on, args.sample_ratio, args.only)
+    backend = await PostgresBackend.connect(dsn, min_size=2, max_size=12)
+    registry = HandlerRegistry()
+    register_statement_handlers(registry)
+    manager = StatementReportProcess(CommandBus(backend, telemetry=telemetry))
+    worker = Worker(backend, "reporting", registry, batch_size=50, telemetry=telemetry)
+    router = ProcessReplyRouter(backend, managers=[manager], batch_size=100)
+    tasks = [
+        asyncio.create_task(worker.run(concurrency=200, poll_interval=0.05)),
+        asyncio.create_task(router.run(concurrency=2, poll_interval=0.05)),
+    ]
+    with ready.get_lock():
+        ready.value += 1
+    while not stop.is_set():  # noqa: ASYNC110 - a multiprocessing event, not an asyncio one
+        await asyncio.sleep(0.05)
+    await worker.stop(5)
+    await router.stop(5)
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await backend.close()
+
+
+async def _drive(dsn: str, on: bool, args: argparse.Namespace) -> float:
+    from examples.statement_report import StatementReportProcess
+
+    from commandbus import CommandBus
+    from commandbus.postgres import PostgresBackend
+
+    backend = await PostgresBackend.connect(dsn, min_size=1, max_size=4)
+    manager = StatementReportProcess(
+        CommandBus(backend, telemetry=_telemetry(on, args.sample_ratio, args.only))
+    )
+    processes, timeout = args.processes, args.timeout
+    started = time.perf_counter()
+    remaining = processes
+    while remaining > 0:
+        n = min(250, remaining)
+        await manager.start_many([dict(INPUT) for _ in range(n)])
+        remaining -= n
+    async with backend.pool.connection() as conn:
+        while True:
+            cur = await conn.execute(
+                "SELECT count(*) FROM commandbus.process WHERE status = 'COMPLETED'"
+            )
+            row = await cur.fetchone()
+            if row is not None and int(row[0]) >= processes:
+                break
+            if time.perf_counter() - started > timeout:
+                raise SystemExit(f"timed out with {row[0] if row else 0} of {processes}")
+            await asyncio.sleep(0.05)
+    elapsed = time.perf_counter() - started
+    await backend.close()
+    return processes / elapsed
+
+
+def one_run(url: str, on: bool, args: argparse.Namespace) -> float:
+    """Processes/s of one run in a fresh database."""
+    from commandbus.postgres import apply_schema
+
+    name, dsn = fresh_database(url)
+    try:
+        asyncio.run(apply_schema(dsn))
+        ctx = mp.get_context("spawn")
+        stop = ctx.Event()
+        ready = ctx.Value("i", 0)
+        procs = [ctx.Process(target=_runner, args=(dsn, on, args, stop, ready)) for _ in range(2)]
+        for p in procs:
+            p.start()
+        while ready.value < len(procs):
+            time.sleep(0.05)
+        try:
+            return asyncio.run(_drive(dsn, on, args))
+        finally:
+            stop.set()
+            for p in procs:
+                p.join(30)
+    finally:
+        drop_database(url, name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--database-url", default=None)
+    parser.add_argument("--processes", type=int, default=2_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument(
+        "--sample-ratio",
+        type=float,
+        default=1.0,
+        help="fraction of traces the SDK records (1: every one, the default)",
+    )
+    parser.add_argument("--only", choices=sorted(PARTS), default="both", help="what 'on' turns on")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, os.getcwd())
+    url = server_url(args.database_url)
+    ratios = []
+    for round_no in range(args.rounds):
+        order = (False, True) if round_no % 2 == 0 else (True, False)
+        figures = {on: one_run(url, on, args) for on in order}
+        ratio = figures[True] / figures[False]
+        ratios.append(ratio)
+        print(
+            f"round {round_no + 1}: off {figures[False]:6.0f} processes/s, "
+            f"on {figures[True]:6.0f} processes/s, ratio {ratio:.3f}"
+        )
+    median = statistics.median(ratios)
+    print(
+        f"{args.processes:,} StatementReport processes per run (3 commands and 3 replies "
+        f"each), 2 worker+router processes, {os.cpu_count()} CPUs"
+    )
+    print(f"traces recorded: {args.sample_ratio:.0%} (the SDK's parent-based ratio sampler)")
+    what = " and ".join(PARTS[args.only])
+    print(f"{what} on / off: {median:.3f} (median of {len(ratios)}; target >= {TARGET_RATIO:.2f})")
+    return 0 if median >= TARGET_RATIO else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

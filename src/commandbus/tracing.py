@@ -1,0 +1,176 @@
+"""OpenTelemetry traces (extra ``[otel]``: the library needs ``opentelemetry-api`` only;
+the SDK and exporters are your application's).
+
+``OpenTelemetryTracing`` is a ``Telemetry``: give it to ``CommandBus``, ``Worker`` and
+``ProcessReplyRouter`` (``telemetry=tracing``, or ``combine(tracing, metrics)``). Spans:
+
+- ``commandbus.send`` (producer): ``bus.send``/``send_batch``;
+- ``commandbus.claim``, ``commandbus.settle``: a worker's batch round trips;
+- ``commandbus.handle`` (consumer): one handler call, child of the span that sent it;
+- ``commandbus.route``: a router's batch; ``commandbus.process.decide`` (consumer): one
+  reply or timer decided, child of the handler span that replied.
+
+The W3C trace context (``traceparent``, ``tracestate``) travels in each command's
+``headers`` and in each reply's, so a process's commands, their replies and the commands
+that follow form one trace. A command a process sends also carries ``causation_id``: the
+id of the command whose reply (or timer) made the process send it
+(``Command.causation_id``).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from typing import Any
+
+from commandbus.errors import MissingExtraError
+from commandbus.models import JsonObject
+from commandbus.telemetry import Span, Telemetry
+
+__all__ = ["OpenTelemetryTracing"]
+
+#: Span name -> its OpenTelemetry kind (by name; INTERNAL when absent).
+_KINDS = {
+    "commandbus.send": "PRODUCER",
+    "commandbus.handle": "CONSUMER",
+    "commandbus.process.decide": "CONSUMER",
+}
+
+
+def _api() -> tuple[Any, Any, Any]:
+    try:
+        from opentelemetry import context, trace
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+    except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
+        raise MissingExtraError(
+            "OpenTelemetry tracing needs opentelemetry-api: pip install 'commandbus[otel]'"
+        ) from exc
+    return trace, TraceContextTextMapPropagator(), context
+
+
+def _version() -> str | None:
+    try:
+        return importlib.metadata.version("commandbus")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - a source checkout
+        return None
+
+
+class _OtelSpan(Span):
+    def __init__(self, span: Any, trace: Any) -> None:
+        self._span = span
+        self._trace = trace
+
+    def set(self, key: str, value: Any) -> None:
+        self._span.set_attribute(key, value)
+
+    def error(self, exc: BaseException | str) -> None:
+        description = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
+        self._span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, description))
+        if isinstance(exc, BaseException):
+            self._span.record_exception(exc)
+
+
+class OpenTelemetryTracing(Telemetry):
+    """Spans from ``tracer_provider`` (default: the global one your SDK set up)."""
+
+    enabled = True
+
+    def __init__(self, tracer_provider: Any | None = None) -> None:
+        trace, propagator, context = _api()
+        self._trace = trace
+        self._propagator = propagator
+        self._context = context
+        self._tracer = trace.get_tracer("commandbus", _version(), tracer_provider=tracer_provider)
+        self._kinds = {name: getattr(trace.SpanKind, kind) for name, kind in _KINDS.items()}
+
+    def outgoing_headers(self, causation_id: str | None = None) -> JsonObject | None:
+        # The W3C traceparent written directly (what the propagator writes, at a fraction
+        # of its cost: this runs for every command and every reply).
+        headers: JsonObject = {}
+        context = self._trace.get_current_span().get_span_context()
+        if context.is_valid:
+            headers["traceparent"] = (
+                f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+            )
+            if context.trace_state:
+                headers["tracestate"] = context.trace_state.to_header()
+        if causation_id is not None:
+            headers["causation_id"] = causation_id
+        return headers or None
+
+    def parent_context(self, headers: Mapping[str, Any]) -> Any | None:
+        """The context whose span is the remote parent ``headers`` name; None if they
+        name none. Version 00 is read directly; anything else goes to the SDK-agnostic
+        W3C propagator of opentelemetry-api."""
+        parent = headers.get("traceparent")
+        if not isinstance(parent, str):
+            return None
+        parts = parent.split("-")
+        if len(parts) != 4 or parts[0] != "00" or len(parent) != 55:
+            return self._propagator.extract(headers)
+        try:
+            trace_id, span_id, flags = int(parts[1], 16), int(parts[2], 16), int(parts[3], 16)
+        except ValueError:
+            return None
+        if not trace_id or not span_id:
+            return None
+        trace = self._trace
+        state = headers.get("tracestate")
+        span_context = trace.SpanContext(
+            trace_id=trace_id,
+            span_id=span_id,
+            is_remote=True,
+            trace_flags=trace.TraceFlags(flags),
+            trace_state=(trace.TraceState.from_header([state]) if isinstance(state, str) else None),
+        )
+        return trace.set_span_in_context(trace.NonRecordingSpan(span_context))
+
+    def span(
+        self,
+        name: str,
+        attributes: Mapping[str, Any] | None = None,
+        headers: Mapping[str, Any] | None = None,
+    ) -> AbstractContextManager[Span]:
+        return _ActiveSpan(self, name, attributes, headers)
+
+
+class _ActiveSpan(AbstractContextManager[Span]):
+    """A span made current while the block runs (a plain class: this runs for every
+    command and every reply, and a generator-based context manager costs more)."""
+
+    __slots__ = ("_attributes", "_headers", "_name", "_span", "_token", "_tracing")
+
+    def __init__(
+        self,
+        tracing: OpenTelemetryTracing,
+        name: str,
+        attributes: Mapping[str, Any] | None,
+        headers: Mapping[str, Any] | None,
+    ) -> None:
+        self._tracing = tracing
+        self._name = name
+        self._attributes = attributes
+        self._headers = headers
+
+    def __enter__(self) -> Span:
+        tracing = self._tracing
+        trace = tracing._trace
+        # A message's trace context makes the span a child of the one that sent it; a
+        # message without one leaves the current context as the parent.
+        headers = self._headers
+        parent = tracing.parent_context(headers) if headers else None
+        kind = tracing._kinds.get(self._name, trace.SpanKind.INTERNAL)
+        span = tracing._tracer.start_span(
+            self._name, context=parent, kind=kind, attributes=self._attributes
+        )
+        self._span = span
+        self._token = tracing._context.attach(trace.set_span_in_context(span))
+        return _OtelSpan(span, trace)
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        span = self._span
+        if exc is not None:
+            _OtelSpan(span, self._tracing._trace).error(exc)
+        self._tracing._context.detach(self._token)
+        span.end()

@@ -1,0 +1,220 @@
+"""The console in a real browser: Debian's Chromium, headless, driven by Playwright, on a
+console served by uvicorn over a real PostgreSQL with a worker and a router running.
+
+A command of a process fails and is parked in the troubleshooting queue; an operator
+retries it from the browser and the process then completes. A read-only user sees no
+action button and is refused when it posts anyway. (``make browser-deps`` installs the
+browser; with ``COMMANDBUS_CONSOLE_SCREENSHOTS=DIR`` the main pages are saved there.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+import uvicorn
+from examples.statement_report import StatementReportProcess
+from examples.statement_report.handlers import (
+    FailureRates,
+    ServiceConfig,
+    register_statement_handlers,
+)
+from playwright.async_api import Browser, Page, async_playwright
+
+from commandbus import CommandBus, HandlerRegistry, RetryPolicy, Worker
+from commandbus.console import ConsoleUsers, create_app
+from commandbus.metrics import PrometheusMetrics
+from commandbus.postgres import PostgresBackend
+from commandbus.process import ProcessReplyRouter, ProcessStatus
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+HAVE_CHROMIUM = Path(CHROMIUM).exists()
+OPERATOR = {"username": "ada", "password": "op-secret"}
+VIEWER = {"username": "vic", "password": "view-only"}
+INPUT = {
+    "from_date": "2024-01-01",
+    "to_date": "2024-03-31",
+    "account_list": ["ACC-001", "<script>alert(1)</script>"],
+    "output_type": "pdf",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Running:
+    """A console on a free port, and the worker and router of the statement report."""
+
+    def __init__(self, backend: PostgresBackend) -> None:
+        self.backend = backend
+        self.bus = CommandBus(backend, retry_policy=RetryPolicy(max_attempts=1))
+        self.manager = StatementReportProcess(self.bus)
+        self.config = ServiceConfig(rates={"StatementQuery": FailureRates(permanent=1.0)})
+        registry = HandlerRegistry()
+        register_statement_handlers(registry, self.config)
+        self.worker = Worker(backend, "reporting", registry)
+        self.router = ProcessReplyRouter(backend, managers=[self.manager])
+        users = ConsoleUsers.from_specs(
+            [f"ada:{OPERATOR['password']}", f"vic:{VIEWER['password']}:viewer"]
+        )
+        app = create_app(backend, users, managers=[self.manager], metrics=PrometheusMetrics())
+        self.port = free_port()
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        )
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    async def status_of(self, process_id: Any) -> ProcessStatus | None:
+        process = await self.manager.get(process_id)
+        return process.status if process is not None else None
+
+    async def wait_for_status(self, process_id: Any, status: ProcessStatus) -> None:
+        for _ in range(300):
+            if await self.status_of(process_id) is status:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"process {process_id} never reached {status.value}")
+
+
+@pytest_asyncio.fixture
+async def running(pg_backend: PostgresBackend) -> AsyncIterator[Running]:
+    system = Running(pg_backend)
+    tasks = [
+        asyncio.create_task(system.server.serve()),
+        asyncio.create_task(system.worker.run(concurrency=2, poll_interval=0.1)),
+        asyncio.create_task(system.router.run(poll_interval=0.1)),
+    ]
+    for _ in range(200):
+        if system.server.started:
+            break
+        await asyncio.sleep(0.02)
+    assert system.server.started, "the console did not start"
+    try:
+        yield system
+    finally:
+        system.server.should_exit = True
+        system.worker.stop()
+        system.router.stop()
+        await asyncio.gather(*tasks)
+
+
+@pytest_asyncio.fixture
+async def browser() -> AsyncIterator[Browser]:
+    if not HAVE_CHROMIUM:
+        pytest.fail(f"{CHROMIUM} is missing: run `make browser-deps` (apt-get install chromium)")
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+async def open_as(browser: Browser, credentials: dict[str, str]) -> Page:
+    context = await browser.new_context(
+        http_credentials=credentials,  # type: ignore[arg-type]
+        viewport={"width": 1280, "height": 900},
+    )
+    page = await context.new_page()
+    page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    return page
+
+
+async def screenshot(page: Page, name: str) -> None:
+    folder = os.environ.get("COMMANDBUS_CONSOLE_SCREENSHOTS")
+    if folder:
+        await page.screenshot(path=str(Path(folder) / f"console-{name}.png"), full_page=True)
+
+
+async def test_an_operator_retries_a_parked_command_and_its_process_completes(
+    running: Running, browser: Browser
+) -> None:
+    pid = await running.manager.start(INPUT)
+    await running.wait_for_status(pid, ProcessStatus.WAITING_FOR_TSQ)
+    running.config.rates.clear()  # the cause is fixed: the next attempt succeeds
+
+    page = await open_as(browser, OPERATOR)
+    await page.goto(running.base + "/")
+    assert await page.locator("h2", has_text="reporting").count() == 1
+    await screenshot(page, "dashboard")
+
+    await page.goto(running.base + "/tsq?domain=reporting")
+    rows = page.locator("tbody tr")
+    assert await rows.count() == 1
+    await screenshot(page, "tsq")
+    await rows.first.locator("a").click()
+    await page.wait_for_selector("#retry")
+    # The account list holds a <script>: shown as text, never run.
+    assert "<script>alert(1)</script>" in await page.locator("pre.payload").inner_text()
+    await screenshot(page, "tsq-item")
+    await page.click("#retry")  # confirms the dialog (accepted above)
+    await page.wait_for_selector("text=command retried")
+    assert "/commands/reporting/" in page.url
+
+    await running.wait_for_status(pid, ProcessStatus.COMPLETED)
+    await page.goto(f"{running.base}/processes/reporting/{pid}")
+    assert await page.locator("#process-status").inner_text() == "COMPLETED"
+    await screenshot(page, "process")
+    trail = await running.manager.get_audit_trail(pid)
+    assert [e.command_type for e in trail] == [
+        "StatementQuery",
+        "StatementDataAggregation",
+        "StatementRender",
+    ]
+    # The operator's retry is in the command's audit, with the operator's name.
+    retried = await running.bus.get_audit_trail(trail[0].command_id)
+    [event] = [e for e in retried if e.event_type.value == "OPERATOR_RETRY"]
+    assert event.details is not None and event.details["operator"] == "ada"
+
+
+async def test_a_viewer_sees_no_action_and_is_refused_when_posting_anyway(
+    running: Running, browser: Browser
+) -> None:
+    pid = await running.manager.start(INPUT)
+    await running.wait_for_status(pid, ProcessStatus.WAITING_FOR_TSQ)
+    [item] = await running.manager.get_audit_trail(pid)
+
+    page = await open_as(browser, VIEWER)
+    await page.goto(f"{running.base}/tsq/reporting/{item.command_id}")
+    assert "viewer" in await page.locator("header .user").inner_text()
+    assert await page.locator("button.act").count() == 0
+    assert await page.locator("form[method=post]").count() == 0
+    await page.goto(f"{running.base}/processes/reporting/{pid}")
+    assert await page.locator("#cancel-process").count() == 0
+
+    # Posting anyway, from the page itself with its own CSRF token: refused.
+    status = await page.evaluate(
+        """async ([url]) => {
+            const token = JSON.parse(document.body.getAttribute("hx-headers"))["X-CSRF-Token"];
+            const response = await fetch(url, {
+                method: "POST",
+                headers: {"Content-Type": "application/x-www-form-urlencoded"},
+                body: "csrf_token=" + encodeURIComponent(token),
+            });
+            return response.status;
+        }""",
+        [f"/tsq/reporting/{item.command_id}/retry"],
+    )
+    assert status == 403
+    assert await running.status_of(pid) is ProcessStatus.WAITING_FOR_TSQ
+    meta = await running.bus.get_command("reporting", item.command_id)
+    assert meta is not None and meta.status.value == "IN_TROUBLESHOOTING_QUEUE"
