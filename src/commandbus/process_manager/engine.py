@@ -39,6 +39,7 @@ from commandbus.process_manager.instance import Book, ProcessInstance
 from commandbus.process_manager.locator import process_id_for
 from commandbus.process_manager.manager import EventSourcedProcessManager
 from commandbus.process_manager.writes import BatchWrites
+from commandbus.telemetry import NO_TELEMETRY, Telemetry
 from commandbus.validation import json_text, validate_name, validate_text
 
 __all__ = ["ProcessEngine"]
@@ -58,6 +59,7 @@ class ProcessEngine(Generic[TState]):
         *,
         clock: Clock | None = None,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.backend: EventBackend = event_backend(backend, clock)
         self.manager = manager
@@ -66,6 +68,8 @@ class ProcessEngine(Generic[TState]):
         self.domain = validate_name(manager.domain)
         self.reply_queue = f"{self.domain}__process_events"
         self.max_attempts = max_attempts
+        #: Metrics and traces (``commandbus.telemetry``); off by default.
+        self.telemetry: Telemetry = telemetry or NO_TELEMETRY
         self._starts = frozenset(manager.starts_on)
         self.event_types = self._starts | frozenset(manager.reacts_to)
 
@@ -190,9 +194,26 @@ class ProcessEngine(Generic[TState]):
         after the other) and write what they make, in a few statements."""
         if not items:
             return []
+        telemetry = self.telemetry
+        if not telemetry.enabled:
+            return await self._apply_items(items, conn, all_or_nothing)
+        attributes = {"process_type": self.process_type, "inputs": len(items)}
+        with telemetry.span("commandbus.process_manager.apply", attributes) as span:
+            results = await self._apply_items(items, conn, all_or_nothing)
+            span.set("changed", sum(r.changed for r in results))
+            return results
+
+    async def _apply_items(
+        self, items: Sequence[Input], conn: Conn, all_or_nothing: bool
+    ) -> list[_Result]:
         repo = self.backend.processes
         writes = BatchWrites(
-            self.manager, self.domain, self.reply_queue, self.max_attempts, self.clock.now()
+            self.manager,
+            self.domain,
+            self.reply_queue,
+            self.max_attempts,
+            self.clock.now(),
+            self.telemetry,
         )
         new = {}
         for item in items:

@@ -23,6 +23,7 @@ from commandbus.process.models import (
 from commandbus.process_manager.draft import Draft
 from commandbus.process_manager.instance import ProcessInstance
 from commandbus.process_manager.manager import EventSourcedProcessManager
+from commandbus.telemetry import NO_TELEMETRY, Telemetry, count_sent
 from commandbus.validation import json_text
 
 __all__ = ["BatchWrites"]
@@ -44,6 +45,7 @@ class BatchWrites(Generic[TState]):
     reply_queue: str
     max_attempts: int
     now: datetime
+    telemetry: Telemetry = NO_TELEMETRY
     streams: dict[UUID, _Stream] = field(default_factory=dict)
     rows: dict[UUID, ProcessMetadata[Any, Any]] = field(default_factory=dict)
     snapshots: dict[UUID, tuple[str, int, ProcessInstance[TState]]] = field(default_factory=dict)
@@ -75,6 +77,11 @@ class BatchWrites(Generic[TState]):
             error_message=None if finished is None else finished.get("error_message"),
             completed_at=self.now if finished is not None else None,
         )
+        telemetry = self.telemetry
+        headers = None
+        if telemetry.enabled and draft.commands:
+            # The commands' trace context, caused by the input they answer.
+            headers = telemetry.outgoing_headers(causation_id=str(draft.input_id))
         for command in draft.commands:
             self.commands.append(
                 SendRequest(
@@ -85,6 +92,7 @@ class BatchWrites(Generic[TState]):
                     correlation_id=pid,
                     reply_to=self.reply_queue,
                     max_attempts=command.max_attempts,
+                    headers=headers,
                 )
             )
             entry = ProcessAuditEntry(
@@ -155,10 +163,15 @@ class BatchWrites(Generic[TState]):
         await backend.events.append_many(appends, conn=conn)
         if self.commands:
             await backend.commands.insert(self.commands, self.max_attempts, conn=conn)
+            if self.telemetry.enabled:
+                count_sent(self.telemetry, self.commands)
         for message, after in self.timers:
             await backend.queue.enqueue(self.reply_queue, [message], after, conn=conn)
         self.read_model.updates.extend(self.rows.values())
         await backend.processes.apply(self.read_model, conn=conn)
+        if self.telemetry.enabled:
+            for row in self.rows.values():
+                self.telemetry.process_changed(self.domain, row.process_type, row.status.value)
         for stream, version, instance in self.snapshots.values():
             body = {
                 "state": self.manager.state_to_dict(instance.state),
