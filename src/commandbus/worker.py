@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import replace
 
+from commandbus.attempts import failure_outcome, log_failed_attempt
 from commandbus.backends import BackendSource, backend_from
 from commandbus.consuming import ConsumerLoop, Stopping
 from commandbus.errors import (
@@ -29,15 +30,13 @@ from commandbus.errors import (
 )
 from commandbus.handler import HandlerContext, HandlerRegistry, RegisteredHandler
 from commandbus.leases import LeaseKeeper
-from commandbus.logs import OutageReporter, failure_fields, state_change
+from commandbus.logs import OutageReporter, state_change
 from commandbus.models import AuditEventType, ClaimedCommand, Command, Settlement
 from commandbus.policies import RetryPolicy
 from commandbus.ports import Backend, Clock, CommandDelivery, Conn, Waiter
 from commandbus.sanitise import (
-    MAX_ERROR_CODE_CHARS,
     describe_exception,
     safe_str,
-    storable_details,
     storable_text,
 )
 from commandbus.settlement import (
@@ -365,7 +364,7 @@ class Worker(ConsumerLoop):
         """The settlement of ``outcome``; a failure is logged here, once, at WARNING."""
         settlement = settle_outcome(claimed, outcome, self.retry_policy)
         if outcome.kind is not OutcomeKind.SUCCESS:
-            _log_failure(claimed, outcome, settlement)
+            log_failed_attempt(claimed, outcome, settlement)
         return settlement
 
     async def _lease_expiries(self, command: Command) -> int:
@@ -410,7 +409,7 @@ class Worker(ConsumerLoop):
         except Exception as exc:
             # The settlement (or the handler's own writes at commit) was refused: the
             # handler's writes are undone with it; record the attempt as failed.
-            outcome = _failure(
+            outcome = failure_outcome(
                 OutcomeKind.TRANSIENT, exc, "SETTLEMENT_FAILED", describe_exception(exc), None
             )
             return self._settle(claimed, outcome)
@@ -472,16 +471,22 @@ class Worker(ConsumerLoop):
         try:
             result = await registered.fn(command, context)
         except TransientCommandError as exc:
-            return _failure(OutcomeKind.TRANSIENT, exc, exc.code, exc.error_message, exc.details)
+            return failure_outcome(
+                OutcomeKind.TRANSIENT, exc, exc.code, exc.error_message, exc.details
+            )
         except PermanentCommandError as exc:
-            return _failure(OutcomeKind.PERMANENT, exc, exc.code, exc.error_message, exc.details)
+            return failure_outcome(
+                OutcomeKind.PERMANENT, exc, exc.code, exc.error_message, exc.details
+            )
         except BusinessRuleException as exc:
-            return _failure(
+            return failure_outcome(
                 OutcomeKind.BUSINESS_RULE, exc, exc.code, exc.error_message, exc.details
             )
         except Exception as exc:
-            # Logged with its traceback when the settlement is made (``_log_failure``).
-            return _failure(OutcomeKind.TRANSIENT, exc, "UNEXPECTED_ERROR", safe_str(exc), None)
+            # Logged with its traceback when the settlement is made (``log_failed_attempt``).
+            return failure_outcome(
+                OutcomeKind.TRANSIENT, exc, "UNEXPECTED_ERROR", safe_str(exc), None
+            )
         if result is not None:
             try:
                 encode_payload(result, "handler result", self.max_result_bytes)
@@ -503,66 +508,6 @@ class _RollBack(Exception):
 
 class _Stale(Exception):
     """Rolls back a transactional handler whose settlement was stale."""
-
-
-def _failure(
-    kind: OutcomeKind,
-    exc: BaseException,
-    code: object,
-    message: object,
-    details: object,
-) -> Outcome:
-    """A failure outcome whose texts and details are storable whatever the handler put in
-    them (NUL, lone surrogates, sets, datetimes, megabytes of text): see ``sanitise``."""
-    return Outcome(
-        kind,
-        error_type=storable_text(type(exc).__name__, MAX_ERROR_CODE_CHARS),
-        error_code=storable_text(code, MAX_ERROR_CODE_CHARS),
-        error_message=storable_text(message),
-        details=storable_details(details),
-        exception=exc,
-    )
-
-
-#: What a failed attempt leads to, by the status its settlement gives the command.
-_AFTER_FAILURE = {
-    "PENDING": "retry in {delay:.1f}s",
-    "IN_TROUBLESHOOTING_QUEUE": "moved to the troubleshooting queue",
-    "FAILED": "failed on a business rule",
-}
-
-
-def _log_failure(claimed: ClaimedCommand, outcome: Outcome, settlement: Settlement) -> None:
-    """One WARNING per failed attempt: command id, type, attempt, error and what follows.
-    An unexpected exception (not one of the library's command errors) brings its
-    traceback: that is a bug to find."""
-    command = claimed.command
-    after = _AFTER_FAILURE.get(settlement.status.value, settlement.status.value).format(
-        delay=settlement.retry_delay
-    )
-    exc = outcome.exception
-    unexpected = exc is not None and not isinstance(
-        exc, TransientCommandError | PermanentCommandError | BusinessRuleException
-    )
-    logger.warning(
-        "command %s (%s) attempt %d/%d failed: %s %s: %s; %s",
-        command.command_id,
-        command.command_type,
-        claimed.attempt,
-        claimed.max_attempts,
-        outcome.error_type,
-        outcome.error_code,
-        outcome.error_message,
-        after,
-        exc_info=exc if unexpected else None,
-        extra={
-            **failure_fields(
-                command.domain, command.command_id, command.command_type, claimed.attempt
-            ),
-            "status": settlement.status.value,
-            "error_code": outcome.error_code,
-        },
-    )
 
 
 async def run_workers(workers: Sequence[Worker], concurrency: int = 10) -> None:
