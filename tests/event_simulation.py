@@ -118,7 +118,7 @@ async def check(
     backend: Any, store: EventStore, engine: ProcessEngine[Any], report: Report
 ) -> None:
     problems = report.problems
-    events = await store.read_all(categories=["pullrequest"], limit=10_000)
+    events = await store.read_all(categories=["pullrequest"], limit=10_000, wait=10.0)
     ignored = {
         m.message.get("event_id")
         for m in await backend.processes.list_messages(domain=DOMAIN, limit=10_000)

@@ -178,7 +178,7 @@ async def two_start_events_racing_make_one_process(backend: Any) -> None:
     opened = {"pr": PR, "environments": ["staging", "qa"], "commit": "a1"}
     await system.store.append("pullrequest-17", NewEvent("PullRequestOpened", opened))
     await system.store.append("pullrequest-17b", NewEvent("PullRequestOpened", opened))
-    first, second = await system.store.read_all()
+    first, second = await system.store.read_all(wait=10.0)
     results = await asyncio.gather(
         system.engine.handle_event(first), system.engine.handle_event(second)
     )

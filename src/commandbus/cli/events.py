@@ -171,6 +171,9 @@ def events_tail_cmd(
                     min(1000, limit - shown) if limit is not None else 1000,
                     categories=list(categories) or None,
                     event_types=list(event_types) or None,
+                    # Without --follow: also what is committed but held back by an older
+                    # transaction still open.
+                    wait=0.0 if follow else 5.0,
                 )
                 for event in page:
                     show(event)

@@ -104,6 +104,13 @@ class EventStorage(Protocol):
         once a reader has passed a checkpoint, no event can appear before it."""
         ...
 
+    async def count_after(
+        self, after: Checkpoint, where: EventFilter, *, conn: Conn | None = None
+    ) -> int:
+        """How many events are stored after ``after``, ``read_all`` would return them or
+        not yet (their transaction, or an older one, is still open)."""
+        ...
+
     async def stream_version(self, stream: str, *, conn: Conn | None = None) -> int:
         """The stream's version (its number of events; 0 if it has none)."""
         ...

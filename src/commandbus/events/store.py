@@ -13,6 +13,7 @@ streams in commit order, never passing one whose transaction is still open.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 
 from commandbus.backends import BackendSource, backend_from
@@ -34,11 +35,17 @@ from commandbus.events.models import (
 from commandbus.events.ports import EventBackend
 from commandbus.models import JsonObject
 from commandbus.ports import Clock, Conn
-from commandbus.validation import MAX_BATCH_LIMIT, encode_payload, validate_count
+from commandbus.validation import (
+    MAX_BATCH_LIMIT,
+    encode_payload,
+    validate_count,
+    validate_seconds,
+)
 
 __all__ = ["EventStore", "event_backend"]
 
 MAX_VERSION = 2**62
+MAX_WAIT_SECONDS = 3600.0
 #: Snapshots may be larger than one event: they fold a whole history.
 MAX_SNAPSHOT_BYTES = 16 * 1024 * 1024
 
@@ -117,14 +124,31 @@ class EventStore:
         *,
         categories: Sequence[str] | None = None,
         event_types: Sequence[str] | None = None,
+        wait: float = 0.0,
         conn: Conn | None = None,
     ) -> list[RecordedEvent]:
         """Up to ``limit`` events of all streams after ``after`` (None: the beginning), in
         commit order, optionally only some categories and event types. Pass the last
-        event (or its ``checkpoint``) back as ``after`` to read on: no event is skipped."""
+        event (or its ``checkpoint``) back as ``after`` to read on: no event is skipped.
+
+        An event is returned once every transaction older than it has ended (anywhere on
+        the server); with ``wait``, events already committed but held back that way are
+        waited for, up to ``wait`` seconds."""
         validate_count(limit, "limit", MAX_BATCH_LIMIT)
+        validate_seconds(wait, "wait", MAX_WAIT_SECONDS, allow_zero=True)
         where = event_filter(categories, event_types)
-        return await self._backend.events.read_all(_checkpoint(after), limit, where, conn=conn)
+        start = _checkpoint(after)
+        events = self._backend.events
+        found = await events.read_all(start, limit, where, conn=conn)
+        if not wait:
+            return found
+        deadline = asyncio.get_running_loop().time() + wait
+        while len(found) < limit and asyncio.get_running_loop().time() < deadline:
+            if await events.count_after(start, where, conn=conn) <= len(found):
+                break
+            await asyncio.sleep(0.01)  # an older transaction is still open: real time
+            found = await events.read_all(start, limit, where, conn=conn)
+        return found
 
     async def stream_version(self, stream: str, *, conn: Conn | None = None) -> int:
         """How many events ``stream`` has (0: none)."""

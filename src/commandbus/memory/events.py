@@ -193,7 +193,13 @@ class InMemoryEventStorage:
         rows.sort(key=lambda r: (r.transaction_id, r.position))
         return rows[:limit]
 
-    def count_after(self, tx: MemoryTransaction, after: Checkpoint, where: EventFilter) -> int:
+    async def count_after(
+        self, after: Checkpoint, where: EventFilter, *, conn: Conn | None = None
+    ) -> int:
+        async with self._backend.transaction(conn) as tx:
+            return self.count_seen_after(tx, after, where)
+
+    def count_seen_after(self, tx: MemoryTransaction, after: Checkpoint, where: EventFilter) -> int:
         key = (after.transaction_id, after.position)
         return sum(
             1
@@ -385,7 +391,7 @@ class InMemorySubscriptionStorage:
                     event_types=None if r.where.event_types is None else list(r.where.event_types),
                     handled=r.handled,
                     parked=len(self._parked_rows(tx, r.name)),
-                    lag=self._events.count_after(tx, r.checkpoint, r.where),
+                    lag=self._events.count_seen_after(tx, r.checkpoint, r.where),
                     failing_position=r.failing_position,
                     failures=r.failures,
                     last_error=r.last_error,

@@ -137,6 +137,20 @@ class PostgresEventStorage:
             await cur.execute(Q.read_all, params)
             return [_event(r) for r in await cur.fetchall()]
 
+    async def count_after(
+        self, after: Checkpoint, where: EventFilter, *, conn: Any | None = None
+    ) -> int:
+        params = {
+            "after_tx": after.transaction_id,
+            "after_position": after.position,
+            **_filter_params(where),
+        }
+        async with statement_conn(self._pool, conn) as c:
+            cur = await c.execute(Q.count_after, params)
+            row = await cur.fetchone()
+        assert row is not None
+        return int(row[0])
+
     async def stream_version(self, stream: str, *, conn: Any | None = None) -> int:
         async with statement_conn(self._pool, conn) as c:
             cur = await c.execute(Q.stream_version, {"stream": stream})

@@ -76,6 +76,16 @@ ORDER BY transaction_id, position
 LIMIT %(limit)s;
 
 
+-- name: count_after
+-- Events stored after a checkpoint, delivered or not yet deliverable (whatever the
+-- transactions still open).
+SELECT count(*)
+FROM commandbus.event
+WHERE (transaction_id, position) > (%(after_tx)s::text::xid8, %(after_position)s::bigint)
+  AND (%(categories)s::text[] IS NULL OR category = ANY (%(categories)s::text[]))
+  AND (%(event_types)s::text[] IS NULL OR event_type = ANY (%(event_types)s::text[]));
+
+
 -- name: end_checkpoint
 -- The last event a reader of all streams can see now (no row when there is none).
 SELECT transaction_id::text::bigint, position
