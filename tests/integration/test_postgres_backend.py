@@ -89,6 +89,36 @@ async def test_listener_reconnects_after_its_connection_is_killed(
         assert await waiter.wait(5) is True
 
 
+async def test_the_listen_connection_closes_when_nobody_listens(
+    pg_backend: PostgresBackend, pg_dsn: str
+) -> None:
+    """A backend nobody closes (e.g. one wrapped around a pool) must not keep a LISTEN
+    connection, or keep reconnecting to a dropped database, once its consumers stopped."""
+
+    async def listeners() -> int:
+        async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
+            cur = await conn.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND query = 'LISTEN commandbus'"
+            )
+            row = await cur.fetchone()
+        assert row is not None
+        return int(row[0])
+
+    async with pg_backend.listen([REPLIES]) as first, pg_backend.listen([REPLIES]):
+        assert pg_backend.listening and await listeners() == 1
+    assert await first.wait(0) is False
+    for _ in range(100):  # the task closes its connection as it is cancelled
+        if await listeners() == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert await listeners() == 0 and not pg_backend.listening
+    async with pg_backend.listen([REPLIES]) as again:  # and comes back when needed
+        assert pg_backend.listening
+        await pg_backend.queue.enqueue(REPLIES, [{"n": 1}])
+        assert await again.wait(5) is True
+
+
 async def test_listen_degrades_to_timeouts_when_it_cannot_connect() -> None:
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
         "postgresql://nobody@127.0.0.1:1/none?connect_timeout=1", min_size=0, max_size=1, open=False

@@ -92,9 +92,20 @@ class NotificationListener:
                     subscribers.discard(waiter)
                     if not subscribers:
                         del self._waiters[queue]
+            if not self._waiters and self._task is not None:
+                # Nobody listens any more: close the connection rather than keep it (and
+                # keep reconnecting to a database that may be gone) until close().
+                self._task.cancel()
+                self._task = None
+            if not self._waiters and self._task is not None:
+                # Nobody listens any more: close the connection rather than keep it (and
+                # keep reconnecting to a database that may be gone) until close().
+                self._task.cancel()
+                self._task = None
 
     def _ensure_started(self) -> None:
         if self._task is None or self._task.done():
+            self._attempted.clear()  # a new connection: wait for its first attempt again
             self._task = asyncio.create_task(self._run(), name="commandbus-listener")
 
     def _dispatch(self, queue: str) -> None:
