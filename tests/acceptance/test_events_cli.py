@@ -90,3 +90,28 @@ async def test_subscription_list_parked_and_reset(
     assert again is not None and again.checkpoint.position == 0 and again.lag == 3
     refused = cli("subscription", "reset", "orders", dsn=pg_dsn)  # no --yes, no terminal
     assert refused.returncode == 1 and "Aborted" in refused.stderr
+
+
+async def test_process_show_puts_an_event_driven_process_branches_side_by_side(
+    pg_pool: AsyncConnectionPool[Any], pg_dsn: str
+) -> None:
+    from tests.pull_request_scenarios import Previews
+
+    system = Previews(PostgresBackend(pg_pool), failing={"qa"})
+    await system.publish("PullRequestOpened", environments=["staging", "qa"], commit="a1")
+    await system.settle()
+    shown = cli("process", "show", "--domain", "previews", str(system.pid), dsn=pg_dsn)
+    assert shown.returncode == 0, shown.stderr
+    lanes = shown.stdout.split("Branches", 1)[1]
+    header = lanes.splitlines()[2]
+    assert "staging" in header and "qa" in header  # one column per branch
+    assert "deploy-staging #1 DeployPreview" in lanes and "undone: yes" in lanes
+    assert "deploy-qa #1 DeployPreview" in lanes and "FAILED" in lanes
+    document = json.loads(
+        cli("process", "show", "--domain", "previews", str(system.pid), "--json", dsn=pg_dsn).stdout
+    )
+    assert document["branches"]["qa"] == [
+        {"task": "deploy-qa", "run": 1, "command": "DeployPreview", "outcome": "FAILED",
+         "undone": ""}
+    ]  # fmt: skip
+    assert document["branches"]["staging"][0]["undone"] == "yes"

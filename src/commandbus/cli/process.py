@@ -9,6 +9,7 @@ from uuid import UUID
 import click
 from rich.text import Text
 
+from commandbus.cli._branches import branch_lanes, branches_table
 from commandbus.cli._common import (
     UUID_PARAM,
     compact_json,
@@ -34,6 +35,7 @@ from commandbus.cli._process_view import (
 )
 from commandbus.cli._progress import progress_bar, progress_console, progress_option
 from commandbus.errors import ProcessNotFoundError
+from commandbus.events import EventStore, RecordedEvent
 from commandbus.process.engine import STATE_LOAD_FAILED
 from commandbus.process.models import (
     ProcessAuditEntry,
@@ -211,7 +213,10 @@ def process_show_cmd(ctx: click.Context, domain: str, process_id: UUID, as_json:
     url = state(ctx).database_url()
 
     async def fetch() -> tuple[
-        ProcessMetadata[Any, Any], list[ProcessAuditEntry], list[ProcessMessageRecord]
+        ProcessMetadata[Any, Any],
+        list[ProcessAuditEntry],
+        list[ProcessMessageRecord],
+        list[RecordedEvent],
     ]:
         async with connect(url, max_size=1) as backend:
             repo = backend.processes
@@ -220,15 +225,24 @@ def process_show_cmd(ctx: click.Context, domain: str, process_id: UUID, as_json:
                 raise ProcessNotFoundError(domain, process_id)
             audit = await repo.get_audit_trail(domain, process_id)
             messages = await repo.list_messages(process_id=process_id, limit=1000)
-            return process, audit, messages
+            # An event-driven process has a stream of its own: its branches come from it.
+            stream = f"{process.process_type}-{process_id}"
+            history = [e async for e in EventStore(backend).iter_stream(stream)]
+            return process, audit, messages, history
 
-    process, audit, messages = run(fetch())
+    process, audit, messages, history = run(fetch())
     if as_json:
-        print_json({"process": process, "audit_trail": audit, "message_log": messages})
+        document = {"process": process, "audit_trail": audit, "message_log": messages}
+        if history:
+            document["branches"] = branch_lanes(history)
+        print_json(document)
         return
     out = console()
     out.print(process_table(process))
     out.print(process_audit_table(process, audit))
+    lanes = branches_table(history)
+    if lanes is not None:
+        out.print(lanes)
     if messages:
         out.print(message_table(messages))
 
