@@ -1,4 +1,8 @@
-"""Scenario tests of the StatementReport example: the process, step by step, no database."""
+"""Scenario tests of the StatementReport example: the process, step by step, no database.
+
+The tests that use the ``scenario`` fixture run once per form of the process: written by
+hand (``StatementReportProcess``) and in the step DSL (``StatementReportSteps``); they
+must behave alike."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from examples.statement_report import (
     StatementReportState,
     StatementReportStep,
 )
+from examples.statement_report.steps import StatementReportSteps
 
 from commandbus.process import ProcessHookError, ProcessStatus, TimeoutAction
 from commandbus.testing.scenario import ProcessScenario, ScenarioAssertionError
@@ -24,9 +29,9 @@ REQUEST = {
 }
 
 
-@pytest.fixture
-def scenario() -> ProcessScenario[StatementReportState]:
-    return ProcessScenario(StatementReportProcess)
+@pytest.fixture(params=[StatementReportProcess, StatementReportSteps], ids=["by_hand", "dsl"])
+def scenario(request: pytest.FixtureRequest) -> ProcessScenario[StatementReportState]:
+    return ProcessScenario(request.param)
 
 
 async def test_happy_path(scenario: ProcessScenario[StatementReportState]) -> None:

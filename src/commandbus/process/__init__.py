@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from commandbus.process.base import BaseProcessManager, ProcessManager
+    from commandbus.process.declared import DeclaredProcessManager, save, undo
+    from commandbus.process.dsl import StepProcessManager, finish, step, when
     from commandbus.process.errors import (
         ProcessAlreadyExistsError,
         ProcessDefinitionError,
@@ -50,6 +52,7 @@ _SOURCES = {
     "AuditEntryKind": "commandbus.process.models",
     "BaseProcessManager": "commandbus.process.base",
     "CompensationPlan": "commandbus.process.models",
+    "DeclaredProcessManager": "commandbus.process.declared",
     "Decision": "commandbus.process.kernel",
     "ProcessAlreadyExistsError": "commandbus.process.errors",
     "ProcessDefinitionError": "commandbus.process.errors",
@@ -71,9 +74,15 @@ _SOURCES = {
     "RouterStats": "commandbus.process.router",
     "StateLoadError": "commandbus.process.errors",
     "StepDefinition": "commandbus.process.models",
+    "StepProcessManager": "commandbus.process.dsl",
     "TimeoutAction": "commandbus.process.models",
     "decide": "commandbus.process.kernel",
     "decide_start": "commandbus.process.kernel",
+    "finish": "commandbus.process.dsl",
+    "save": "commandbus.process.declared",
+    "step": "commandbus.process.dsl",
+    "undo": "commandbus.process.declared",
+    "when": "commandbus.process.dsl",
 }
 
 
@@ -107,6 +116,7 @@ __all__ = [
     "BaseProcessManager",
     "CompensationPlan",
     "Decision",
+    "DeclaredProcessManager",
     "PostgresProcessRepository",
     "ProcessAlreadyExistsError",
     "ProcessAuditEntry",
@@ -128,7 +138,13 @@ __all__ = [
     "RouterStats",
     "StateLoadError",
     "StepDefinition",
+    "StepProcessManager",
     "TimeoutAction",
     "decide",
     "decide_start",
+    "finish",
+    "save",
+    "step",
+    "undo",
+    "when",
 ]
