@@ -1,8 +1,8 @@
 """Scenario tests of the StatementReport example: the process, step by step, no database.
 
 The tests that use the ``scenario`` fixture run once per form of the process: written by
-hand (``StatementReportProcess``) and in the step DSL (``StatementReportSteps``); they
-must behave alike."""
+hand (``StatementReportProcess``), in the step DSL (``StatementReportSteps``) and as a
+state machine (``StatementReportMachine``); they must behave alike."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from examples.statement_report import (
     StatementReportState,
     StatementReportStep,
 )
+from examples.statement_report.machine import StatementReportMachine
 from examples.statement_report.steps import StatementReportSteps
 
 from commandbus.process import ProcessHookError, ProcessStatus, TimeoutAction
@@ -29,7 +30,10 @@ REQUEST = {
 }
 
 
-@pytest.fixture(params=[StatementReportProcess, StatementReportSteps], ids=["by_hand", "dsl"])
+@pytest.fixture(
+    params=[StatementReportProcess, StatementReportSteps, StatementReportMachine],
+    ids=["by_hand", "dsl", "fsm"],
+)
 def scenario(request: pytest.FixtureRequest) -> ProcessScenario[StatementReportState]:
     return ProcessScenario(request.param)
 

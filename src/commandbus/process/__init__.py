@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         ProcessVersionConflictError,
         StateLoadError,
     )
+    from commandbus.process.fsm import StateMachineProcessManager, final, state, transition
     from commandbus.process.kernel import Decision, decide, decide_start
     from commandbus.process.models import (
         AuditEntryKind,
@@ -73,14 +74,18 @@ _SOURCES = {
     "ProcessWrites": "commandbus.process.repository",
     "RouterStats": "commandbus.process.router",
     "StateLoadError": "commandbus.process.errors",
+    "StateMachineProcessManager": "commandbus.process.fsm",
     "StepDefinition": "commandbus.process.models",
     "StepProcessManager": "commandbus.process.dsl",
     "TimeoutAction": "commandbus.process.models",
     "decide": "commandbus.process.kernel",
     "decide_start": "commandbus.process.kernel",
+    "final": "commandbus.process.fsm",
     "finish": "commandbus.process.dsl",
     "save": "commandbus.process.declared",
+    "state": "commandbus.process.fsm",
     "step": "commandbus.process.dsl",
+    "transition": "commandbus.process.fsm",
     "undo": "commandbus.process.declared",
     "when": "commandbus.process.dsl",
 }
@@ -137,14 +142,18 @@ __all__ = [
     "ProcessWrites",
     "RouterStats",
     "StateLoadError",
+    "StateMachineProcessManager",
     "StepDefinition",
     "StepProcessManager",
     "TimeoutAction",
     "decide",
     "decide_start",
+    "final",
     "finish",
     "save",
+    "state",
     "step",
+    "transition",
     "undo",
     "when",
 ]
