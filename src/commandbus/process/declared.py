@@ -248,7 +248,10 @@ def evaluate_condition(fn: Condition, takes_reply: bool, state: Any, reply: Repl
 
 def _name_of(fn: object) -> str:
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
-    return repr(name) if isinstance(name, str) else repr(fn)
+    if isinstance(name, str):
+        return repr(name)
+    # A callable object: its class says more than its repr (which may carry an address).
+    return f"{type(fn).__qualname__}()" if callable(fn) else repr(fn)
 
 
 def condition_label(fn: object, label: str | None) -> str:
