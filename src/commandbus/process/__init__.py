@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from commandbus.process.base import BaseProcessManager, ProcessManager
-    from commandbus.process.declared import DeclaredProcessManager, save, undo
+    from commandbus.process.declared import DeclaredProcessManager
+    from commandbus.process.declared_steps import save, undo
     from commandbus.process.dsl import StepProcessManager, finish, step, when
     from commandbus.process.errors import (
         ProcessAlreadyExistsError,
@@ -82,11 +83,11 @@ _SOURCES = {
     "decide_start": "commandbus.process.kernel",
     "final": "commandbus.process.fsm",
     "finish": "commandbus.process.dsl",
-    "save": "commandbus.process.declared",
+    "save": "commandbus.process.declared_steps",
     "state": "commandbus.process.fsm",
     "step": "commandbus.process.dsl",
     "transition": "commandbus.process.fsm",
-    "undo": "commandbus.process.declared",
+    "undo": "commandbus.process.declared_steps",
     "when": "commandbus.process.dsl",
 }
 

@@ -48,12 +48,11 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from commandbus.models import Reply
-from commandbus.process.declared import (
+from commandbus.process.declared import CompiledDefinition, DeclaredProcessManager
+from commandbus.process.declared_steps import (
     CommandStep,
-    CompiledDefinition,
     Condition,
     DataFn,
-    DeclaredProcessManager,
     ReplyFn,
     TimeoutFn,
     check_condition,
@@ -222,7 +221,8 @@ class CompiledFlow(CompiledDefinition):
         self._owner = owner
         # Keys and order follow the text, top to bottom (compiling walks it backwards).
         self._text_order: dict[int, int] = {}
-        _number(tuple(flow), self._text_order)
+        self._branch_ids: set[int] = set()
+        _number(tuple(flow), self._text_order, self._branch_ids)
         self.start = self._sequence(tuple(flow), self._end(None))
         self._forward.sort(key=lambda s: self._text_order[id(s)])
         self._decisions.sort(key=lambda d: self._text_order[id(d.branch)])
@@ -273,7 +273,8 @@ class CompiledFlow(CompiledDefinition):
                 raise ProcessDefinitionError(
                     f"{self._owner}: when({label}) has no step in then or otherwise"
                 )
-            key = f"<decision:{self._text_order[id(element)]}>"
+            branches = [b for b in self._text_order if b in self._branch_ids]
+            key = f"<decision:{branches.index(id(element)) + 1}>"
             then = self._sequence(element.then, following)
             otherwise = self._sequence(element.otherwise, following)
             decision = _Decide(key, element, takes_reply, then, otherwise)
@@ -356,12 +357,13 @@ def _may_end_without_a_step(following: _Next) -> bool:
     return _may_end_without_a_step(following.then) or _may_end_without_a_step(following.otherwise)
 
 
-def _number(elements: Sequence[Any], order: dict[int, int]) -> None:
+def _number(elements: Sequence[Any], order: dict[int, int], branches: set[int]) -> None:
     for element in elements:
         order.setdefault(id(element), len(order))
         if isinstance(element, Branch):
-            _number(element.then, order)
-            _number(element.otherwise, order)
+            branches.add(id(element))
+            _number(element.then, order, branches)
+            _number(element.otherwise, order, branches)
 
 
 def _first_step_in(elements: Sequence[Any]) -> str | None:

@@ -49,12 +49,11 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from commandbus.models import Reply, ReplyOutcome
-from commandbus.process.declared import (
+from commandbus.process.declared import CompiledDefinition, DeclaredProcessManager
+from commandbus.process.declared_steps import (
     CommandStep,
-    CompiledDefinition,
     Condition,
     DataFn,
-    DeclaredProcessManager,
     ReplyFn,
     TimeoutFn,
     check_condition,
