@@ -3,13 +3,12 @@ kernel, engine and router run it (scenario harness, memory backend, virtual cloc
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from tests.declared_examples import Fulfilment, Order, Triage
 
-from commandbus.models import Reply
 from commandbus.process import (
     BaseProcessManager,
     ProcessHookError,
@@ -17,80 +16,10 @@ from commandbus.process import (
     StepDefinition,
     StepProcessManager,
     TimeoutAction,
-    finish,
-    save,
     step,
-    undo,
     when,
 )
 from commandbus.testing.scenario import ProcessScenario
-
-
-@dataclass
-class Order:
-    amount: int
-    express: bool = False
-    reservation: str | None = None
-    parcel: str | None = None
-    refused: str | None = None
-    released: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Order:
-        return cls(**data)
-
-
-def in_stock(state: Order, reply: Reply) -> bool:
-    return bool(reply.result.get("in_stock", True))
-
-
-def is_express(state: Order) -> bool:
-    return state.express
-
-
-def note_refusal(state: Order, reply: Reply) -> None:
-    state.refused = reply.error_code
-
-
-def note_release(state: Order, reply: Reply) -> None:
-    state.released.append(str(reply.result["released"]))
-
-
-def reserve_timeout(state: Order, attempt: int) -> TimeoutAction:
-    return TimeoutAction.RETRY if attempt < 2 else TimeoutAction.COMPENSATE
-
-
-class Fulfilment(StepProcessManager[Order, Any]):
-    process_type = "Fulfilment"
-    domain = "shop"
-    flow = (
-        step(
-            "reserve",
-            "Reserve",
-            data=lambda s: {"amount": s.amount},
-            on_reply=save(reservation="reservation"),
-            on_failure=note_refusal,
-            compensable=True,
-            compensation=undo(
-                "release",
-                "Release",
-                data=lambda s: {"reservation": s.reservation},
-                on_reply=note_release,
-            ),
-            timeout=30,
-            on_timeout=reserve_timeout,
-        ),
-        when(in_stock, otherwise=finish("out of stock")),
-        when(
-            is_express,
-            then=step("ship_express", "ShipExpress", domain="shipping", on_reply=save(parcel="id")),
-            otherwise=step("ship", "Ship", delay=3600, on_reply=save(parcel="id")),
-        ),
-        step("notify", "Notify", data={"template": "shipped"}),
-    )
 
 
 async def test_the_flow_runs_top_to_bottom() -> None:
@@ -197,23 +126,6 @@ def test_the_definition_becomes_hooks_steps_and_a_step_enum() -> None:
     assert manager.get_step_timeout(manager.parse_step("notify"), state) is None
     # Without on_timeout, a step times out as the manager's default says.
     assert manager.on_step_timeout(manager.parse_step("notify"), state, 1) is TimeoutAction.TSQ
-
-
-class Triage(StepProcessManager[Order, Any]):
-    """A branch before the first step, and one inside another."""
-
-    process_type = "Triage"
-    domain = "shop"
-    flow = (
-        when(
-            lambda s: s.amount > 100,
-            then=(
-                step("approve", "Approve"),
-                when(lambda s, r: r.result.get("approved") is True, otherwise=finish("refused")),
-            ),
-        ),
-        step("book", "Book"),
-    )
 
 
 async def test_a_branch_before_the_first_step_sees_no_reply_and_nested_branches_work() -> None:

@@ -3,79 +3,14 @@ BaseProcessManager's hooks and run by the real kernel (scenario harness)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
-
 import pytest
+from tests.declared_examples import Application, Approval, Gate
 
-from commandbus.models import Reply
 from commandbus.process import (
     ProcessHookError,
     ProcessStatus,
-    StateMachineProcessManager,
-    final,
-    save,
-    state,
-    transition,
-    undo,
 )
 from commandbus.testing.scenario import ProcessScenario
-
-
-@dataclass
-class Application:
-    applicant: str
-    urgent: bool = False
-    ticket: str | None = None
-    status: str | None = None
-    checks: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Application:
-        return cls(**data)
-
-
-def count_check(s: Application, reply: Reply) -> None:
-    s.checks += 1
-    s.status = str(reply.result["status"])
-
-
-def pending(s: Application, reply: Reply) -> bool:
-    return reply.result["status"] == "pending"
-
-
-def approved(s: Application) -> bool:
-    return s.status == "approved"
-
-
-class Approval(StateMachineProcessManager[Application, Any]):
-    """Submit an application, poll its status until decided, tell the applicant."""
-
-    process_type = "Approval"
-    domain = "office"
-    states = (
-        state(
-            "submit",
-            "Submit",
-            data=lambda s: {"applicant": s.applicant, "urgent": s.urgent},
-            on_reply=save(ticket="ticket"),
-            compensation=undo("withdraw", "Withdraw", data=lambda s: {"ticket": s.ticket}),
-        ),
-        state("check", "CheckStatus", data=lambda s: {"ticket": s.ticket}, on_reply=count_check),
-        state("notify_rejection", "NotifyRejection", data=lambda s: {"to": s.applicant}),
-        final("approved"),
-        final("rejected"),
-    )
-    transitions = (
-        transition("submit", "check"),
-        transition("check", "check", guard=pending, label="still pending"),
-        transition("check", "approved", guard=approved),
-        transition("check", "notify_rejection"),
-        transition("notify_rejection", "rejected"),
-    )
 
 
 async def test_guards_choose_the_transition_and_a_state_may_loop() -> None:
@@ -115,22 +50,6 @@ async def test_a_failure_compensates_the_completed_states() -> None:
     scenario.expect_status(ProcessStatus.FAILED, error_code="ARCHIVED")
     scenario.expect_compensations("withdraw")
     assert (await scenario.replay()).ok
-
-
-class Gate(StateMachineProcessManager[Application, Any]):
-    """An initial state that is not the first declared, and a guard-only exit."""
-
-    process_type = "Gate"
-    domain = "office"
-    states = (
-        final("done"),
-        state("ask", "Ask", on_reply=save(status="status")),
-        state("open", "Open", initial=True),
-    )
-    transitions = (
-        transition("open", "ask"),
-        transition("ask", "done", guard=approved),
-    )
 
 
 async def test_initial_marks_the_start_and_no_matching_guard_is_a_hook_error() -> None:
