@@ -67,6 +67,11 @@ def test_a_step_or_compensation_without_a_command() -> None:
         define_flow((step("pay", "pay now"),))
 
 
+def test_the_first_bad_step_from_the_top_is_named() -> None:
+    with refused("step 'first' has no command"):
+        define_flow((step("first"), when(lambda s: True, then=step("second")), step("third")))
+
+
 def test_a_compensable_step_without_a_compensation() -> None:
     with refused("step 'pay' is compensable but has no compensation"):
         define_flow((step("pay", "Pay", compensable=True),))

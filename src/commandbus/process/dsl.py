@@ -43,7 +43,7 @@ one command at a time. Processes that run branches in parallel are event-driven
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -222,7 +222,12 @@ class CompiledFlow(CompiledDefinition):
         # Keys and order follow the text, top to bottom (compiling walks it backwards).
         self._text_order: dict[int, int] = {}
         self._branch_ids: set[int] = set()
-        _number(tuple(flow), self._text_order, self._branch_ids)
+        for element in _in_text_order(tuple(flow)):
+            self._text_order.setdefault(id(element), len(self._text_order))
+            if isinstance(element, Branch):
+                self._branch_ids.add(id(element))
+            elif isinstance(element, CommandStep):
+                check_step(owner, element)  # top to bottom: the first bad step is named
         self.start = self._sequence(tuple(flow), self._end(None))
         self._forward.sort(key=lambda s: self._text_order[id(s)])
         self._decisions.sort(key=lambda d: self._text_order[id(d.branch)])
@@ -357,13 +362,12 @@ def _may_end_without_a_step(following: _Next) -> bool:
     return _may_end_without_a_step(following.then) or _may_end_without_a_step(following.otherwise)
 
 
-def _number(elements: Sequence[Any], order: dict[int, int], branches: set[int]) -> None:
+def _in_text_order(elements: Sequence[Any]) -> Iterator[Any]:
     for element in elements:
-        order.setdefault(id(element), len(order))
+        yield element
         if isinstance(element, Branch):
-            branches.add(id(element))
-            _number(element.then, order, branches)
-            _number(element.otherwise, order, branches)
+            yield from _in_text_order(element.then)
+            yield from _in_text_order(element.otherwise)
 
 
 def _first_step_in(elements: Sequence[Any]) -> str | None:
