@@ -11,6 +11,7 @@ from tests.declared_examples import Fulfilment, Order, Triage
 
 from commandbus.process import (
     BaseProcessManager,
+    ProcessDefinitionError,
     ProcessHookError,
     ProcessStatus,
     StepDefinition,
@@ -163,3 +164,31 @@ def _bus() -> Any:
     from commandbus import CommandBus
 
     return CommandBus.in_memory()
+
+
+class OddNames(StepProcessManager[Order, Any]):
+    process_type = "OddNames"
+    domain = "shop"
+    flow = (step("mro", "First"), step("pay now", "Second"), step("_missing_", "Third"))
+
+
+async def test_any_step_name_gets_a_member_of_the_generated_enum() -> None:
+    assert [m.value for m in OddNames.step_class] == ["mro", "pay now", "_missing_"]
+    scenario: ProcessScenario[Order] = ProcessScenario(OddNames)
+    await scenario.start({"amount": 1})
+    await scenario.reply_success()
+    await scenario.reply_success()
+    await scenario.reply_success()
+    scenario.expect_sent("First", "Second", "Third")
+    assert [e.step_name for e in scenario.audit_trail] == ["mro", "pay now", "_missing_"]
+    assert (await scenario.replay()).ok
+
+
+def test_the_default_initial_state_needs_a_state_class() -> None:
+    class Untyped(StepProcessManager):  # type: ignore[type-arg]
+        process_type = "Untyped"
+        domain = "shop"
+        flow = (step("only", "Only"),)
+
+    with pytest.raises(ProcessDefinitionError, match="no state_class with from_dict"):
+        Untyped(_bus()).create_initial_state({})

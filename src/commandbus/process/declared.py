@@ -14,6 +14,7 @@ and their checks are in ``commandbus.process.declared_steps``.
 
 from __future__ import annotations
 
+import re
 import typing
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
@@ -176,11 +177,11 @@ class DeclaredProcessManager(BaseProcessManager[TState, TStep]):
 
     def create_initial_state(self, initial_data: dict[str, Any]) -> TState:
         """By default ``state_class.from_dict(initial_data)``; override to check the input."""
-        from_dict = getattr(self.state_class, "from_dict", None)
+        from_dict = getattr(getattr(self, "state_class", None), "from_dict", None)
         if not callable(from_dict):
             raise ProcessDefinitionError(
-                f"{type(self).__qualname__}: state_class has no from_dict; "
-                "override create_initial_state"
+                f"{type(self).__qualname__}: no state_class with from_dict (give the state "
+                "class as the first generic argument), or override create_initial_state"
             )
         state: TState = from_dict(dict(initial_data))
         return state
@@ -240,7 +241,7 @@ def _settle_step_class(cls: type, compiled: CompiledDefinition) -> None:
         or declared in (StrEnum, Any)
         or getattr(declared, _GENERATED, False)
     ):
-        generated = StrEnum(f"{cls.__name__}Step", [(name, name) for name in names])  # type: ignore[misc]
+        generated = StrEnum(f"{cls.__name__}Step", _member_names(names))  # type: ignore[misc]
         setattr(generated, _GENERATED, True)
         cls.step_class = generated  # type: ignore[attr-defined]
         return
@@ -261,3 +262,19 @@ def _settle_step_class(cls: type, compiled: CompiledDefinition) -> None:
             f"{cls.__qualname__}: step {unused[0]!r} of {declared.__name__} is never reached: "
             "no step or compensation of the definition is named so (remove it or declare it)"
         )
+
+
+def _member_names(values: list[str]) -> list[tuple[str, str]]:
+    """Enum member names for step names (the values): upper-case identifiers, since a
+    step may be called anything (``mro`` or ``_missing_`` would break an enum)."""
+    members: list[tuple[str, str]] = []
+    taken: set[str] = set()
+    for index, value in enumerate(values):
+        name = re.sub(r"\W", "_", value).upper()
+        if not name.isidentifier() or name.startswith("_") or name in taken:
+            name = f"STEP_{index + 1}_{name.strip('_')}".rstrip("_")
+        while name in taken:
+            name += "_"
+        taken.add(name)
+        members.append((name, value))
+    return members
