@@ -234,6 +234,11 @@ def test_states_are_unique_and_start_once_with_a_command() -> None:
         define_machine(
             (state("pay", "Pay"), state("pay", "Pay"), final("done")), (transition("pay", "done"),)
         )
+    with refused("two steps are named 'done': a compensation and a final state"):
+        define_machine(
+            (state("pay", "Pay", compensation=undo("done", "Refund")), final("done")),
+            (transition("pay", "done"),),
+        )
     with refused("states 'pay' and 'ship' are both initial"):
         define_machine(
             (state("pay", "Pay", initial=True), state("ship", "Ship", initial=True), final("d")),

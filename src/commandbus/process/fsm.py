@@ -191,6 +191,11 @@ class CompiledMachine(CompiledDefinition):
             )
         self._routes = _routes(owner, declared, transitions)
         super().__init__(owner, [s.step for s in self._states if s.step is not None])
+        for name in self.steps:
+            if name in declared and declared[name].is_final:
+                raise ProcessDefinitionError(
+                    f"{owner}: two steps are named {name!r}: a compensation and a final state"
+                )
         _check_graph(owner, self._states, self.initial.name, self._routes)
 
     def first_step(self, state: Any) -> str:
