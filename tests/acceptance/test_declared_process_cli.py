@@ -1,12 +1,14 @@
-"""``commandbus process diagram`` run as a user runs it: a definition from ``--app`` (no
-database), and live StatementReport processes — run by the step DSL form on PostgreSQL —
-with their paths highlighted.
+"""Declared processes from the command line, as a user runs it: ``commandbus process
+diagram`` of a definition from ``--app`` (no database) and of live StatementReport
+processes — run by the step DSL form on PostgreSQL — with their paths highlighted; and
+``process replay --check`` of processes the hand-written form stored, by the declared ones.
 
 This module is also an ``--app``: ``MANAGERS`` (the three StatementReport forms would
 clash on one process type, so two processes of different types)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -15,6 +17,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from examples.statement_report import StatementReportProcess
 from examples.statement_report.handlers import register_statement_handlers
 from examples.statement_report.steps import StatementReportSteps
 from psycopg_pool import AsyncConnectionPool
@@ -28,8 +31,25 @@ from commandbus.process.diagram import graphviz_available
 pytestmark = pytest.mark.acceptance
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+APP = "tests.acceptance.test_declared_process_cli"
 STEPS_APP = "examples.statement_report.steps:StatementReportSteps"
 MANAGERS = [StatementReportSteps, Approval]
+
+
+def _render_in_html(step: Any) -> Any:
+    if step.name != "statement_render":
+        return step
+    return dataclasses.replace(
+        step, data=lambda s: {**step.data(s).to_dict(), "output_type": "html"}
+    )
+
+
+class RenderAlwaysHtml(StatementReportSteps):
+    """A changed definition: replay must tell that it would send other render commands."""
+
+    flow = tuple(_render_in_html(s) for s in StatementReportSteps.flow)
+
+
 REQUEST = {
     "from_date": "2025-01-01",
     "to_date": "2025-01-31",
@@ -76,7 +96,7 @@ def test_a_definition_as_mermaid_and_dot_without_a_database() -> None:
 
 
 def test_several_managers_need_a_process_type() -> None:
-    app = "tests.acceptance.test_process_diagram_cli:MANAGERS"
+    app = f"{APP}:MANAGERS"
     unclear = cli("process", "diagram", "--app", app)
     assert unclear.returncode == 2
     assert "choose one with --process-type (Approval, StatementReport)" in unclear.stderr
@@ -141,3 +161,27 @@ async def test_a_live_process_with_its_path(pg_pool: AsyncConnectionPool[Any], p
 
     unknown = cli("process", "diagram", "-d", "reporting", str(UUID(int=1)), dsn=pg_dsn)
     assert unknown.returncode == 1 and "no process 00000000-" in unknown.stderr
+
+
+async def test_replay_check_by_each_declared_form(
+    pg_pool: AsyncConnectionPool[Any], pg_dsn: str
+) -> None:
+    backend = PostgresBackend(pg_pool)
+    manager = StatementReportProcess(CommandBus(backend))
+    registry = HandlerRegistry()
+    register_statement_handlers(registry)
+    for accounts in (["A-1"], ["A-2", "A-3"]):
+        await manager.start({**REQUEST, "account_list": accounts})
+    worker = Worker(backend, "reporting", registry)
+    router = ProcessReplyRouter(backend, managers=[manager])
+    while await worker.drain() + await router.drain():
+        pass
+    await manager.start(REQUEST)  # and one still waiting
+
+    for app in (STEPS_APP, "examples.statement_report.machine:StatementReportMachine"):
+        checked = cli("process", "replay", "--check", "--app", app, dsn=pg_dsn)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        assert "Replayed 3 process(es): 3 reproduced by the current code." in checked.stdout
+    changed = cli("process", "replay", "--check", "--app", f"{APP}:RenderAlwaysHtml", dsn=pg_dsn)
+    assert changed.returncode == 1, changed.stdout + changed.stderr
+    assert changed.stdout.count("MISMATCH ") == 2  # the two that rendered
