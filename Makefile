@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install demo test test-unit check lint format typecheck bench chaos chaos-short docs clean browser-deps
+.PHONY: install demo test test-unit check lint format typecheck bench chaos chaos-short docs graphviz clean browser-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +29,11 @@ docs: install
 ## the system browser; it downloads none of its own)
 browser-deps:
 	@test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
+
+## make graphviz: Graphviz's dot program, which renders process diagrams as SVG/PNG
+## (`commandbus process diagram -o flow.svg`) and which their tests need (Debian)
+graphviz:
+	@command -v dot >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq graphviz)
 
 ## make test: the whole test suite (embedded PostgreSQL unless $DATABASE_URL is set)
 test: install

@@ -35,6 +35,21 @@ from commandbus.process import (
 Step = StatementReportStep
 
 
+def initial_state(initial_data: dict[str, Any]) -> StatementReportState:
+    """The state of a new report (shared with the DSL and state machine forms)."""
+    state = StatementReportState(
+        from_date=date.fromisoformat(initial_data["from_date"]),
+        to_date=date.fromisoformat(initial_data["to_date"]),
+        account_list=list(initial_data["account_list"]),
+        output_type=OutputType(initial_data["output_type"]),
+    )
+    if state.to_date < state.from_date:
+        raise ValueError("to_date must not be before from_date")
+    if not state.account_list:
+        raise ValueError("account_list must name at least one account")
+    return state
+
+
 class StatementReportProcess(BaseProcessManager[StatementReportState, StatementReportStep]):
     """Generates a statement report for a list of accounts and a date range."""
 
@@ -57,17 +72,7 @@ class StatementReportProcess(BaseProcessManager[StatementReportState, StatementR
         return "reporting"
 
     def create_initial_state(self, initial_data: dict[str, Any]) -> StatementReportState:
-        state = StatementReportState(
-            from_date=date.fromisoformat(initial_data["from_date"]),
-            to_date=date.fromisoformat(initial_data["to_date"]),
-            account_list=list(initial_data["account_list"]),
-            output_type=OutputType(initial_data["output_type"]),
-        )
-        if state.to_date < state.from_date:
-            raise ValueError("to_date must not be before from_date")
-        if not state.account_list:
-            raise ValueError("account_list must name at least one account")
-        return state
+        return initial_state(initial_data)
 
     def get_first_step(self, state: StatementReportState) -> StatementReportStep:
         return Step.QUERY

@@ -1,4 +1,8 @@
-"""Scenario tests of the StatementReport example: the process, step by step, no database."""
+"""Scenario tests of the StatementReport example: the process, step by step, no database.
+
+The tests that use the ``scenario`` fixture run once per form of the process: written by
+hand (``StatementReportProcess``), in the step DSL (``StatementReportSteps``) and as a
+state machine (``StatementReportMachine``); they must behave alike."""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ from examples.statement_report import (
     StatementReportState,
     StatementReportStep,
 )
+from examples.statement_report.machine import StatementReportMachine
+from examples.statement_report.steps import StatementReportSteps
 
 from commandbus.process import ProcessHookError, ProcessStatus, TimeoutAction
 from commandbus.testing.scenario import ProcessScenario, ScenarioAssertionError
@@ -24,9 +30,12 @@ REQUEST = {
 }
 
 
-@pytest.fixture
-def scenario() -> ProcessScenario[StatementReportState]:
-    return ProcessScenario(StatementReportProcess)
+@pytest.fixture(
+    params=[StatementReportProcess, StatementReportSteps, StatementReportMachine],
+    ids=["by_hand", "dsl", "fsm"],
+)
+def scenario(request: pytest.FixtureRequest) -> ProcessScenario[StatementReportState]:
+    return ProcessScenario(request.param)
 
 
 async def test_happy_path(scenario: ProcessScenario[StatementReportState]) -> None:

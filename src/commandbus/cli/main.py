@@ -30,6 +30,7 @@ from commandbus.logs import JsonLogFormatter
 #: ``(module, attribute)`` of sub-command groups registered when their module imports.
 OPTIONAL_NOUNS: tuple[tuple[str, str], ...] = (
     ("commandbus.cli.process_ops", "process_group"),
+    ("commandbus.cli.process_diagram", "process_group"),
     ("commandbus.cli.router", "router_group"),
     ("commandbus.cli.router", "run_cmd"),
     ("commandbus.cli.events", "events_group"),

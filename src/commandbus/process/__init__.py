@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from commandbus.process.base import BaseProcessManager, ProcessManager
+    from commandbus.process.declared import DeclaredProcessManager
+    from commandbus.process.declared_steps import save, undo
+    from commandbus.process.dsl import StepProcessManager, finish, step, when
     from commandbus.process.errors import (
         ProcessAlreadyExistsError,
         ProcessDefinitionError,
@@ -26,6 +29,7 @@ if TYPE_CHECKING:
         ProcessVersionConflictError,
         StateLoadError,
     )
+    from commandbus.process.fsm import StateMachineProcessManager, final, state, transition
     from commandbus.process.kernel import Decision, decide, decide_start
     from commandbus.process.models import (
         AuditEntryKind,
@@ -50,6 +54,7 @@ _SOURCES = {
     "AuditEntryKind": "commandbus.process.models",
     "BaseProcessManager": "commandbus.process.base",
     "CompensationPlan": "commandbus.process.models",
+    "DeclaredProcessManager": "commandbus.process.declared",
     "Decision": "commandbus.process.kernel",
     "ProcessAlreadyExistsError": "commandbus.process.errors",
     "ProcessDefinitionError": "commandbus.process.errors",
@@ -70,10 +75,20 @@ _SOURCES = {
     "ProcessWrites": "commandbus.process.repository",
     "RouterStats": "commandbus.process.router",
     "StateLoadError": "commandbus.process.errors",
+    "StateMachineProcessManager": "commandbus.process.fsm",
     "StepDefinition": "commandbus.process.models",
+    "StepProcessManager": "commandbus.process.dsl",
     "TimeoutAction": "commandbus.process.models",
     "decide": "commandbus.process.kernel",
     "decide_start": "commandbus.process.kernel",
+    "final": "commandbus.process.fsm",
+    "finish": "commandbus.process.dsl",
+    "save": "commandbus.process.declared_steps",
+    "state": "commandbus.process.fsm",
+    "step": "commandbus.process.dsl",
+    "transition": "commandbus.process.fsm",
+    "undo": "commandbus.process.declared_steps",
+    "when": "commandbus.process.dsl",
 }
 
 
@@ -107,6 +122,7 @@ __all__ = [
     "BaseProcessManager",
     "CompensationPlan",
     "Decision",
+    "DeclaredProcessManager",
     "PostgresProcessRepository",
     "ProcessAlreadyExistsError",
     "ProcessAuditEntry",
@@ -127,8 +143,18 @@ __all__ = [
     "ProcessWrites",
     "RouterStats",
     "StateLoadError",
+    "StateMachineProcessManager",
     "StepDefinition",
+    "StepProcessManager",
     "TimeoutAction",
     "decide",
     "decide_start",
+    "final",
+    "finish",
+    "save",
+    "state",
+    "step",
+    "transition",
+    "undo",
+    "when",
 ]
