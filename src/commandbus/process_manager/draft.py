@@ -44,7 +44,7 @@ def process_event_of(
 
 
 @dataclass(frozen=True, slots=True)
-class PlannedCommand:
+class OutgoingCommand:
     task_id: str
     command_id: UUID
     domain: str
@@ -73,7 +73,7 @@ class Draft(Generic[TState]):
     book: Book = field(init=False)
     state: TState = field(init=False)
     events: list[EncodedEvent] = field(default_factory=list)
-    commands: list[PlannedCommand] = field(default_factory=list)
+    commands: list[OutgoingCommand] = field(default_factory=list)
     timers: list[PlannedTimer] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -213,7 +213,7 @@ class Draft(Generic[TState]):
             },
         )
         self.commands.append(
-            PlannedCommand(
+            OutgoingCommand(
                 task_id, command_id, domain, command_type, data, task.max_attempts, compensates
             )
         )
