@@ -25,6 +25,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--commands", type=int, default=3_000, help="commands to send (N)")
     parser.add_argument("--processes", type=int, default=300, help="processes to start (M)")
+    parser.add_argument(
+        "--event-processes",
+        type=int,
+        default=None,
+        help="event-driven processes to start with events (default: as many as --processes)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="worker OS processes (K)")
     parser.add_argument("--routers", type=int, default=2, help="router OS processes (R)")
     parser.add_argument("--seed", type=int, default=1, help="seed of every random choice")
@@ -89,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
             recovery_timeout=args.recovery_timeout,
             json_path=args.json.resolve() if args.json else None,
             keep_logs=args.keep_logs,
+            event_processes=args.processes
+            if args.event_processes is None
+            else max(0, args.event_processes),
         )
     )
 

@@ -5,7 +5,9 @@
 
 ``worker``: a ``Worker`` for domain ``chaos`` (the transactional ``Touch`` handler) and
 one for ``reporting`` (the StatementReport step handlers), sharing one backend.
-``router``: a ``ProcessReplyRouter`` for the StatementReport processes.
+``router``: a ``ProcessReplyRouter`` for the StatementReport processes, and the
+subscription and ``ProcessEventRouter`` of the event-driven ``ChaosSteps`` processes
+(``chaos/events_workload.py``); workers also run the ``chaos_events`` domain.
 
 The agent does nothing to survive a PostgreSQL restart beyond what the library does: if
 ``Worker.run`` or ``ProcessReplyRouter.run`` returns or raises while not asked to stop,
@@ -33,6 +35,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from chaos.events_workload import EVENT_DOMAIN, ChaosSteps
 from chaos.workload import (
     COMMAND_DOMAIN,
     PROCESS_DOMAIN,
@@ -41,8 +44,10 @@ from chaos.workload import (
     statement_manager,
 )
 from commandbus import Worker
+from commandbus.events import Subscription
 from commandbus.postgres import PostgresBackend
 from commandbus.process import ProcessReplyRouter
+from commandbus.process_manager import ProcessEngine, ProcessEventRouter
 
 EXIT_UNEXPECTED = 3
 
@@ -80,13 +85,15 @@ async def run_agent(args: argparse.Namespace) -> int:
     loop.add_signal_handler(signal.SIGINT, stop.set)
 
     # Pool: one connection per transactional handler in flight, plus claims and settles.
-    size = WORKER_CONCURRENCY + 10 if args.role == "worker" else ROUTER_CONCURRENCY + 4
+    size = WORKER_CONCURRENCY + 20 if args.role == "worker" else ROUTER_CONCURRENCY + 6
     backend = await connect(args.dsn, size, time.monotonic() + 60)
     consumers: list[Worker | ProcessReplyRouter] = []
+    # Consumers of the event-driven processes (no stats of their own).
+    event_consumers: list[Subscription | ProcessEventRouter] = []
     tasks: list[asyncio.Task[None]] = []
     if args.role == "worker":
         registry = build_registry(args.seed)
-        for domain in (COMMAND_DOMAIN, PROCESS_DOMAIN):
+        for domain in (COMMAND_DOMAIN, PROCESS_DOMAIN, EVENT_DOMAIN):
             worker = Worker(
                 backend,
                 domain,
@@ -108,6 +115,15 @@ async def run_agent(args: argparse.Namespace) -> int:
         consumers.append(router)
         run = router.run(concurrency=ROUTER_CONCURRENCY, poll_interval=POLL_INTERVAL)
         tasks.append(asyncio.create_task(run, name="router"))
+        engine = ProcessEngine(backend, ChaosSteps())
+        subscription = engine.subscription(retry_delay=0.1)
+        events = ProcessEventRouter(engine, visibility_timeout=VISIBILITY_TIMEOUT)
+        event_consumers += [subscription, events]
+        runs = {
+            "subscription": subscription.run(poll_interval=POLL_INTERVAL),
+            "event-router": events.run(poll_interval=POLL_INTERVAL),
+        }
+        tasks += [asyncio.create_task(r, name=name) for name, r in runs.items()]
 
     def status(ready: bool) -> dict[str, Any]:
         stats: dict[str, int] = {}
@@ -146,7 +162,7 @@ async def run_agent(args: argparse.Namespace) -> int:
                 exit_code = EXIT_UNEXPECTED
                 break
     finally:
-        for consumer in consumers:
+        for consumer in [*consumers, *event_consumers]:
             with contextlib.suppress(Exception):
                 await consumer.stop(5)
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -8,7 +8,9 @@ the system can take it simply runs saturated, and throughput is its capacity).
 A send whose outcome is unknown (the connection died around COMMIT during a PostgreSQL
 restart) is settled as a client must: look up which ids exist, and send the others again.
 Commands of one chunk go in one transaction (``send_batch(conn=...)``), processes in one
-``start_many``, which skips caller-chosen ids that exist already. Only what is known to
+``start_many``, which skips caller-chosen ids that exist already, the start events of
+event-driven processes in one append (their ids are derived from their keys: the ones
+stored are not appended again). Only what is known to
 be committed counts as sent: those are the ids the final check looks for.
 """
 
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 
 from examples.statement_report import StatementReportProcess
 
+from chaos.events_workload import event_for
 from chaos.workload import (
     COMMAND_DOMAIN,
     PROCESS_DOMAIN,
@@ -31,6 +34,7 @@ from chaos.workload import (
     statement_manager,
 )
 from commandbus import CommandBus
+from commandbus.events import EventStore, NewEvent
 from commandbus.postgres import PostgresBackend
 
 log = logging.getLogger("chaos.load")
@@ -53,8 +57,11 @@ class Sender:
     command_ids: list[uuid.UUID]
     process_ids: list[uuid.UUID]
     send_seconds: float
+    #: Business keys of the event-driven processes: one ``OrderPlaced`` event each.
+    event_keys: list[str] = field(default_factory=list)
     sent_commands: list[uuid.UUID] = field(default_factory=list)
     sent_processes: list[uuid.UUID] = field(default_factory=list)
+    sent_events: list[str] = field(default_factory=list)
     retries: int = 0
     started_at: float = 0.0  # wall clock
     finished_at: float | None = None
@@ -75,8 +82,12 @@ class Sender:
         manager = statement_manager(self.backend)
         self.started_at = time.time()
         began = time.monotonic()
-        n_cmd, n_proc = len(self.command_ids), len(self.process_ids)
-        while len(self.sent_commands) < n_cmd or len(self.sent_processes) < n_proc:
+        n_cmd, n_proc, n_ev = len(self.command_ids), len(self.process_ids), len(self.event_keys)
+        while (
+            len(self.sent_commands) < n_cmd
+            or len(self.sent_processes) < n_proc
+            or len(self.sent_events) < n_ev
+        ):
             if time.monotonic() > deadline:
                 return
             share = min(1.0, (time.monotonic() - began) / max(self.send_seconds, TICK))
@@ -88,6 +99,10 @@ class Sender:
             pchunk = self.process_ids[len(self.sent_processes) : want_proc]
             if pchunk:
                 await self._start_processes(manager, pchunk, deadline)
+            want_ev = min(round(n_ev * share), len(self.sent_events) + MAX_PROCESS_CHUNK)
+            echunk = self.event_keys[len(self.sent_events) : want_ev]
+            if echunk:
+                await self._publish(echunk, deadline)
             if share < 1.0:
                 await asyncio.sleep(TICK)
         self.finished_at = time.time()
@@ -114,6 +129,35 @@ class Sender:
             except Exception as exc:
                 todo = await self._missing(_EXISTING_PROCESSES, PROCESS_DOMAIN, todo, exc, deadline)
         self.sent_processes.extend(ids)
+
+    async def _publish(self, keys: list[str], deadline: float) -> None:
+        """Append the start events of ``keys`` (one stream per chunk); after a failure,
+        append again only those whose ids are not stored."""
+        store = EventStore(self.backend)
+        todo = [event_for(k) for k in keys]
+        stream = f"chaos-{keys[0]}"
+        while todo:
+            try:
+                await store.append(stream, todo)
+                break
+            except Exception as exc:
+                self.retries += 1
+                log.info("append of %d failed (%s); checking what committed", len(todo), exc)
+                todo = await self._unstored(todo, exc, deadline)
+        self.sent_events.extend(keys)
+
+    async def _unstored(
+        self, events: list[NewEvent], exc: Exception, deadline: float
+    ) -> list[NewEvent]:
+        while True:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the database did not come back before the deadline") from exc
+            await asyncio.sleep(0.2)
+            try:
+                stored = await self.backend.events.stored_event_ids([e.event_id for e in events])
+            except Exception:
+                continue
+            return [e for e in events if e.event_id not in stored]
 
     async def _missing(
         self, query: str, domain: str, ids: list[uuid.UUID], exc: Exception, deadline: float

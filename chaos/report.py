@@ -25,6 +25,7 @@ from typing import Any
 
 import psycopg
 
+from chaos.events_report import EventAccounting, account_events
 from chaos.workload import (
     COMMAND_DOMAIN,
     COMMAND_QUEUE,
@@ -120,6 +121,8 @@ class Accounting:
     stuck_examples: list[str] = field(default_factory=list)
     duplicates: dict[str, int] = field(default_factory=dict)
     message_log: dict[str, int] = field(default_factory=dict)
+    #: The event-driven processes (their duplicate checks are in ``duplicates`` too).
+    events: EventAccounting = field(default_factory=EventAccounting)
 
     def cmd(self, *statuses: str) -> int:
         return sum(self.commands.get(s, 0) for s in statuses)
@@ -141,7 +144,7 @@ class Accounting:
 
     @property
     def lost(self) -> int:
-        return self.cmd("LOST") + self.proc("LOST")
+        return self.cmd("LOST") + self.proc("LOST") + self.events.lost
 
     @property
     def duplicated(self) -> int:
@@ -149,19 +152,23 @@ class Accounting:
 
     @property
     def stuck(self) -> int:
-        return self.commands_stuck + self.processes_stuck
+        return self.commands_stuck + self.processes_stuck + self.events.stuck + self.events.parked
 
     @property
     def in_flight(self) -> int:
-        return self.commands_in_flight + self.processes_in_flight
+        return self.commands_in_flight + self.processes_in_flight + self.events.in_flight
 
     @property
     def in_tsq(self) -> int:
-        return self.cmd("IN_TROUBLESHOOTING_QUEUE") + self.proc("WAITING_FOR_TSQ")
+        return (
+            self.cmd("IN_TROUBLESHOOTING_QUEUE")
+            + self.proc("WAITING_FOR_TSQ")
+            + self.events.count("WAITING_FOR_TSQ")
+        )
 
     @property
     def completed(self) -> int:
-        return self.cmd("COMPLETED") + self.proc("COMPLETED")
+        return self.cmd("COMPLETED") + self.proc("COMPLETED") + self.events.count("COMPLETED")
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -177,6 +184,9 @@ class Accounting:
             "in_tsq": self.in_tsq,
             "completed": self.completed,
             "process_message_log": self.message_log,
+            "event_processes_sent": self.events.sent,
+            "event_processes_by_status": self.events.statuses,
+            "event_processes_parked": self.events.parked,
             "stuck_examples": self.stuck_examples,
         }
 
@@ -187,10 +197,17 @@ async def _rows(conn: psycopg.AsyncConnection[Any], query: str, params: Any) -> 
 
 
 async def account(
-    dsn: str, command_ids: list[uuid.UUID], process_ids: list[uuid.UUID]
+    dsn: str,
+    command_ids: list[uuid.UUID],
+    process_ids: list[uuid.UUID],
+    event_keys: list[str] | None = None,
 ) -> Accounting:
     result = Accounting(commands_sent=len(command_ids), processes_sent=len(process_ids))
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        if event_keys:
+            result.events = await account_events(conn, event_keys)
+            result.duplicates.update(result.events.duplicates)
+            result.stuck_examples.extend(result.events.examples)
         params: dict[str, Any] = {"ids": command_ids, "domain": COMMAND_DOMAIN}
         params["queue"] = COMMAND_QUEUE
         for status, n, queued in await _rows(conn, _COMMANDS_SQL, params):

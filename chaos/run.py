@@ -38,6 +38,7 @@ import psycopg
 from rich.console import Console
 
 from chaos.agents import AgentSet
+from chaos.events_workload import event_keys
 from chaos.faults import FaultInjector, plan_faults
 from chaos.load import Sender
 from chaos.metrics import Sampler
@@ -51,6 +52,8 @@ _SETTLED_SQL = """
 SELECT (SELECT count(*) FROM commandbus.command WHERE domain = 'chaos'
           AND status IN ('COMPLETED', 'FAILED', 'CANCELED', 'IN_TROUBLESHOOTING_QUEUE')),
        (SELECT count(*) FROM commandbus.process WHERE domain = 'reporting'
+          AND status IN ('COMPLETED', 'COMPENSATED', 'FAILED', 'CANCELED', 'WAITING_FOR_TSQ')),
+       (SELECT count(*) FROM commandbus.process WHERE domain = 'chaos_events'
           AND status IN ('COMPLETED', 'COMPENSATED', 'FAILED', 'CANCELED', 'WAITING_FOR_TSQ'))
 """
 
@@ -69,6 +72,7 @@ class Options:
     recovery_timeout: float
     json_path: Path | None
     keep_logs: bool
+    event_processes: int = 0
 
 
 def main(opts: Options) -> int:
@@ -111,14 +115,14 @@ def main(opts: Options) -> int:
             console.print(f"agent logs kept in {run_dir}")
 
 
-async def _settled(backend: PostgresBackend) -> tuple[int, int] | None:
+async def _settled(backend: PostgresBackend) -> tuple[int, int, int] | None:
     try:
         async with backend.pool.connection() as conn:
             cur = await conn.execute(_SETTLED_SQL)
             row = await cur.fetchone()
     except Exception:
         return None  # the server is restarting; ask again later
-    return (int(row[0]), int(row[1])) if row else None
+    return (int(row[0]), int(row[1]), int(row[2])) if row else None
 
 
 def _error_lines(path: Path) -> int:
@@ -163,10 +167,12 @@ async def _drive(
         command_ids(opts.seed, opts.commands),
         process_ids(opts.seed, opts.processes),
         opts.send_seconds,
+        event_keys(opts.seed, opts.event_processes),
     )
     console.print(
-        f"sending {opts.commands:,} commands and starting {opts.processes:,} processes over "
-        f"{opts.send_seconds:.0f}s; faults: " + ", ".join(f.label for f in faults)
+        f"sending {opts.commands:,} commands, starting {opts.processes:,} processes and "
+        f"{opts.event_processes:,} event-driven ones over {opts.send_seconds:.0f}s; faults: "
+        + ", ".join(f.label for f in faults)
     )
     stop = asyncio.Event()
 
@@ -175,7 +181,8 @@ async def _drive(
         return sender.finished and not any(sampler.backlog.values())
 
     def work_left() -> float:
-        """Work items not done yet: each command is one, each process three steps."""
+        """Work items not done yet: each command is one, each process three steps (the
+        event-driven processes are not sampled: faults are paced by the others)."""
         done = sampler.last.units if sampler.last else 0
         return opts.commands + PROCESS_STEPS * opts.processes - done
 
@@ -203,8 +210,14 @@ async def _drive(
             if sender.finished and injector.done.is_set() and now >= next_check:
                 next_check = now + 1.0
                 settled = await _settled(backend)
-                wanted = (len(sender.sent_commands), len(sender.sent_processes))
-                if settled is not None and settled[0] >= wanted[0] and settled[1] >= wanted[1]:
+                wanted = (
+                    len(sender.sent_commands),
+                    len(sender.sent_processes),
+                    len(sender.sent_events),
+                )
+                if settled is not None and all(
+                    s >= w for s, w in zip(settled, wanted, strict=True)
+                ):
                     # One more sample, taken after everything settled, so that the last
                     # sample holds the final counts.
                     sampler.sampled.clear()
@@ -224,7 +237,7 @@ async def _drive(
     # A graceful stop: deliveries in flight settle before the counting.
     await asyncio.to_thread(agents.stop_all)
     injector.finalize()
-    acc = await account(dsn, sender.sent_commands, sender.sent_processes)
+    acc = await account(dsn, sender.sent_commands, sender.sent_processes, sender.sent_events)
     samples = sampler.samples
     last = samples[-1]
     start_t = sender.started_at + sampler.offset

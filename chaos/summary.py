@@ -70,27 +70,32 @@ def print_summary(
     table.add_column("")
     table.add_column("commands", justify="right")
     table.add_column("processes", justify="right")
+    table.add_column("event processes", justify="right")
     table.add_column("total", justify="right")
-    rows: list[tuple[str, int, int]] = [
-        ("sent (committed)", acc.commands_sent, acc.processes_sent),
-        ("completed", acc.cmd("COMPLETED"), acc.proc("COMPLETED")),
+    ev = acc.events
+    rows: list[tuple[str, int, int, int]] = [
+        ("sent (committed)", acc.commands_sent, acc.processes_sent, ev.sent),
+        ("completed", acc.cmd("COMPLETED"), acc.proc("COMPLETED"), ev.count("COMPLETED")),
         ("failed / canceled / compensated", acc.cmd("FAILED", "CANCELED"),
-         acc.proc("FAILED", "CANCELED", "COMPENSATED")),
-        ("in TSQ", acc.cmd("IN_TROUBLESHOOTING_QUEUE"), acc.proc("WAITING_FOR_TSQ")),
-        ("still in flight", acc.commands_in_flight, acc.processes_in_flight),
-        ("stuck", acc.commands_stuck, acc.processes_stuck),
-        ("lost", acc.cmd("LOST"), acc.proc("LOST")),
+         acc.proc("FAILED", "CANCELED", "COMPENSATED"),
+         ev.count("FAILED", "CANCELED", "COMPENSATED")),
+        ("in TSQ", acc.cmd("IN_TROUBLESHOOTING_QUEUE"), acc.proc("WAITING_FOR_TSQ"),
+         ev.count("WAITING_FOR_TSQ")),
+        ("still in flight", acc.commands_in_flight, acc.processes_in_flight, ev.in_flight),
+        ("stuck", acc.commands_stuck, acc.processes_stuck, ev.stuck + ev.parked),
+        ("lost", acc.cmd("LOST"), acc.proc("LOST"), ev.lost),
     ]  # fmt: skip
-    for label, c, p in rows:
-        style = "red" if label in ("stuck", "lost") and c + p else None
-        table.add_row(label, f"{c:,}", f"{p:,}", f"{c + p:,}", style=style)
-    table.add_row("duplicated / inconsistent", "", "", f"{acc.duplicated:,}",
+    for label, c, p, e in rows:
+        style = "red" if label in ("stuck", "lost") and c + p + e else None
+        table.add_row(label, f"{c:,}", f"{p:,}", f"{e:,}", f"{c + p + e:,}", style=style)
+    table.add_row("duplicated / inconsistent", "", "", "", f"{acc.duplicated:,}",
                   style="red" if acc.duplicated else None)  # fmt: skip
     if figures.unsent_commands or figures.unsent_processes:
         table.add_row(
             "not sent (deadline)",
             f"{figures.unsent_commands:,}",
             f"{figures.unsent_processes:,}",
+            "",
             "",
         )
     console.print(table)

@@ -31,6 +31,7 @@ from examples.statement_report.handlers import (
     register_statement_handlers,
 )
 
+from chaos.events_workload import register_event_handlers
 from commandbus import CommandBus, HandlerRegistry, RetryPolicy, TransientCommandError
 from commandbus.handler import HandlerContext
 from commandbus.models import Command, SendRequest
@@ -123,6 +124,7 @@ def build_registry(seed: int) -> HandlerRegistry:
         return {"touched": command.data.get("n")}
 
     registry.register(COMMAND_DOMAIN, COMMAND_TYPE, touch, transactional=True)
+    register_event_handlers(registry, seed, TRANSIENT_RATE)
     rates = FailureRates(transient=TRANSIENT_RATE)
     register_statement_handlers(
         registry, ServiceConfig(rates={t: rates for t in STEP_COMMANDS}, seed=seed + 1)
