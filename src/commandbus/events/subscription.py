@@ -20,9 +20,14 @@ running; after the last attempt it is **parked** with its error — kept, listed
 ``EventStore.parked_events`` and ``commandbus subscription list`` — and the subscription
 goes on with the next event. One bad event never stops a subscription.
 
-Events arrive in commit order, and an event is delivered only once every transaction
-that started before it has ended (see ``commandbus.postgres.events``): none is skipped
-when transactions commit out of order.
+``batch_handler=`` instead of a handler receives each batch whole (the event-driven
+process engine applies a batch in a few statements that way); when it raises, the
+batch's events are taken one by one until the failing one is found and treated as above.
+
+Events arrive in commit order, and an event is delivered only once every writing
+transaction older than it has ended (see ``commandbus.postgres.events``): none is skipped
+when transactions commit out of order. ``drain()`` waits (up to ``wait`` seconds) for
+events committed but held back that way.
 """
 
 from __future__ import annotations
