@@ -14,6 +14,7 @@
 from commandbus.process.replay import ReplayMismatch, ReplayResult, check_replay, replay_process
 from commandbus.testing.clock import VirtualClock
 from commandbus.testing.event_scenario import EventProcessScenario, PlannedCommand
+from commandbus.testing.event_simulation import EventSimulation, EventSimulationReport
 from commandbus.testing.scenario import ProcessScenario, ScenarioAssertionError, SentCommand
 from commandbus.testing.simulation import (
     FailureRates,
@@ -25,6 +26,8 @@ from commandbus.testing.simulation import (
 
 __all__ = [
     "EventProcessScenario",
+    "EventSimulation",
+    "EventSimulationReport",
     "FailureRates",
     "OperatorPolicy",
     "PlannedCommand",
