@@ -54,3 +54,14 @@ async def test_expectations_fail_with_the_story() -> None:
         await scenario.reply_success()
     with pytest.raises(ScenarioAssertionError, match="expected status COMPLETED"):
         scenario.expect_status(ProcessStatus.COMPLETED)
+
+
+async def test_events_of_the_processes_own_streams_are_never_inputs() -> None:
+    scenario = EventProcessScenario(PullRequestPreviews)
+    await scenario.publish("PullRequestOpened", OPENED)
+    version = scenario.instance.version
+    changed = await scenario.publish(
+        "PullRequestUpdated", {"pr": OPENED["pr"], "commit": "b2"}, stream="pr_previews-x"
+    )
+    assert changed == [] and scenario.instance.version == version
+    scenario.expect_no_command()

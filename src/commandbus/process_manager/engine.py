@@ -115,7 +115,9 @@ class ProcessEngine(Generic[TState]):
         """
         items = []
         for event in events:
-            if event.event_type not in self.event_types:
+            # The processes' own streams are their history, never an input (a manager
+            # subscribed to every stream would otherwise be fed its own records).
+            if event.event_type not in self.event_types or event.category == self.process_type:
                 continue
             starts = event.event_type in self._starts
             for key in self.manager.locator.keys(event):
