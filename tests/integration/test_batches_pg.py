@@ -198,3 +198,66 @@ async def test_counters_stay_exact_under_concurrent_workers_and_operators(
         assert received.notice.completed == expected["completed"]
         assert await bus.ack_reply(NOTICES, received.msg_id)
     assert await bus.read_batch_notices(NOTICES, limit=100) == []
+
+
+async def test_a_process_batch_counts_processes_run_by_routers_and_workers(
+    backends: list[PostgresBackend],
+) -> None:
+    from examples.statement_report import StatementReportProcess
+    from examples.statement_report.handlers import (
+        FailureRates,
+        ServiceConfig,
+        register_statement_handlers,
+    )
+
+    from commandbus.batches import ProcessBatch
+    from commandbus.process import ProcessReplyRouter
+
+    main, *others = backends
+    bus = CommandBus(main, retry_policy=RetryPolicy(max_attempts=2, backoff_schedule=[0]))
+    manager = StatementReportProcess(bus)
+    registry = HandlerRegistry()
+    # No transient failures: a command parked in the TSQ would wait for an operator.
+    rates = {"StatementDataAggregation": FailureRates(business=0.25)}
+    register_statement_handlers(registry, ServiceConfig(rates=rates, seed=3))
+    workers = [Worker(b, "reporting", registry, retry_policy=bus.retry_policy) for b in others]
+    routers = [ProcessReplyRouter(b, managers=[manager], batch_size=10) for b in others[:2]]
+    tasks = [asyncio.create_task(w.run(concurrency=8, poll_interval=0.02)) for w in workers]
+    tasks += [asyncio.create_task(r.run(concurrency=2, poll_interval=0.02)) for r in routers]
+    batch = ProcessBatch(name="quarter", reply_to="reporting__batches")
+    data = {
+        "from_date": "2024-01-01",
+        "to_date": "2024-03-31",
+        "account_list": ["ACC-001"],
+        "output_type": "html",
+    }
+    try:
+        pids = await manager.start_many([dict(data) for _ in range(40)], batch=batch)
+        async with asyncio.timeout(90):
+            while True:
+                found = await bus.get_batch("reporting", batch.batch_id)
+                if found is not None and found.status.is_finished:
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        for w in workers:
+            await w.stop(5)
+        for r in routers:
+            await r.stop(5)
+        await asyncio.gather(*tasks)
+
+    statuses = Counter()
+    for pid in pids:
+        process = await manager.get(pid)
+        assert process is not None and process.batch_id == batch.batch_id
+        statuses[process.status.value] += 1
+    assert found.total == 40
+    assert (found.completed, found.failed, found.canceled) == (
+        statuses["COMPLETED"],
+        statuses["FAILED"] + statuses["COMPENSATED"],
+        statuses["CANCELED"],
+    )
+    assert found.completed > 0 and found.failed > 0  # both outcomes happened
+    assert found.status is BatchStatus.COMPLETED_WITH_FAILURES
+    [notice] = await bus.read_batch_notices("reporting__batches")
+    assert (notice.notice.batch_id, notice.notice.total) == (batch.batch_id, 40)

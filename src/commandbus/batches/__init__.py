@@ -17,6 +17,7 @@ from commandbus.batches.models import (
     BatchStatus,
     CreateBatchResult,
     NewBatch,
+    ProcessBatch,
     ReceivedBatchNotice,
 )
 
@@ -29,5 +30,6 @@ __all__ = [
     "BatchStatus",
     "CreateBatchResult",
     "NewBatch",
+    "ProcessBatch",
     "ReceivedBatchNotice",
 ]

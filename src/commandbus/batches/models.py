@@ -6,11 +6,11 @@ Plain data, no I/O. The counting rules themselves are in ``commandbus.batches.co
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from commandbus.models import JsonObject, SendResult
 
@@ -23,6 +23,7 @@ __all__ = [
     "BatchStatus",
     "CreateBatchResult",
     "NewBatch",
+    "ProcessBatch",
     "ReceivedBatchNotice",
 ]
 
@@ -61,6 +62,19 @@ class BatchCommand:
     reply_to: str | None = None
     max_attempts: int | None = None
     delay: float | None = None
+
+
+@dataclass(frozen=True)
+class ProcessBatch:
+    """Start processes as one batch: ``manager.start_many(items, batch=ProcessBatch(...))``.
+    Its counters count the processes' outcomes as a command batch counts commands'
+    (COMPLETED; FAILED or COMPENSATED: failed; CANCELED; waiting for an operator: in the
+    troubleshooting queue). ``batch_id`` is drawn here unless given, so the caller knows
+    it before the start."""
+
+    name: str | None = None
+    reply_to: str | None = None
+    batch_id: UUID | str = field(default_factory=uuid4)
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,17 @@ validated (``commandbus.batches.requests``); the store only stores.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 from uuid import UUID
 
 from commandbus.batches.models import BatchKind, BatchMetadata, BatchQuery, NewBatch
 from commandbus.ports import Backend, Conn
 
-__all__ = ["BatchBackend", "BatchStore"]
+__all__ = ["BatchBackend", "BatchStore", "MemberChange"]
+
+#: A member of batch ``(domain, batch_id)`` went from one status to another (None: none).
+MemberChange = tuple[str, UUID, str | None, str | None]
 
 
 class BatchStore(Protocol):
@@ -42,6 +46,12 @@ class BatchStore(Protocol):
         """Close the batch to new members. If every member has ended it finishes now, in
         this transaction, with its completion notice. Closing a closed batch changes
         nothing. Returns the batch after the change, None when there is no such batch."""
+        ...
+
+    async def count_changes(self, changes: Sequence[MemberChange], *, conn: Conn) -> int:
+        """Count status changes of members made outside the stores' own statements —
+        a new member's first status (from None) — exactly as those statements count
+        theirs. Returns how many batches this finished."""
         ...
 
     async def get(

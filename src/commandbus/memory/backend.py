@@ -99,7 +99,7 @@ class InMemoryBackend:
         self.memory_commands = InMemoryCommandStore(self, self.memory_queue, self.memory_batches)
         self.queue: MessageQueue = self.memory_queue
         self.commands: CommandStore = self.memory_commands
-        self.processes: ProcessRepository = InMemoryProcessRepository(self)
+        self.processes: ProcessRepository = InMemoryProcessRepository(self, self.memory_batches)
         self.memory_events = InMemoryEventStorage(self)
         self.events: EventStorage = self.memory_events
         self.subscriptions: SubscriptionStorage = InMemorySubscriptionStorage(

@@ -24,6 +24,7 @@ from commandbus.batches.models import (
     BatchStatus,
     NewBatch,
 )
+from commandbus.batches.ports import MemberChange
 from commandbus.errors import DuplicateBatchError
 from commandbus.memory.command_tables import encode
 from commandbus.memory.queue import InMemoryMessageQueue
@@ -34,7 +35,7 @@ from commandbus.ports import Conn
 __all__ = ["BatchChange", "BatchRow", "BatchTables", "InMemoryBatchStore"]
 
 #: A member of batch ``(domain, batch_id)`` that went from one status to another.
-BatchChange = tuple[str, UUID, str | None, str | None]
+BatchChange = MemberChange
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +216,10 @@ class InMemoryBatchStore:
         async with self._backend.transaction(conn) as tx:
             row = await self._tables.close(tx, domain, batch_id)
             return row.metadata() if row is not None else None
+
+    async def count_changes(self, changes: Sequence[BatchChange], *, conn: Conn) -> int:
+        async with self._backend.transaction(conn) as tx:
+            return await self._tables.count_changes(tx, changes)
 
     async def get(
         self, domain: str, batch_id: UUID, *, conn: Conn | None = None

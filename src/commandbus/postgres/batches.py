@@ -6,6 +6,7 @@ them (``count_batch_changes``, ``sql/009_batches.sql``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
@@ -20,6 +21,7 @@ from commandbus.batches.models import (
     BatchStatus,
     NewBatch,
 )
+from commandbus.batches.ports import MemberChange
 from commandbus.errors import DuplicateBatchError, StorageError
 from commandbus.postgres.connections import statement_conn, transaction_conn
 from commandbus.postgres.queries import Queries
@@ -98,6 +100,21 @@ class PostgresBatchStore:
             if cur.rowcount == 1:
                 await c.execute(Q.recount_batch, params)
             return await self.get(domain, batch_id, conn=c)
+
+    async def count_changes(self, changes: Sequence[MemberChange], *, conn: Any) -> int:
+        if not changes:
+            return 0
+        params = {
+            "domains": [c[0] for c in changes],
+            "batch_ids": [c[1] for c in changes],
+            "from_statuses": [c[2] for c in changes],
+            "to_statuses": [c[3] for c in changes],
+        }
+        async with statement_conn(self._pool, conn) as c:
+            cur = await c.execute(Q.count_batch_changes, params)
+            row = await cur.fetchone()
+        finished: int = row[0] if row is not None else 0
+        return finished
 
     async def get(
         self, domain: str, batch_id: UUID, *, conn: Any | None = None

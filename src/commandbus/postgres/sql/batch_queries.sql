@@ -33,6 +33,15 @@ SELECT commandbus.count_batch_changes(
 ) AS batches_finished;
 
 
+-- name: count_batch_changes
+-- Status changes of members made outside the statements that count their own (a new
+-- member's first status, from NULL).
+SELECT commandbus.count_batch_changes(
+    %(domains)b::text[], %(batch_ids)b::uuid[], %(from_statuses)b::text[],
+    %(to_statuses)b::text[]
+) AS batches_finished;
+
+
 -- name: get_batch
 SELECT * FROM commandbus.batch WHERE batch_id = %(batch_id)s AND domain = %(domain)s;
 

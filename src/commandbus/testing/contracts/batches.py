@@ -28,6 +28,8 @@ from commandbus.models import (
 )
 from commandbus.ops import decisions
 from commandbus.ports import Backend
+from commandbus.process.models import ProcessStatus
+from commandbus.process.repository import ProcessWrites
 from commandbus.testing.contracts._base import (
     DOMAIN,
     OTHER_DOMAIN,
@@ -36,6 +38,7 @@ from commandbus.testing.contracts._base import (
     _Rollback,
     request,
 )
+from commandbus.testing.process_contracts._base import make_process
 
 NOTICES = "payments__batches"
 
@@ -424,3 +427,64 @@ class BatchContract(ContractBase):
         await store.close(DOMAIN, batch_id)
         assert await self.counts(backend, batch_id) == (BatchStatus.IN_PROGRESS, 2, 1, 0, 0, 0)
         assert await self.notices(backend) == []
+
+    # -- batches of processes --------------------------------------------------------
+
+    async def test_processes_of_a_batch_move_when_their_rows_are_updated(
+        self, backend: Backend
+    ) -> None:
+        store = _batches(backend).batches
+        repo = backend.processes
+        batch_id = uuid4()
+        batch = NewBatch(DOMAIN, batch_id, BatchKind.PROCESSES, "onboarding", NOTICES, True, 0)
+        members = [replace(make_process(domain=DOMAIN), batch_id=batch_id) for _ in range(3)]
+        async with backend.transaction() as conn:
+            await store.create(batch, conn=conn)
+            assert len(await repo.insert_new(members, conn=conn)) == 3
+            assert await store.add_members(DOMAIN, batch_id, BatchKind.PROCESSES, 3, conn=conn)
+            first = [(DOMAIN, batch_id, None, p.status.value) for p in members]
+            assert await store.count_changes(first, conn=conn) == 0
+            await store.close(DOMAIN, batch_id, conn=conn)
+        assert await self.counts(backend, batch_id) == (BatchStatus.IN_PROGRESS, 3, 0, 0, 0, 0)
+        stored = await repo.get_by_id(DOMAIN, members[0].process_id)
+        assert stored is not None and stored.batch_id == batch_id
+
+        async def move(process: Any, status: ProcessStatus) -> None:
+            async with backend.transaction() as conn:
+                [snap] = await repo.lock([DOMAIN], [process.process_id], conn=conn)
+                await repo.apply(
+                    ProcessWrites(updates=[snap.process.copy(status=status)]), conn=conn
+                )
+
+        a, b, c = members
+        await move(a, ProcessStatus.WAITING_FOR_TSQ)
+        await move(b, ProcessStatus.WAITING_FOR_OPERATOR)
+        assert await self.counts(backend, batch_id) == (BatchStatus.IN_PROGRESS, 3, 0, 0, 0, 2)
+        await move(a, ProcessStatus.WAITING_FOR_REPLY)  # an operator retried its step
+        await move(a, ProcessStatus.COMPLETED)
+        await move(b, ProcessStatus.COMPENSATED)
+        assert await self.counts(backend, batch_id) == (BatchStatus.IN_PROGRESS, 3, 1, 1, 0, 0)
+        await move(c, ProcessStatus.CANCELED)
+        assert await self.counts(backend, batch_id) == (
+            BatchStatus.COMPLETED_WITH_FAILURES,
+            3,
+            1,
+            1,
+            1,
+            0,
+        )
+        [notice] = await self.notices(backend)
+        assert (notice.kind, notice.name, notice.total) == (BatchKind.PROCESSES, "onboarding", 3)
+        # An update of a finished process that changes nothing else counts nothing.
+        await move(c, ProcessStatus.CANCELED)
+        assert (await self.batch(backend, batch_id)).canceled == 1
+
+    async def test_a_process_without_a_batch_counts_nowhere(self, backend: Backend) -> None:
+        batch_id, _ = await self.new_batch(backend, 1)
+        process = make_process(domain=DOMAIN)
+        await backend.processes.save(process)
+        async with backend.transaction() as conn:
+            [snap] = await backend.processes.lock([DOMAIN], [process.process_id], conn=conn)
+            done = snap.process.copy(status=ProcessStatus.COMPLETED)
+            await backend.processes.apply(ProcessWrites(updates=[done]), conn=conn)
+        assert await self.counts(backend, batch_id) == (BatchStatus.PENDING, 1, 0, 0, 0, 0)
