@@ -22,6 +22,7 @@ from commandbus.batches.models import (
 )
 from commandbus.batches.ports import BatchBackend, BatchStore
 from commandbus.batches.requests import (
+    batch_commands,
     batch_requests,
     member_counts,
     new_batch,
@@ -279,10 +280,11 @@ class CommandBus:
         With ``keep_open`` the batch takes more commands (``send(..., batch_id=...)``) and
         cannot finish until ``close_batch``. Raises ``ValidationError`` (bad input),
         ``DuplicateBatchError`` or ``DuplicateCommandError``; then nothing is written."""
+        members = batch_commands(commands)
         batch = new_batch(
-            domain, batch_id, BatchKind.COMMANDS, name, reply_to, keep_open, len(commands)
+            domain, batch_id, BatchKind.COMMANDS, name, reply_to, keep_open, len(members)
         )
-        checked = [self._checked(r) for r in batch_requests(batch, commands)]
+        checked = [self._checked(r) for r in batch_requests(batch, members)]
         store = self._batch_store()
         async with self._backend.transaction(conn) as tx:
             await store.create(batch, conn=tx)

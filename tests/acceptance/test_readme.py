@@ -34,6 +34,10 @@ EXPECTED = {
         "Refund NO_ACCOUNT {'amount': 5}",
         "COMPLETED\nCANCELED\nCOMPLETED",
     ],
+    "batches.py": [
+        "COMPLETED_WITH_FAILURES 3 2 1",
+        "notice: march COMPLETED_WITH_FAILURES",
+    ],
     "orders.py": [
         "COMPLETED OrderState(order_id='42', amount=990, reservation='R-42', payment='P-1')",
         "charge_card ChargeCard SUCCESS",

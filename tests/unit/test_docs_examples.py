@@ -14,7 +14,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Each document with its least number of runnable examples (so none silently vanish).
-DOCS = {"testing.md": 6, "process-manager.md": 2, "events.md": 4, "observability.md": 1}
+DOCS = {
+    "testing.md": 6,
+    "process-manager.md": 2,
+    "events.md": 4,
+    "observability.md": 1,
+    "batches.md": 2,
+}
 BLOCK = re.compile(
     r"^```python\n(?P<code>.*?)^```\n"
     r"(?:\nprints\n\n```text\n(?P<block>.*?)^```|\nprints `(?P<inline>[^`]*)`)?",

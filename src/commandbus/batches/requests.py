@@ -28,6 +28,7 @@ from commandbus.validation import (
 __all__ = [
     "MAX_BATCH_MEMBERS",
     "MAX_BATCH_NAME_CHARS",
+    "batch_commands",
     "batch_requests",
     "member_counts",
     "new_batch",
@@ -71,19 +72,26 @@ def new_batch(
     )
 
 
-def batch_requests(batch: NewBatch, commands: object) -> list[SendRequest]:
-    """The send requests of a batch's commands: in the batch's domain, joining it. Each
-    is validated afterwards like any send (``CommandBus.send_batch``)."""
+def batch_commands(commands: object) -> list[BatchCommand]:
+    """``commands`` as a list, if it is a sequence of ``BatchCommand``."""
     if not isinstance(commands, Sequence) or isinstance(commands, str | bytes):
         raise ValidationError(
             f"commands must be a list of BatchCommand, got {type(commands).__name__}"
         )
-    requests: list[SendRequest] = []
     for index, command in enumerate(commands):
         if not isinstance(command, BatchCommand):
             raise ValidationError(
                 f"commands[{index}] must be a BatchCommand, got {type(command).__name__}"
             )
+    return list(commands)
+
+
+def batch_requests(batch: NewBatch, commands: Sequence[BatchCommand]) -> list[SendRequest]:
+    """The send requests of a batch's commands (``batch_commands``): in the batch's
+    domain, joining it. Each is validated afterwards like any send
+    (``CommandBus.send_batch``)."""
+    requests: list[SendRequest] = []
+    for command in commands:
         requests.append(
             SendRequest(
                 domain=batch.domain,
