@@ -30,6 +30,10 @@ EXPECTED = {
         "sent with the order: PENDING",
         "rolled back with the order: None",
     ],
+    "sync_send.py": [
+        "committed: PENDING",
+        "rolled back: None",
+    ],
     "troubleshooting.py": [
         "Refund NO_ACCOUNT {'amount': 5}",
         "COMPLETED\nCANCELED\nCOMPLETED",
