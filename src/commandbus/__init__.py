@@ -3,12 +3,21 @@
 # The composition root first: it registers the PostgreSQL and memory adapters, so that the
 # core can take a pool (``CommandBus(pool)``) without importing an adapter itself.
 import commandbus.wiring  # noqa: F401  (isort: keep first)
+from commandbus.batches import (
+    BatchCommand,
+    BatchMetadata,
+    BatchNotice,
+    BatchStatus,
+    CreateBatchResult,
+)
 from commandbus.bus import CommandBus
 from commandbus.errors import (
+    BatchNotFoundError,
     BusinessRuleException,
     CommandBusError,
     CommandNotFoundError,
     DatabaseUnavailableError,
+    DuplicateBatchError,
     DuplicateCommandError,
     HandlerAlreadyRegisteredError,
     HandlerNotFoundError,
@@ -60,6 +69,11 @@ __all__ = [
     "AuditEventType",
     "Backend",
     "BaseProcessManager",
+    "BatchCommand",
+    "BatchMetadata",
+    "BatchNotFoundError",
+    "BatchNotice",
+    "BatchStatus",
     "BusinessRuleException",
     "Clock",
     "Command",
@@ -68,7 +82,9 @@ __all__ = [
     "CommandMetadata",
     "CommandNotFoundError",
     "CommandStatus",
+    "CreateBatchResult",
     "DatabaseUnavailableError",
+    "DuplicateBatchError",
     "DuplicateCommandError",
     "HandlerAlreadyRegisteredError",
     "HandlerContext",

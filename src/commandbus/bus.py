@@ -5,11 +5,30 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
 from commandbus.backends import BackendSource, backend_from, in_memory_backend
-from commandbus.errors import ValidationError
+from commandbus.batches.models import (
+    BatchCommand,
+    BatchKind,
+    BatchMetadata,
+    BatchNotice,
+    BatchQuery,
+    BatchStatus,
+    CreateBatchResult,
+    ReceivedBatchNotice,
+)
+from commandbus.batches.ports import BatchBackend, BatchStore
+from commandbus.batches.requests import (
+    batch_commands,
+    batch_requests,
+    member_counts,
+    new_batch,
+    not_added_error,
+)
+from commandbus.errors import BatchNotFoundError, ValidationError
 from commandbus.logs import state_change
 from commandbus.models import (
     AuditEvent,
@@ -42,6 +61,8 @@ from commandbus.validation import (
 )
 
 logger = logging.getLogger(__name__)
+
+E = TypeVar("E", bound=StrEnum)
 
 
 class CommandBus:
@@ -91,9 +112,12 @@ class CommandBus:
         max_attempts: int | None = None,
         delay: float | None = None,
         conn: Conn | None = None,
+        batch_id: UUID | str | None = None,
     ) -> SendResult:
         """Send one command; the result carries its ``command_id``. With ``conn`` the send
         joins that open transaction: it commits or rolls back with the caller's own writes.
+        With ``batch_id`` the command joins that open batch of its domain (see
+        ``create_batch``).
 
         ``command_id`` is the idempotency key: pass your own (a retry of the same send then
         raises ``DuplicateCommandError`` instead of sending twice), or leave it out and one
@@ -112,6 +136,7 @@ class CommandBus:
             reply_to=reply_to,
             max_attempts=max_attempts,
             delay=delay,
+            batch_id=batch_id,  # type: ignore[arg-type]
         )
         results = await self.send_batch([request], conn=conn)
         return results[0]
@@ -122,10 +147,29 @@ class CommandBus:
         """Send many commands, atomically: every request is validated first, then all of
         them are written in one transaction (the caller's, with ``conn``), so a call that
         raises — a ``ValidationError``, a ``DuplicateCommandError``, a lost connection —
-        has written nothing. Results are in request order."""
+        has written nothing. Results are in request order. A request with a ``batch_id``
+        joins that open batch (``BatchNotFoundError``, or ``InvalidOperationError`` for a
+        closed one, and nothing is sent)."""
         checked = [self._checked(r) for r in requests]
         if not checked:
             return []
+        if any(r.batch_id is not None for r in checked):
+            store = self._batch_store()
+            async with self._backend.transaction(conn) as tx:
+                await self._add_members(store, checked, tx)
+                return await self._insert(checked, tx)
+        return await self._insert(checked, conn)
+
+    async def _add_members(self, store: BatchStore, checked: list[SendRequest], tx: Conn) -> None:
+        """Grow the open batches the requests join (their rows stay locked until ``tx``
+        ends, in key order: two senders cannot deadlock)."""
+        kind = BatchKind.COMMANDS
+        for domain, batch_id, count in member_counts(checked):
+            if not await store.add_members(domain, batch_id, kind, count, conn=tx):
+                batch = await store.get(domain, batch_id, conn=tx)
+                raise not_added_error(domain, batch_id, kind, batch)
+
+    async def _insert(self, checked: list[SendRequest], conn: Conn | None) -> list[SendResult]:
         telemetry = self.telemetry
         if telemetry.enabled:
             results = await self._send_observed(checked, conn)
@@ -198,7 +242,124 @@ class CommandBus:
             delay=delay or None,
             encoded_data=encoded,
             headers=request.headers,
+            batch_id=(
+                validate_uuid(request.batch_id, "batch_id")
+                if request.batch_id is not None
+                else None
+            ),
         )
+
+    # -- batches -------------------------------------------------------------------------
+
+    def _batch_store(self) -> BatchStore:
+        backend = self._backend
+        if not isinstance(backend, BatchBackend):
+            raise TypeError(f"{type(backend).__name__} does not store batches")
+        return backend.batches
+
+    async def create_batch(
+        self,
+        domain: str,
+        commands: Sequence[BatchCommand],
+        *,
+        name: str | None = None,
+        reply_to: str | None = None,
+        batch_id: UUID | str | None = None,
+        keep_open: bool = False,
+        conn: Conn | None = None,
+    ) -> CreateBatchResult:
+        """Send ``commands`` in ``domain`` as one batch: the batch row and every command in
+        one transaction (the caller's, with ``conn``), all or nothing.
+
+        The batch counts its commands' outcomes (``get_batch``) and finishes when the last
+        one ends: COMPLETED, or COMPLETED_WITH_FAILURES if one failed or was canceled (a
+        command in the troubleshooting queue has not ended: an operator may still retry
+        it). The transaction that finishes the batch writes its ``BatchNotice`` to
+        ``reply_to`` (read it with ``read_batch_notices``), exactly once.
+
+        With ``keep_open`` the batch takes more commands (``send(..., batch_id=...)``) and
+        cannot finish until ``close_batch``. Raises ``ValidationError`` (bad input),
+        ``DuplicateBatchError`` or ``DuplicateCommandError``; then nothing is written."""
+        members = batch_commands(commands)
+        batch = new_batch(
+            domain, batch_id, BatchKind.COMMANDS, name, reply_to, keep_open, len(members)
+        )
+        checked = [self._checked(r) for r in batch_requests(batch, members)]
+        store = self._batch_store()
+        async with self._backend.transaction(conn) as tx:
+            await store.create(batch, conn=tx)
+            results = await self._insert(checked, tx) if checked else []
+        if logger.isEnabledFor(logging.DEBUG):
+            state_change(
+                logger,
+                "batch %s created with %d commands",
+                batch.batch_id,
+                batch.total,
+                domain=batch.domain,
+                batch_id=str(batch.batch_id),
+                status="PENDING",
+            )
+        return CreateBatchResult(batch.batch_id, results)
+
+    async def close_batch(
+        self, domain: str, batch_id: UUID | str, *, conn: Conn | None = None
+    ) -> BatchMetadata:
+        """Close an open batch to new members; if every member has ended it finishes now
+        (and its notice is written in this transaction). Closing a closed batch changes
+        nothing. Raises ``BatchNotFoundError``."""
+        domain = validate_name(domain)
+        bid = validate_uuid(batch_id, "batch_id")
+        batch = await self._batch_store().close(domain, bid, conn=conn)
+        if batch is None:
+            raise BatchNotFoundError(domain, bid)
+        return batch
+
+    async def get_batch(self, domain: str, batch_id: UUID | str) -> BatchMetadata | None:
+        """The batch with its counters, or None."""
+        return await self._batch_store().get(
+            validate_name(domain), validate_uuid(batch_id, "batch_id")
+        )
+
+    async def list_batches(
+        self,
+        domain: str | None = None,
+        status: BatchStatus | str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        kind: BatchKind | str | None = None,
+    ) -> list[BatchMetadata]:
+        """Batches, newest first."""
+        query = BatchQuery(
+            domain=None if domain is None else validate_name(domain),
+            status=None if status is None else _member(BatchStatus, status, "status"),
+            kind=None if kind is None else _member(BatchKind, kind, "kind"),
+            limit=validate_count(limit, "limit", MAX_BATCH_LIMIT),
+            offset=validate_count(offset, "offset", 2**31 - 1, minimum=0),
+        )
+        return await self._batch_store().query(query)
+
+    async def read_batch_notices(
+        self, queue: str, limit: int = 10, visibility_timeout: float = 30
+    ) -> list[ReceivedBatchNotice]:
+        """Read completion notices from a batch's ``reply_to`` queue; acknowledge each
+        with ``ack_reply``. A message that is not a notice is logged and left aside (made
+        invisible for a year), as ``read_replies`` does with what is not a reply."""
+        validate_queue_name(queue)
+        validate_count(limit, "limit", MAX_BATCH_LIMIT)
+        visibility_timeout = validate_seconds(
+            visibility_timeout, "visibility_timeout", MAX_VISIBILITY_SECONDS
+        )
+        messages = await self._backend.queue.read(queue, limit, visibility_timeout)
+        notices: list[ReceivedBatchNotice] = []
+        for msg in messages:
+            try:
+                notice = BatchNotice.from_message(msg.message)
+            except ValueError as exc:
+                logger.error("message %s on %s left aside: %s", msg.msg_id, queue, exc)
+                await self._backend.queue.set_visibility(queue, msg.msg_id, SET_ASIDE_SECONDS)
+                continue
+            notices.append(ReceivedBatchNotice(msg.msg_id, notice, msg.read_count))
+        return notices
 
     # -- queries -----------------------------------------------------------------------
 
@@ -215,6 +376,7 @@ class CommandBus:
         limit: int = 100,
         offset: int = 0,
         correlation_id: UUID | str | None = None,
+        batch_id: UUID | str | None = None,
     ) -> list[CommandMetadata]:
         if status is not None:
             try:
@@ -245,6 +407,7 @@ class CommandBus:
                 if correlation_id is not None
                 else None
             ),
+            batch_id=validate_uuid(batch_id, "batch_id") if batch_id is not None else None,
         )
         return await self._backend.commands.query(query)
 
@@ -290,3 +453,13 @@ class CommandBus:
         validate_queue_name(queue)
         validate_count(msg_id, "msg_id", 2**63 - 1)
         return await self._backend.queue.delete(queue, [msg_id]) == 1
+
+
+def _member(enum: type[E], value: object, what: str) -> E:
+    """``value`` as a member of ``enum`` (a member or its string value)."""
+    if isinstance(value, str):
+        try:
+            return enum(value)
+        except ValueError:
+            pass
+    raise ValidationError(f"unknown {what} {value!r}; one of {[m.value for m in enum]}")

@@ -170,3 +170,22 @@ class SubscriptionNotFoundError(CommandBusError):
     def __init__(self, name: str) -> None:
         self.name = name
         super().__init__(f"no subscription named {name!r}")
+
+
+class BatchNotFoundError(CommandBusError):
+    def __init__(self, domain: str, batch_id: UUID) -> None:
+        self.domain = domain
+        self.batch_id = batch_id
+        super().__init__(f"no batch {batch_id} in domain {domain!r}")
+
+
+class DuplicateBatchError(CommandBusError):
+    """A batch with this (domain, batch_id) already exists; nothing was written."""
+
+    def __init__(self, domain: str, batch_id: UUID) -> None:
+        self.domain = domain
+        self.batch_id = batch_id
+        super().__init__(
+            f"batch id {batch_id} already used in domain {domain!r}; batch ids must be "
+            "unique per domain (nothing was sent)"
+        )

@@ -294,6 +294,8 @@ class SendRequest:
     encoded_data: str | None = field(default=None, repr=False, compare=False)
     #: Stored with the queue message (trace context, causation id): see ``telemetry``.
     headers: JsonObject | None = None
+    #: The open batch of the domain this command joins (``CommandBus.send(batch_id=...)``).
+    batch_id: UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -394,6 +396,7 @@ class CommandQuery:
     limit: int = 100
     offset: int = 0
     correlation_id: UUID | None = None
+    batch_id: UUID | None = None
 
 
 @dataclass(frozen=True)

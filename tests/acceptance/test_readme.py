@@ -30,9 +30,17 @@ EXPECTED = {
         "sent with the order: PENDING",
         "rolled back with the order: None",
     ],
+    "sync_send.py": [
+        "committed: PENDING",
+        "rolled back: None",
+    ],
     "troubleshooting.py": [
         "Refund NO_ACCOUNT {'amount': 5}",
         "COMPLETED\nCANCELED\nCOMPLETED",
+    ],
+    "batches.py": [
+        "COMPLETED_WITH_FAILURES 3 2 1",
+        "notice: march COMPLETED_WITH_FAILURES",
     ],
     "orders.py": [
         "COMPLETED OrderState(order_id='42', amount=990, reservation='R-42', payment='P-1')",

@@ -20,6 +20,7 @@ DOCS = {
     "events.md": 4,
     "observability.md": 1,
     "dsl.md": 5,
+    "batches.md": 2,
 }
 BLOCK = re.compile(
     r"^```python\n(?P<code>.*?)^```\n"

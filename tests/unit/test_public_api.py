@@ -27,6 +27,14 @@ EXPECTED = {
     "Backend",
     "Clock",
     "SystemClock",
+    # batches
+    "BatchCommand",
+    "BatchMetadata",
+    "BatchNotice",
+    "BatchStatus",
+    "CreateBatchResult",
+    "BatchNotFoundError",
+    "DuplicateBatchError",
     # errors
     "CommandBusError",
     "ValidationError",

@@ -21,6 +21,7 @@ import click
 
 from commandbus import __version__
 from commandbus.cli._common import CliState, option, windows_event_loop_policy
+from commandbus.cli.batch import batch_group
 from commandbus.cli.command import command_group
 from commandbus.cli.schema import schema_group
 from commandbus.cli.tsq import tsq_group
@@ -89,6 +90,7 @@ def cli(
       commandbus tsq list --domain payments
       commandbus tsq retry --domain payments 0b6f…
       commandbus command show --domain payments 0b6f…
+      commandbus batch list --domain payments
     """
     configure_logging(log_level, log_format)
     ctx.obj = CliState(database_url_option=database_url or None, data_dir=data_dir)
@@ -108,6 +110,7 @@ cli.add_command(schema_group)
 cli.add_command(worker_group)
 cli.add_command(tsq_group)
 cli.add_command(command_group)
+cli.add_command(batch_group)
 
 
 def _add_optional_nouns() -> None:

@@ -13,7 +13,9 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
+from commandbus.batches.ports import BatchStore
 from commandbus.events.ports import EventStorage, SubscriptionStorage
+from commandbus.memory.batches import BatchTables, InMemoryBatchStore
 from commandbus.memory.commands import InMemoryCommandStore
 from commandbus.memory.events import InMemoryEventStorage, InMemorySubscriptionStorage
 from commandbus.memory.process_repository import InMemoryProcessRepository
@@ -93,15 +95,17 @@ class InMemoryBackend:
         # concrete adapters, with their in-transaction building blocks, are
         # ``memory_queue`` and ``memory_commands``.
         self.memory_queue = InMemoryMessageQueue(self)
-        self.memory_commands = InMemoryCommandStore(self, self.memory_queue)
+        self.memory_batches = BatchTables(self, self.memory_queue)
+        self.memory_commands = InMemoryCommandStore(self, self.memory_queue, self.memory_batches)
         self.queue: MessageQueue = self.memory_queue
         self.commands: CommandStore = self.memory_commands
-        self.processes: ProcessRepository = InMemoryProcessRepository(self)
+        self.processes: ProcessRepository = InMemoryProcessRepository(self, self.memory_batches)
         self.memory_events = InMemoryEventStorage(self)
         self.events: EventStorage = self.memory_events
         self.subscriptions: SubscriptionStorage = InMemorySubscriptionStorage(
             self, self.memory_events
         )
+        self.batches: BatchStore = InMemoryBatchStore(self, self.memory_batches)
 
     def transaction(self, conn: Conn | None = None) -> TransactionContext:
         """Open a transaction, or with ``conn`` a savepoint inside that open transaction."""

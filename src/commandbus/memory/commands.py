@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from uuid import UUID
 
+from commandbus.memory.batches import BatchChange, BatchTables
 from commandbus.memory.command_tables import (
     CommandRow,
     CommandTables,
@@ -70,10 +71,15 @@ def command_message(
 class InMemoryCommandStore:
     """``CommandStore`` port in memory; see ``commandbus.ports.CommandStore``."""
 
-    def __init__(self, backend: MemoryHost, queue: InMemoryMessageQueue) -> None:
+    def __init__(
+        self, backend: MemoryHost, queue: InMemoryMessageQueue, batches: BatchTables
+    ) -> None:
         self._backend = backend
         self._queue = queue
         self._tables = CommandTables()
+        #: Commands of batches move between their batch's counters in the transaction
+        #: that changes their status (as the SQL calls count_batch_changes).
+        self._batches = batches
 
     # -- sending -----------------------------------------------------------------------
 
@@ -116,6 +122,7 @@ class InMemoryCommandStore:
                     created_at=now,
                     updated_at=now,
                     msg_id=msg_id,
+                    batch_id=req.batch_id,
                 )
                 tables.insert_row(tx, row)
                 tables.append_audit(
@@ -155,6 +162,7 @@ class InMemoryCommandStore:
                 else:
                     live.append((cell, msg, row_cell, message))
             claimed: list[ClaimedCommand] = []
+            started: list[UUID] = []
             live.sort(key=lambda item: item[1].msg_id)
             for cell, msg, row_cell, message in live:
                 # Updating the row waits for a transaction that holds it (an operator), then
@@ -172,6 +180,8 @@ class InMemoryCommandStore:
                     continue
                 row = row.updated(CommandStatus.IN_PROGRESS, row.attempts + 1, now)
                 row_cell.write(tx, row)
+                if row.batch_id is not None:
+                    started.append(row.batch_id)
                 tables.append_audit(
                     tx,
                     domain,
@@ -199,6 +209,8 @@ class InMemoryCommandStore:
                         max_attempts=row.max_attempts,
                     )
                 )
+            if started:
+                self._batches.start(tx, domain, started)
             return claimed
 
     def _message_row(
@@ -248,6 +260,14 @@ class InMemoryCommandStore:
                     tables.append_audit(tx, s.domain, s.command_id, event_type, now, details)
                 if s.reply is not None:
                     self._queue.put(tx, s.reply.queue, encode(s.reply.reply.to_message()))
+            # A settlement applies to an IN_PROGRESS row only: that is the status left.
+            changes: list[BatchChange] = [
+                (s.domain, row.batch_id, CommandStatus.IN_PROGRESS.value, s.status.value)
+                for s, _, row in current
+                if row.batch_id is not None
+            ]
+            if changes:
+                await self._batches.count_changes(tx, changes)
             return len(current)
 
     # -- reads ---------------------------------------------------------------------------
@@ -276,6 +296,7 @@ class InMemoryCommandStore:
                 and (query.created_after is None or row.created_at >= query.created_after)
                 and (query.created_before is None or row.created_at < query.created_before)
                 and (query.correlation_id is None or row.correlation_id == query.correlation_id)
+                and (query.batch_id is None or row.batch_id == query.batch_id)
             ]
             rows.sort(key=lambda r: (r.created_at, r.command_id), reverse=True)
             start = max(query.offset, 0)
@@ -410,3 +431,6 @@ class InMemoryCommandStore:
                 error=last_error,
             )
             cell.write(tx, new)
+            if row.batch_id is not None and row.status is not status:
+                change = (domain, row.batch_id, row.status.value, status.value)
+                await self._batches.count_changes(tx, [change])

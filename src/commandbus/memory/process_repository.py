@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from commandbus.memory.batches import BatchChange, BatchTables
 from commandbus.memory.rows import TxCell, TxLog, TxTable
 from commandbus.memory.transaction import MemoryHost, MemoryTransaction
 from commandbus.models import ReplyOutcome
@@ -92,8 +93,11 @@ def _stored_entry(entry: ProcessAuditEntry) -> ProcessAuditEntry:
 class InMemoryProcessRepository:
     """``ProcessRepository`` in memory; see ``commandbus.process.repository``."""
 
-    def __init__(self, backend: MemoryHost) -> None:
+    def __init__(self, backend: MemoryHost, batches: BatchTables | None = None) -> None:
         self._backend = backend
+        #: Processes of batches move between their batch's counters in the transaction
+        #: that changes their status (as the SQL update calls count_batch_changes).
+        self._batches = batches
         self._rows: TxTable[Key, AnyProcess] = TxTable()
         # Entries JSON-encoded (command_data / reply_data are str), in write order.
         self._audit: dict[Key, TxLog[ProcessAuditEntry]] = {}
@@ -101,6 +105,14 @@ class InMemoryProcessRepository:
         self._seq = 0
 
     # -- helpers -------------------------------------------------------------------------
+
+    async def _count(self, tx: MemoryTransaction, changes: list[BatchChange]) -> None:
+        if self._batches is None:
+            raise RuntimeError(
+                "a process of a batch changed in an InMemoryProcessRepository built without "
+                "the backend's batch tables; use InMemoryBackend().processes"
+            )
+        await self._batches.count_changes(tx, changes)
 
     def _stored(
         self, process: AnyProcess, version: int, now: datetime, *, initial_data: str | None
@@ -286,6 +298,7 @@ class InMemoryProcessRepository:
         async with self._backend.transaction(conn) as tx:
             now = self._backend.clock.now()
             conflicts: list[AnyProcess] = []
+            moved: list[BatchChange] = []
             for process in writes.updates:
                 locked = await self._locked(tx, (process.domain, process.process_id))
                 if locked is None or locked[1].version != process.version:
@@ -294,11 +307,24 @@ class InMemoryProcessRepository:
                 row, current = locked
                 kept: Any = current.initial_data  # the stored encoding (str)
                 stored = self._stored(process, process.version + 1, now, initial_data=kept)
+                if stored.batch_id != current.batch_id:  # never updated, as in SQL
+                    stored = stored.copy(batch_id=current.batch_id)
                 row.write(tx, stored)
+                if current.batch_id is not None:
+                    moved.append(
+                        (
+                            current.domain,
+                            current.batch_id,
+                            current.status.value,
+                            stored.status.value,
+                        )
+                    )
             if conflicts:
                 raise ProcessVersionConflictError(
                     conflicts[0].domain, [p.process_id for p in conflicts]
                 )
+            if moved:
+                await self._count(tx, moved)
             for domain, process_id, entry in writes.audit_inserts:
                 self._append_audit(tx, (domain, process_id), entry)
             for domain, process_id, entry in writes.audit_updates:

@@ -20,8 +20,10 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
+from commandbus.batches.ports import BatchStore
 from commandbus.events.ports import EventStorage, SubscriptionStorage
 from commandbus.ports import Clock, CommandStore, MessageQueue, SystemClock
+from commandbus.postgres.batches import PostgresBatchStore
 from commandbus.postgres.commands import PostgresCommandStore
 from commandbus.postgres.connections import probe_connection, translate_errors
 from commandbus.postgres.events import PostgresEventStorage, PostgresSubscriptionStorage
@@ -61,6 +63,7 @@ class PostgresBackend:
         self.processes: ProcessRepository = PostgresProcessRepository(pool)
         self.events: EventStorage = PostgresEventStorage(pool)
         self.subscriptions: SubscriptionStorage = PostgresSubscriptionStorage(pool)
+        self.batches: BatchStore = PostgresBatchStore(pool)
         self._owns_pool = owns_pool
         self._listener = NotificationListener(lambda: resolve_pool_conninfo(pool))
 

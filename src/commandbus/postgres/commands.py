@@ -151,6 +151,7 @@ class PostgresCommandStore:
             ],
             "delays": [float(r.delay or 0.0) for r in requests],
             "headers": [None if r.headers is None else dumps(r.headers) for r in requests],
+            "batch_ids": [r.batch_id for r in requests],
             "queues": sorted({command_queue(r.domain) for r in requests}),
         }
 
@@ -316,6 +317,7 @@ class PostgresCommandStore:
             "limit": query.limit,
             "offset": query.offset,
             "correlation_id": query.correlation_id,
+            "batch_id": query.batch_id,
         }
         async with statement_conn(self._pool, conn) as c:
             cur = c.cursor(row_factory=dict_row)

@@ -64,7 +64,7 @@ def _process_of(row: Sequence[Any]) -> AnyProcess:
     """A process from a row of the process columns, in the order every query selects them:
     domain, process_id, process_type, status, current_step, state, error_code,
     error_message, created_at, updated_at, completed_at, version, awaiting_command_id,
-    command_seq, deadline_at, compensation, initial_data."""
+    command_seq, deadline_at, compensation, initial_data, batch_id."""
     status = row[3]
     compensation = row[15]
     return ProcessMetadata(
@@ -85,6 +85,7 @@ def _process_of(row: Sequence[Any]) -> AnyProcess:
         deadline_at=row[14],
         compensation=CompensationPlan.from_dict(compensation) if compensation else None,
         initial_data=row[16],
+        batch_id=row[17],
     )
 
 
@@ -157,11 +158,12 @@ def _columns(processes: Sequence[AnyProcess]) -> dict[str, list[Any]]:
 
 
 def _insert_columns(processes: Sequence[AnyProcess]) -> dict[str, list[Any]]:
-    """The columns of new rows: ``version`` is 1, and ``initial_data`` is written here only
-    (never by an update)."""
+    """The columns of new rows: ``version`` is 1, and ``initial_data`` and ``batch_id``
+    are written here only (never by an update)."""
     cols = _columns(processes)
     del cols["version"]
     cols["initial_data"] = [_dumps(p.initial_data) for p in processes]
+    cols["batch_id"] = [p.batch_id for p in processes]
     return cols
 
 

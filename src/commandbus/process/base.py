@@ -28,6 +28,7 @@ from enum import StrEnum
 from typing import Any, ClassVar, Generic, Protocol, runtime_checkable
 from uuid import UUID
 
+from commandbus.batches.models import ProcessBatch
 from commandbus.bus import CommandBus
 from commandbus.errors import InvalidOperationError
 from commandbus.models import Reply
@@ -308,10 +309,17 @@ class BaseProcessManager(ABC, Generic[TState, TStep]):
         self,
         items: Sequence[dict[str, Any] | tuple[UUID | str | None, dict[str, Any]]],
         conn: Conn | None = None,
+        *,
+        batch: ProcessBatch | None = None,
     ) -> list[UUID]:
         """Start many processes in one transaction (all or nothing); ``items`` are initial
-        data dicts or ``(process_id, initial_data)`` pairs. Same rules as ``start``."""
-        return await self.runtime.start_many(items, conn=conn)
+        data dicts or ``(process_id, initial_data)`` pairs. Same rules as ``start``.
+
+        With ``batch`` the processes started are one batch (``CommandBus.get_batch``
+        shows its counters): it finishes when the last of them ends, and its completion
+        notice goes to ``batch.reply_to``. A process that existed already is not a
+        member; ``InvalidOperationError`` if none is new."""
+        return await self.runtime.start_many(items, conn=conn, batch=batch)
 
     async def handle_reply(
         self,

@@ -146,15 +146,15 @@ class ProcessEngine:
         decisions: Mapping[UUID, Decision[Any, Any]],
         *,
         conn: Conn,
-    ) -> None:
+    ) -> list[ProcessMetadata[Any, Any]]:
         """Write new processes (rows with their state already encoded) and what their
-        start decisions send, in ``conn``. A process id that exists already with the
-        manager's type and the same initial data is skipped (an idempotent start); with
-        another type or other data it raises ``ProcessAlreadyExistsError``."""
+        start decisions send, in ``conn``; returns those inserted. A process id that
+        exists already with the manager's type and the same initial data is skipped (an
+        idempotent start); with another type or other data it raises
+        ``ProcessAlreadyExistsError``."""
         telemetry = self.telemetry
         if not telemetry.enabled:
-            await self._start(manager, new, decisions, None, conn)
-            return
+            return await self._start(manager, new, decisions, None, conn)
         attributes = {
             "commandbus.process_type": manager.process_type,
             "commandbus.processes": len(new),
@@ -163,7 +163,7 @@ class ProcessEngine:
         # commands carry it, and everything after them follows.
         with telemetry.span("commandbus.process.start", attributes):
             outgoing = telemetry.outgoing_headers()
-            await self._start(manager, new, decisions, lambda: outgoing, conn)
+            return await self._start(manager, new, decisions, lambda: outgoing, conn)
 
     async def _start(
         self,
@@ -172,7 +172,7 @@ class ProcessEngine:
         decisions: Mapping[UUID, Decision[Any, Any]],
         headers: Outgoing | None,
         conn: Conn,
-    ) -> None:
+    ) -> list[ProcessMetadata[Any, Any]]:
         staged = Staged()
         inserted = set(await self.repo.insert_new(new, conn=conn))
         telemetry = self.telemetry
@@ -199,6 +199,7 @@ class ProcessEngine:
                     detail="it was started with other initial data",
                 )
         await self.flush(staged, conn=conn)
+        return [p for p in new if p.process_id in inserted]
 
     async def handle(
         self, envelopes: Sequence[Envelope], *, conn: Conn, raise_errors: bool = False

@@ -226,6 +226,9 @@ class ProcessMetadata(Generic[TState, TStep]):
     #: Written once with the new row and never updated; None for processes stored
     #: before it was kept (they cannot be replayed without it).
     initial_data: JsonObject | None = None
+    #: The batch the process was started in (``start_many(..., batch=...)``), or None.
+    #: Written with the new row and never updated.
+    batch_id: UUID | None = None
 
     def copy(self, **changes: Any) -> ProcessMetadata[TState, TStep]:
         """A shallow copy with ``changes`` applied (the state object is shared).

@@ -20,7 +20,10 @@ from collections.abc import Sequence
 from typing import Any, Generic, Protocol
 from uuid import UUID, uuid4
 
-from commandbus.errors import InvalidOperationError, ProcessNotFoundError
+from commandbus.batches.models import BatchKind, NewBatch, ProcessBatch
+from commandbus.batches.ports import BatchBackend, BatchStore
+from commandbus.batches.requests import new_batch
+from commandbus.errors import InvalidOperationError, ProcessNotFoundError, ValidationError
 from commandbus.models import JsonObject, Reply
 from commandbus.ports import Backend, Conn
 from commandbus.process.decisions import (
@@ -110,10 +113,13 @@ class ProcessRuntime(Generic[TState, TStep]):
         self,
         items: Sequence[dict[str, Any] | tuple[UUID | str | None, dict[str, Any]]],
         conn: Conn | None = None,
+        *,
+        batch: ProcessBatch | None = None,
     ) -> list[UUID]:
         """Start processes in one transaction, all or nothing (``BaseProcessManager.start``
         and ``start_many`` document the rules)."""
         definition = self.definition
+        batch_row = self._batch_row(batch)
         now = self.backend.clock.now()
         max_bytes = definition.sending.max_payload_bytes
         new: list[ProcessMetadata[Any, Any]] = []
@@ -150,13 +156,52 @@ class ProcessRuntime(Generic[TState, TStep]):
             assert decision.process is not None
             new.append(
                 decision.process.copy(
-                    state=state_json, current_step=str(decision.process.current_step)
+                    state=state_json,
+                    current_step=str(decision.process.current_step),
+                    batch_id=batch_row.batch_id if batch_row is not None else None,
                 )
             )
             decisions[pid] = decision
         async with self.backend.transaction(conn) as tx:
-            await self.engine.start(definition, new, decisions, conn=tx)
+            if batch_row is None:
+                await self.engine.start(definition, new, decisions, conn=tx)
+                return ids
+            store = self._batch_store()
+            # Created open and empty: the processes join it once inserted (one that
+            # existed already, an idempotent start, is not a member), each counted in its
+            # first status, then it is closed, which finishes it at once if they all
+            # ended in their start.
+            await store.create(batch_row, conn=tx)
+            inserted = await self.engine.start(definition, new, decisions, conn=tx)
+            if not inserted:
+                raise InvalidOperationError(
+                    f"none of these processes is new, so batch {batch_row.batch_id} would "
+                    "have no member; nothing was written"
+                )
+            domain, batch_id = batch_row.domain, batch_row.batch_id
+            added = await store.add_members(
+                domain, batch_id, BatchKind.PROCESSES, len(inserted), conn=tx
+            )
+            assert added, "a batch created open in this transaction takes members"
+            first = [(domain, batch_id, None, p.status.value) for p in inserted]
+            await store.count_changes(first, conn=tx)
+            await store.close(domain, batch_id, conn=tx)
         return ids
+
+    def _batch_row(self, batch: object) -> NewBatch | None:
+        if batch is None:
+            return None
+        if not isinstance(batch, ProcessBatch):
+            raise ValidationError(f"batch must be a ProcessBatch, got {type(batch).__name__}")
+        domain = self.definition.domain
+        kind = BatchKind.PROCESSES
+        return new_batch(domain, batch.batch_id, kind, batch.name, batch.reply_to, True, 0)
+
+    def _batch_store(self) -> BatchStore:
+        backend = self.backend
+        if not isinstance(backend, BatchBackend):
+            raise TypeError(f"{type(backend).__name__} does not store batches")
+        return backend.batches
 
     async def handle_reply(
         self,

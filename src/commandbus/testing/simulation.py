@@ -20,7 +20,10 @@ virtual, so the same seed gives the same history, byte for byte (``report.histor
   only when the process did not complete; the final status agrees with their replies;
 - ``audit_matches_state``: replaying the audit trail through the manager (pure kernel)
   gives the stored row (``commandbus.process.replay``), and every command in the trail
-  exists in the command store with a status that agrees with the reply the process got.
+  exists in the command store with a status that agrees with the reply the process got;
+- ``batch_counters`` (with ``process_batches`` or ``batched_commands``): every batch's
+  counters equal a recount of its members, it finished exactly when all of them ended,
+  with exactly one completion notice (``commandbus.testing.batch_invariants``).
 
 Time model: workers and the router wake every ``tick`` seconds (1 s by default, like a
 polling consumer; 0 advances to every event exactly) and handle what became due; a
@@ -73,6 +76,7 @@ from commandbus.testing._simulated import (
     _Recorder,
     _SimulatedServices,
 )
+from commandbus.testing._simulated_batches import SimulatedBatches
 from commandbus.testing.clock import VirtualClock
 from commandbus.testing.invariants import InvariantViolation, check_invariants
 from commandbus.testing.scenario import ManagerFactory, memory_backend
@@ -158,6 +162,9 @@ class ProcessSimulation:
         self._rng_duplicates = random.Random(f"{seed}:duplicates")
         self._rng_operator = random.Random(f"{seed}:operator")
         self._rng_cancel = random.Random(f"{seed}:cancel")
+        self.batches = SimulatedBatches(
+            self.bus, self.manager.domain, self.config, random.Random(f"{seed}:batches")
+        )
         self._events = _Events()
         self._recorder = _Recorder(self.clock.now())
         self.deliveries: Counter[str] = Counter()
@@ -296,7 +303,8 @@ class ProcessSimulation:
                 self.process_ids.append(pid)
                 items.append((pid, data))
                 self._maybe_cancel_later(pid)
-            await self.manager.start_many(items)
+            batch = self.batches.process_batch(first)
+            await self.manager.start_many(items, batch=batch)
             self._recorder.add(self._now(), "started", len(items))
 
     async def run(self) -> SimulationReport:
@@ -314,6 +322,8 @@ class ProcessSimulation:
         started_at = self.clock.now()
         limit = started_at + timedelta(seconds=self.config.max_virtual_seconds)
         await self.start_processes()
+        for batch_id, size in await self.batches.send_command_batches():
+            self._recorder.add(self._now(), "batch", str(batch_id), size)
         steps = 0
         violations: list[InvariantViolation] = []
         while True:
@@ -345,6 +355,8 @@ class ProcessSimulation:
                 domains=[w.domain for w in self.workers],
             )
         )
+        batches, batch_lines = await self.batches.check(processes, violations)
+        self._recorder.lines.extend(batch_lines)
         by_status = Counter(p.status.value for p in processes)
         for process in processes:
             audit = audits[process.process_id]
@@ -365,6 +377,7 @@ class ProcessSimulation:
             wall_seconds=time.perf_counter() - wall,
             steps=steps,
             history=("\n".join(self._recorder.lines) + "\n").encode(),
+            batches=batches,
         )
 
     def _on_tick(self, when: datetime) -> datetime:

@@ -90,6 +90,13 @@ class SimulationConfig:
     gc_threshold: int | None = 100_000
     max_virtual_seconds: float = 30 * 24 * 3600.0
     check_replay: bool = True
+    #: Start each ``start_batch`` chunk of processes as one batch (``ProcessBatch``).
+    process_batches: bool = False
+    #: Standalone commands (type ``SimulatedWork``, in the manager's domain, under the
+    #: same failure rates and operators) sent with ``create_batch``, ``command_batch`` a
+    #: batch. Each batch's counters and notice are checked at the end (batch_counters).
+    batched_commands: int = 0
+    command_batch: int = 50
 
     def __post_init__(self) -> None:
         if self.processes < 0:
@@ -100,8 +107,10 @@ class SimulationConfig:
             raise ValueError("duplicate_rate and cancel_rate must be within 0..1")
         if not 0 <= self.cancel_after[0] <= self.cancel_after[1]:
             raise ValueError("cancel_after must be a (low, high) range of seconds >= 0")
-        if self.batch_size < 1 or self.start_batch < 1:
-            raise ValueError("batch_size and start_batch must be >= 1")
+        if self.batch_size < 1 or self.start_batch < 1 or self.command_batch < 1:
+            raise ValueError("batch_size, start_batch and command_batch must be >= 1")
+        if self.batched_commands < 0:
+            raise ValueError("batched_commands must be >= 0")
         if self.tick < 0:
             raise ValueError("tick must be >= 0 seconds (0: advance to each event exactly)")
 
@@ -128,6 +137,8 @@ class SimulationReport:
     wall_seconds: float
     steps: int
     history: bytes
+    #: Batches (of processes and of commands) by final status.
+    batches: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -153,6 +164,8 @@ class SimulationReport:
             f"wall time {self.wall_seconds:.2f} s, {self.steps} steps",
             f"history sha256 {self.digest}",
         ]
+        if self.batches:
+            lines.insert(3, f"batches: {dict(sorted(self.batches.items()))}")
         if self.violations:
             lines.append(f"{len(self.violations)} invariant violation(s):")
             lines.extend(f"  {v}" for v in self.violations[:20])

@@ -104,21 +104,24 @@ WHERE queue_name = %(queue)s;
 -- queue (the queues parameter: the distinct queue names).
 WITH req AS MATERIALIZED (
     SELECT r.domain, r.command_id, r.command_type, r.data, r.correlation_id, r.reply_to,
-           r.max_attempts, r.delay, r.headers, r.ord,
+           r.max_attempts, r.delay, r.headers, r.batch_id, r.ord,
            nextval('commandbus.queue_message_msg_id_seq'::regclass) AS msg_id
     FROM unnest(
         %(domains)b::text[], %(command_ids)b::uuid[], %(command_types)b::text[],
         %(data)b::text[], %(correlation_ids)b::uuid[], %(reply_tos)b::text[],
-        %(max_attempts)b::integer[], %(delays)b::float8[], %(headers)b::text[]
+        %(max_attempts)b::integer[], %(delays)b::float8[], %(headers)b::text[],
+        %(batch_ids)b::uuid[]
     ) WITH ORDINALITY AS r(domain, command_id, command_type, data, correlation_id,
-                           reply_to, max_attempts, delay, headers, ord)
+                           reply_to, max_attempts, delay, headers, batch_id, ord)
 ), cmd AS (
+    -- batch_id: the caller (CommandBus) has added these commands to their batch's total
+    -- in the same transaction (batch_queries.sql, add_batch_members).
     INSERT INTO commandbus.command (
         domain, command_id, command_type, status, attempts, max_attempts, msg_id,
-        correlation_id, reply_to
+        correlation_id, reply_to, batch_id
     )
     SELECT domain, command_id, command_type, 'PENDING', 0, max_attempts, msg_id,
-           correlation_id, reply_to
+           correlation_id, reply_to, batch_id
     FROM req
     ORDER BY domain, command_id
 ), msg AS (
@@ -218,7 +221,23 @@ WITH picked AS MATERIALIZED (
       AND c.domain = %(domain)s
       AND c.status NOT IN ('COMPLETED', 'FAILED', 'CANCELED')
     RETURNING c.command_id, c.command_type, c.attempts, c.max_attempts, c.correlation_id,
-              c.reply_to, c.created_at
+              c.reply_to, c.created_at, c.batch_id
+), started AS (
+    -- A batch is IN_PROGRESS once one of its commands is claimed. Only a PENDING batch
+    -- is written (once per batch), and one that another transaction holds (a sender
+    -- adding to it, a settlement counting in it) is skipped rather than waited for: the
+    -- claim never waits on a batch, and the next claim or settlement marks it instead.
+    UPDATE commandbus.batch b
+    SET status = 'IN_PROGRESS', updated_at = now()
+    WHERE b.batch_id = ANY (ARRAY(
+        SELECT x.batch_id
+        FROM commandbus.batch x
+        WHERE x.batch_id = ANY (ARRAY(SELECT batch_id FROM cmd WHERE batch_id IS NOT NULL))
+          AND x.domain = %(domain)s AND x.status = 'PENDING'
+        ORDER BY x.batch_id
+        FOR UPDATE SKIP LOCKED
+    ))
+      AND b.domain = %(domain)s
 ), claimed AS MATERIALIZED (
     SELECT live.msg_id, live.vt AS visible_since, live.message, cmd.*
     FROM cmd
@@ -279,7 +298,21 @@ WITH s AS MATERIALIZED (
       AND c.domain = ANY (%(domain_set)b::text[])
       AND c.command_id = s.command_id AND c.domain = s.domain
       AND c.status = 'IN_PROGRESS' AND c.attempts = s.attempts
-    RETURNING s.ord, s.command_id, s.msg_id, s.action, s.delay
+    RETURNING s.ord, s.domain, s.command_id, s.msg_id, s.action, s.delay, s.status,
+              c.batch_id
+), counted AS (
+    -- Commands of batches move from IN_PROGRESS (the only status a settlement applies
+    -- to) to their new status's counter, in this statement; see count_batch_changes in
+    -- 009_batches.sql. Skipped (no call) when no settled command is in a batch.
+    SELECT CASE WHEN EXISTS (SELECT 1 FROM current WHERE batch_id IS NOT NULL)
+        THEN commandbus.count_batch_changes(
+            ARRAY(SELECT domain FROM current WHERE batch_id IS NOT NULL ORDER BY ord),
+            ARRAY(SELECT batch_id FROM current WHERE batch_id IS NOT NULL ORDER BY ord),
+            ARRAY(SELECT 'IN_PROGRESS'::text FROM current
+                  WHERE batch_id IS NOT NULL ORDER BY ord),
+            ARRAY(SELECT status FROM current WHERE batch_id IS NOT NULL ORDER BY ord))
+        ELSE 0
+    END AS finished
 ), removed AS (
     DELETE FROM commandbus.queue_message q
     WHERE q.msg_id = ANY (ARRAY(SELECT msg_id FROM current WHERE action <> 'RETRY'))
@@ -323,7 +356,8 @@ WITH s AS MATERIALIZED (
     FROM (SELECT DISTINCT queue_name FROM replies) AS q
 )
 SELECT (SELECT count(*) FROM current) AS applied,
-       (SELECT count(*) FROM notified) AS notified;
+       (SELECT count(*) FROM notified) AS notified,
+       (SELECT finished FROM counted) AS batches_finished;
 
 
 -- name: get_command
@@ -358,6 +392,7 @@ WHERE (%(domain)s::text IS NULL OR domain = %(domain)s::text)
   AND (%(created_after)s::timestamptz IS NULL OR created_at >= %(created_after)s::timestamptz)
   AND (%(created_before)s::timestamptz IS NULL OR created_at < %(created_before)s::timestamptz)
   AND (%(correlation_id)s::uuid IS NULL OR correlation_id = %(correlation_id)s::uuid)
+  AND (%(batch_id)s::uuid IS NULL OR batch_id = %(batch_id)s::uuid)
 ORDER BY created_at DESC, command_id DESC
 LIMIT %(limit)s OFFSET %(offset)s;
 
@@ -379,15 +414,32 @@ ORDER BY a.ord;
 
 
 -- name: set_status
-UPDATE commandbus.command
-SET status = %(status)s,
-    attempts = COALESCE(%(attempts)s::integer, attempts),
-    msg_id = COALESCE(%(msg_id)s::bigint, msg_id),
-    last_error_type = CASE WHEN %(set_error)s THEN %(error_type)s ELSE last_error_type END,
-    last_error_code = CASE WHEN %(set_error)s THEN %(error_code)s ELSE last_error_code END,
-    last_error_msg = CASE WHEN %(set_error)s THEN %(error_msg)s ELSE last_error_msg END,
-    updated_at = now()
-WHERE domain = %(domain)s AND command_id = %(command_id)s;
+-- The row as it was (old) is joined to name the status the command leaves: callers hold
+-- the row's lock (CommandOperations), so no one can have changed it since this
+-- statement's snapshot. A command of a batch moves between its batch's counters here, in
+-- the same statement (count_batch_changes in 009_batches.sql).
+WITH changed AS (
+    UPDATE commandbus.command c
+    SET status = %(status)s,
+        attempts = COALESCE(%(attempts)s::integer, c.attempts),
+        msg_id = COALESCE(%(msg_id)s::bigint, c.msg_id),
+        last_error_type = CASE WHEN %(set_error)s THEN %(error_type)s
+                               ELSE c.last_error_type END,
+        last_error_code = CASE WHEN %(set_error)s THEN %(error_code)s
+                               ELSE c.last_error_code END,
+        last_error_msg = CASE WHEN %(set_error)s THEN %(error_msg)s ELSE c.last_error_msg END,
+        updated_at = now()
+    FROM commandbus.command old
+    WHERE c.domain = %(domain)s AND c.command_id = %(command_id)s
+      AND old.domain = c.domain AND old.command_id = c.command_id
+    RETURNING c.domain, c.batch_id, old.status AS was, c.status
+)
+SELECT CASE WHEN batch_id IS NOT NULL AND was <> status
+            THEN commandbus.count_batch_changes(
+                ARRAY[domain], ARRAY[batch_id], ARRAY[was], ARRAY[status])
+            ELSE 0
+       END AS batches_finished
+FROM changed;
 
 
 -- name: archived_message
