@@ -104,6 +104,7 @@ async def check_subscription(backend: Any, outcomes: list[int], batch_size: int)
     subscription = Subscription(
         backend, name, handle, categories=[category], batch_size=batch_size, retry_delay=0
     )
+    await store.read_all(wait=60)  # deliverable (another program's transaction may delay it)
     for _ in range(10 * len(outcomes) + 10):
         if not await subscription.process_once():
             break

@@ -17,6 +17,9 @@ from commandbus.process_manager import ProcessEngine, ProcessEventRouter
 from commandbus.process_manager.instance import TaskState
 
 PR = "acme/web#17"
+#: How long a drain may wait for events held back by another program's open transaction
+#: on a shared server (see commandbus.testing.contracts.events.SETTLE).
+SETTLE = 60.0
 STREAM = "pullrequest-17"
 
 
@@ -38,7 +41,7 @@ class Previews:
     async def settle(self, *, work: bool = True) -> None:
         """Deliver events, run commands and route replies until nothing moves."""
         for _ in range(50):
-            moved = await self.subscription.drain()
+            moved = await self.subscription.drain(wait=SETTLE)
             if work:
                 moved += await self.worker.drain()
             moved += await self.router.drain()
@@ -104,9 +107,9 @@ async def update_while_deploying(backend: Any) -> None:
     they succeed late they are torn down; the process waits for the new ones."""
     system = Previews(backend)
     await system.publish("PullRequestOpened", environments=["staging"], commit="a1")
-    await system.subscription.drain()  # deploy a1 sent, not run yet
+    await system.subscription.drain(wait=SETTLE)  # deploy a1 sent, not run yet
     await system.publish("PullRequestUpdated", commit="b2")
-    await system.subscription.drain()  # deploy b2 sent, a1 no longer awaited
+    await system.subscription.drain(wait=SETTLE)  # deploy b2 sent, a1 no longer awaited
     await system.settle()
     instance = await system.engine.load(system.pid)
     assert system.cloud.deployed == [(PR, "staging", "a1"), (PR, "staging", "b2")]
@@ -178,7 +181,7 @@ async def two_start_events_racing_make_one_process(backend: Any) -> None:
     opened = {"pr": PR, "environments": ["staging", "qa"], "commit": "a1"}
     await system.store.append("pullrequest-17", NewEvent("PullRequestOpened", opened))
     await system.store.append("pullrequest-17b", NewEvent("PullRequestOpened", opened))
-    first, second = await system.store.read_all(wait=10.0)
+    first, second = await system.store.read_all(wait=SETTLE)
     results = await asyncio.gather(
         system.engine.handle_event(first), system.engine.handle_event(second)
     )

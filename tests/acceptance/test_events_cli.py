@@ -32,7 +32,7 @@ async def populate(pool: AsyncConnectionPool[Any]) -> tuple[EventStore, list[int
     subscription = Subscription(
         backend, "orders", handle, categories=["order"], max_attempts=2, retry_delay=0
     )
-    await subscription.drain()
+    await subscription.drain(wait=60)
     return store, placed.positions
 
 

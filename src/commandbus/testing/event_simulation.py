@@ -107,7 +107,7 @@ class EventSimulation:
             else:
                 await advance(rng.choice(self.jumps))
         for _ in range(200):  # settle: everything delivered, every timer due and answered
-            moved = sum([await c.drain() for c in consumers])
+            moved = sum([await c.drain(wait=60) for c in consumers])
             moved += await worker.drain() + await router.drain()
             if not moved:
                 await advance(max(self.jumps))
@@ -120,7 +120,7 @@ class EventSimulation:
         self, store: EventStore, engine: ProcessEngine[Any], report: EventSimulationReport
     ) -> None:
         problems = report.problems
-        events = await store.read_all(categories=self.categories, limit=10_000, wait=10.0)
+        events = await store.read_all(categories=self.categories, limit=10_000, wait=60)
         domain = self.manager.domain
         logged = await self.backend.processes.list_messages(domain=domain, limit=10_000)
         ignored = {m.message.get("event_id") for m in logged}

@@ -33,9 +33,11 @@ from commandbus.events.encoding import encode_events
 from commandbus.events.ports import EventFilter, StreamAppend
 from commandbus.testing.contracts._base import ContractBase, _Rollback
 
-#: How long a read of all streams may wait for events held back by a transaction still
-#: open elsewhere on the server (readers never pass those; see ``EventStore.read_all``).
-SETTLE = 10.0
+#: How long a read of all streams (or a drain) may wait for events held back by a writing
+#: transaction still open elsewhere on the server: readers never pass those (see
+#: ``EventStore.read_all``); on a shared server another program's long transaction can
+#: hold them back for a while.
+SETTLE = 60.0
 
 
 def ev(event_type: str = "Happened", **data: Any) -> NewEvent:
@@ -311,11 +313,11 @@ class EventStoreContract(ContractBase):
         await store.append("customer-1", ev("Joined"))
         recorder = Recorder(store)
         subscription = Subscription(backend, "orders", recorder, categories=["order"], batch_size=1)
-        assert await subscription.drain() == 2
+        assert await subscription.drain(wait=SETTLE) == 2
         await store.append("order-2", ev("Placed"))
         # A new runner of the same subscription starts at its stored checkpoint.
         again = Subscription(backend, "orders", recorder, categories=["order"])
-        assert await again.drain() == 1
+        assert await again.drain(wait=SETTLE) == 1
         orders = [e.position for e in await store.read_all(categories=["order"], wait=SETTLE)]
         assert recorder.seen == orders and await recorder.effects("orders") == orders
         info = await store.subscription("orders")
@@ -335,7 +337,7 @@ class EventStoreContract(ContractBase):
         subscription = Subscription(
             backend, "orders", recorder, categories=["order"], max_attempts=3, retry_delay=0
         )
-        await subscription.drain()
+        await subscription.drain(wait=SETTLE)
         # A handled once for good (its first try was rolled back with B's failure).
         assert await recorder.effects("orders") == [a, c]
         assert recorder.seen.count(b) == 3
@@ -349,6 +351,7 @@ class EventStoreContract(ContractBase):
         self, store: EventStore, backend: Any
     ) -> None:
         [a] = (await store.append("order-1", ev())).positions
+        await store.read_all(wait=SETTLE)  # deliverable now (see SETTLE)
         recorder = Recorder(store, fail={a: 1})
         subscription = Subscription(
             backend, "orders", recorder, categories=["order"], max_attempts=3
@@ -357,7 +360,7 @@ class EventStoreContract(ContractBase):
         info = await store.subscription("orders")
         assert info is not None and info.failures == 1 and info.failing_position == a
         assert info.last_error == f"RuntimeError: cannot handle {a}"
-        await subscription.drain()
+        await subscription.drain(wait=SETTLE)
         assert await recorder.effects("orders") == [a]
         info = await store.subscription("orders")
         assert info is not None and (info.failures, info.parked, info.handled) == (0, 0, 1)
@@ -366,6 +369,7 @@ class EventStoreContract(ContractBase):
         self, store: EventStore, backend: Any
     ) -> None:
         await store.append("order-1", [ev(), ev()])
+        await store.read_all(wait=SETTLE)  # deliverable now (see SETTLE)
         entered, release = asyncio.Event(), asyncio.Event()
         seen: list[tuple[str, int]] = []
 
@@ -391,14 +395,14 @@ class EventStoreContract(ContractBase):
         await store.append("order-1", [ev(), ev()])
         recorder = Recorder(store)
         subscription = Subscription(backend, "orders", recorder, categories=["order"])
-        await subscription.drain()
+        await subscription.drain(wait=SETTLE)
         assert await store.reset_subscription("orders") == Checkpoint()
-        assert await subscription.drain() == 2
+        assert await subscription.drain(wait=SETTLE) == 2
         assert len(recorder.seen) == 4
         await store.append("order-1", ev())
         end = await store.reset_subscription("orders", to_end=True)
         assert end == (await store.read_all(wait=SETTLE))[-1].checkpoint
-        assert await subscription.drain() == 0
+        assert await subscription.drain(wait=SETTLE) == 0
         with pytest.raises(SubscriptionNotFoundError):
             await store.reset_subscription("nobody")
         names = [s.name for s in await store.subscriptions()]
@@ -419,7 +423,7 @@ class EventStoreContract(ContractBase):
         subscription = Subscription(
             backend, "orders", batch_handler=handle, max_attempts=2, retry_delay=0
         )
-        await subscription.drain()
+        await subscription.drain(wait=SETTLE)
         [parked] = await store.parked_events("orders")
         assert parked.event.position == bad
         a, _, c = result.positions
