@@ -271,14 +271,14 @@ def subscription_parked_cmd(ctx: click.Context, name: str, limit: int, as_json: 
     "--to-end",
     envvar="COMMANDBUS_TO_END",
     is_flag=True,
-    help="Skip every event stored now, instead of going back to the first.",
+    help="Skip every event deliverable now, instead of going back to the first.",
 )
 @option("--yes", "-y", envvar="COMMANDBUS_YES", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_context
 def subscription_reset_cmd(ctx: click.Context, name: str, to_end: bool, yes: bool) -> None:
     """Move subscription NAME back to the first event (its handler sees every event
     again), or with --to-end past the last one."""
-    what = "skip every event stored now" if to_end else "handle every event again"
+    what = "skip every event deliverable now" if to_end else "handle every event again"
     if not yes:
         click.confirm(f"Reset subscription {name}: it will {what}. Go on?", abort=True)
     url = state(ctx).database_url()

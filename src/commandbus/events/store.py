@@ -182,7 +182,9 @@ class EventStore:
 
     async def reset_subscription(self, name: str, *, to_end: bool = False) -> Checkpoint:
         """Move a subscription back to the beginning (its handler will see every event
-        again), or with ``to_end`` past every event stored now. Returns the checkpoint."""
+        again), or with ``to_end`` past every event deliverable now (an event still held
+        back by an older open transaction is delivered later, not skipped). Returns the
+        checkpoint."""
         name = validate_subscription_name(name)
         to = await self._backend.subscriptions.end() if to_end else Checkpoint()
         if not await self._backend.subscriptions.reset(name, to):
