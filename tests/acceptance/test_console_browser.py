@@ -10,6 +10,7 @@ browser; with ``COMMANDBUS_CONSOLE_SCREENSHOTS=DIR`` the main pages are saved th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 from collections.abc import AsyncIterator
@@ -62,7 +63,7 @@ def free_port() -> int:
 class Running:
     """A console on a free port, and the worker and router of the statement report."""
 
-    def __init__(self, backend: PostgresBackend) -> None:
+    def __init__(self, backend: PostgresBackend, domains: tuple[str, ...] = ()) -> None:
         self.backend = backend
         self.bus = CommandBus(backend, retry_policy=RetryPolicy(max_attempts=1))
         self.manager = StatementReportProcess(self.bus)
@@ -74,7 +75,9 @@ class Running:
         users = ConsoleUsers.from_specs(
             [f"ada:{OPERATOR['password']}", f"vic:{VIEWER['password']}:viewer"]
         )
-        app = create_app(backend, users, managers=[self.manager], metrics=PrometheusMetrics())
+        app = create_app(
+            backend, users, domains=domains, managers=[self.manager], metrics=PrometheusMetrics()
+        )
         self.port = free_port()
         self.server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
@@ -95,7 +98,12 @@ class Running:
 
 @pytest_asyncio.fixture
 async def running(pg_backend: PostgresBackend) -> AsyncIterator[Running]:
-    system = Running(pg_backend)
+    async with serving(Running(pg_backend)) as system:
+        yield system
+
+
+@contextlib.asynccontextmanager
+async def serving(system: Running) -> AsyncIterator[Running]:
     tasks = [
         asyncio.create_task(system.server.serve()),
         asyncio.create_task(system.worker.run(concurrency=2, poll_interval=0.1)),
@@ -173,6 +181,11 @@ async def test_an_operator_retries_a_parked_command_and_its_process_completes(
     await running.wait_for_status(pid, ProcessStatus.COMPLETED)
     await page.goto(f"{running.base}/processes/reporting/{pid}")
     assert await page.locator("#process-status").inner_text() == "COMPLETED"
+    # Its definition drawn by Graphviz on the server, the path it took highlighted.
+    diagram = page.locator("#diagram svg")
+    assert await diagram.is_visible()
+    assert await diagram.locator("text", has_text="statement_render").count() == 1
+    assert await diagram.locator("text", has_text="delete_query_result").count() == 1
     await screenshot(page, "process")
     trail = await running.manager.get_audit_trail(pid)
     assert [e.command_type for e in trail] == [
@@ -218,3 +231,29 @@ async def test_a_viewer_sees_no_action_and_is_refused_when_posting_anyway(
     assert await running.status_of(pid) is ProcessStatus.WAITING_FOR_TSQ
     meta = await running.bus.get_command("reporting", item.command_id)
     assert meta is not None and meta.status.value == "IN_TROUBLESHOOTING_QUEUE"
+
+
+async def test_an_event_driven_process_shows_its_branches_side_by_side(
+    pg_backend: PostgresBackend, browser: Browser
+) -> None:
+    from tests.pull_request_scenarios import Previews
+
+    previews = Previews(pg_backend, failing={"qa"})
+    await previews.publish("PullRequestOpened", environments=["staging", "qa"], commit="a1")
+    await previews.settle()
+    async with serving(Running(pg_backend, domains=("previews",))) as system:
+        page = await open_as(browser, VIEWER)
+        await page.goto(f"{system.base}/processes/previews/{previews.pid}")
+        assert await page.locator("#process-status").inner_text() == "COMPENSATED"
+        lanes = page.locator("#branches .lane")
+        assert sorted(await lanes.locator("h3").all_inner_texts()) == ["qa", "staging"]
+        # Side by side: one column per branch, on one row.
+        boxes = [await lane.bounding_box() for lane in await lanes.all()]
+        assert all(box is not None for box in boxes)
+        assert len({round(box["y"]) for box in boxes if box}) == 1
+        assert len({round(box["x"]) for box in boxes if box}) == 2
+        staging = page.locator("#branches .lane", has_text="staging")
+        assert "undone: yes" in await staging.inner_text()
+        qa = page.locator("#branches .lane", has_text="qa")
+        assert "FAILED" in await qa.inner_text()
+        await screenshot(page, "process-branches")

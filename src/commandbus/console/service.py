@@ -16,6 +16,7 @@ from typing import Any
 from uuid import UUID
 
 from commandbus.bus import CommandBus
+from commandbus.console.pictures import Branches, Diagram, process_branches, process_diagram
 from commandbus.errors import CommandBusError, InvalidOperationError, ValidationError
 from commandbus.models import AuditEvent, CommandMetadata, JsonObject, QueueStats
 from commandbus.ops.troubleshooting import TroubleshootingQueue
@@ -68,6 +69,10 @@ class ProcessView:
     audit: list[ProcessAuditEntry]
     parked: list[ProcessMessageRecord]
     can_cancel: bool
+    #: Its definition's diagram with the path it took (None: an event-driven process).
+    diagram: Diagram | None
+    #: An event-driven process's branches side by side (none for the others).
+    branches: Branches
 
 
 class ConsoleService:
@@ -154,8 +159,11 @@ class ConsoleService:
         parked = await repo.list_messages(
             process_id=pid, disposition=ProcessMessageDisposition.PARKED, limit=100
         )
-        can_cancel = process.process_type in self.managers and not process.status.is_terminal
-        return ProcessView(process, audit, parked, can_cancel)
+        manager = self.managers.get(process.process_type)
+        can_cancel = manager is not None and not process.status.is_terminal
+        branches = await process_branches(self.backend, process)
+        diagram = None if branches.event_driven else await process_diagram(process, audit, manager)
+        return ProcessView(process, audit, parked, can_cancel, diagram, branches)
 
     async def parked(self, domain: str, limit: int = 100) -> list[ProcessMessageRecord]:
         return await self.backend.processes.list_messages(
