@@ -8,7 +8,8 @@ One contract class per port (or per consumer of a port), each with the same hook
 - ``OperatorWritesContract``: row locks and the writes of operator actions;
 - ``QueryContract``: the read-only queries;
 - ``TransactionContract``: ``Backend.transaction`` — rollback, savepoints, isolation;
-- ``MessageQueueContract``: ``MessageQueue`` and ``Backend.listen``.
+- ``MessageQueueContract``: ``MessageQueue`` and ``Backend.listen``;
+- ``ActivityContract``: ``CommandStore.activity`` (what dashboards read).
 
 ``BackendContract`` is all of them. Subclass it (or one of them) in a test module as
 ``Test…``, provide the ``backend`` fixture and the ``advance`` hook (and, for a real
@@ -27,6 +28,7 @@ test starts from an empty backend and pins exact values (statuses, attempts, ord
 """
 
 from commandbus.testing.contracts._base import ContractBase
+from commandbus.testing.contracts.activity import ActivityContract
 from commandbus.testing.contracts.operators import OperatorWritesContract
 from commandbus.testing.contracts.queries import QueryContract
 from commandbus.testing.contracts.queue import MessageQueueContract
@@ -42,11 +44,13 @@ class BackendContract(
     QueryContract,
     TransactionContract,
     MessageQueueContract,
+    ActivityContract,
 ):
     """The whole contract of ``Backend``, ``MessageQueue`` and ``CommandStore``."""
 
 
 __all__ = [
+    "ActivityContract",
     "BackendContract",
     "CommandSendContract",
     "ContractBase",
