@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
+import random
 import socket
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import pytest
 import pytest_asyncio
@@ -28,11 +32,13 @@ from examples.statement_report.handlers import (
 )
 from playwright.async_api import Browser, Page, async_playwright
 
-from commandbus import CommandBus, HandlerRegistry, RetryPolicy, Worker
+from commandbus import CommandBus, HandlerRegistry, PermanentCommandError, RetryPolicy, Worker
 from commandbus.console import ConsoleUsers, create_app
+from commandbus.memory import InMemoryBackend
 from commandbus.metrics import PrometheusMetrics
 from commandbus.postgres import PostgresBackend
 from commandbus.process import ProcessReplyRouter, ProcessStatus
+from commandbus.testing.clock import VirtualClock
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -163,7 +169,6 @@ async def test_an_operator_retries_a_parked_command_and_its_process_completes(
     page = await open_as(browser, OPERATOR)
     await page.goto(running.base + "/")
     assert await page.locator("h2", has_text="reporting").count() == 1
-    await screenshot(page, "dashboard")
 
     await page.goto(running.base + "/tsq?domain=reporting")
     rows = page.locator("tbody tr")
@@ -257,3 +262,84 @@ async def test_an_event_driven_process_shows_its_branches_side_by_side(
         qa = page.locator("#branches .lane", has_text="qa")
         assert "FAILED" in await qa.inner_text()
         await screenshot(page, "process-branches")
+
+
+@contextlib.asynccontextmanager
+async def serve(app: Any) -> AsyncIterator[str]:
+    """``app`` served by uvicorn on a free port; yields its base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    for _ in range(200):
+        if server.started:
+            break
+        await asyncio.sleep(0.02)
+    assert server.started, "the console did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def an_hour_of_traffic(backend: InMemoryBackend, clock: VirtualClock) -> Any:
+    """Statement reports and payments for an hour of virtual time, busier in the middle,
+    some payments refused (the troubleshooting queue), latencies of a few seconds."""
+    bus = CommandBus(backend, retry_policy=RetryPolicy(max_attempts=1))
+    manager = StatementReportProcess(bus)
+    registry = HandlerRegistry()
+    register_statement_handlers(registry, ServiceConfig())
+
+    @registry.handler("payments", "Debit")
+    async def debit(command: Any, context: Any) -> None:
+        if command.data["n"] % 11 == 0:
+            raise PermanentCommandError("CARD_EXPIRED", "card expired")
+
+    workers = [Worker(backend, d, registry) for d in ("reporting", "payments")]
+    router = ProcessReplyRouter(backend, managers=[manager])
+    sent = 0
+    pace = random.Random(7)  # the same hour every run
+    for minute in range(60):
+        busy = 1 + round(6 * math.sin(math.pi * minute / 60) ** 2)
+        for _ in range(busy):
+            await manager.start(INPUT)
+            for _ in range(2):
+                sent += 1
+                await bus.send("payments", "Debit", uuid4(), {"n": sent})
+        spent = 0.0
+        for _ in range(6):  # three steps, each answered after a second or so
+            wait = pace.uniform(0.2, 0.9) * (1.5 if 25 <= minute < 35 else 1.0)
+            await clock.advance(wait)
+            spent += wait
+            for worker in workers:
+                await worker.drain()
+            await router.drain()
+        await clock.advance(60 - spent)
+    return manager
+
+
+async def test_the_dashboard_draws_the_last_hour(browser: Browser) -> None:
+    clock = VirtualClock(datetime(2025, 3, 1, 8, 0, 5, tzinfo=UTC))
+    backend = InMemoryBackend(clock=clock)
+    manager = await an_hour_of_traffic(backend, clock)
+    users = ConsoleUsers.from_specs([f"vic:{VIEWER['password']}:viewer"])
+    app = create_app(backend, users, domains=["payments"], managers=[manager])
+    async with serve(app) as base:
+        page = await open_as(browser, VIEWER)
+        await page.goto(base + "/")
+        charts = page.locator("#activity svg.chart-svg")
+        assert await charts.count() == 4  # two per domain
+        for index in range(4):
+            box = await charts.nth(index).bounding_box()
+            assert box is not None and box["width"] > 300 and box["height"] > 60
+        payments = page.locator('#activity section[data-domain="payments"]')
+        bars = payments.locator("svg.chart-svg rect.completed")
+        # One bar per minute of traffic: 08:01 to 08:59 (the clock stands at 09:00:05,
+        # so 08:00 has just left the window, and 09:00 saw nothing yet).
+        assert await bars.count() == 59
+        assert await payments.locator("rect.failed").count() > 0
+        assert "failed" in await payments.locator("figcaption").first.inner_text()
+        durations = page.locator('#activity section[data-domain="reporting"] table.durations')
+        assert "StatementReport" in await durations.inner_text()
+        assert await durations.locator("svg.bar-svg").count() == 4
+        await screenshot(page, "dashboard")

@@ -12,9 +12,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
+from commandbus.activity import CommandActivity, ProcessActivity
 from commandbus.bus import CommandBus
 from commandbus.console.pictures import Branches, Diagram, process_branches, process_diagram
 from commandbus.errors import CommandBusError, InvalidOperationError, ValidationError
@@ -54,6 +56,15 @@ class DomainSummary:
     replies: QueueStats
     tsq_size: int
     processes: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Activity:
+    """The dashboard's last hour: commands per domain and minute, process and step
+    durations (each read once for every domain)."""
+
+    commands: CommandActivity
+    processes: ProcessActivity
 
 
 @dataclass(frozen=True)
@@ -113,6 +124,15 @@ class ConsoleService:
             tsq_size=await self.tsq.count_troubleshooting(domain),
             processes={s.value: n for s, n in sorted(counts.items())},
         )
+
+    async def activity(self, minutes: int = 60) -> Activity:
+        """The last ``minutes`` minutes, the current one last (whole minutes, so a chart's
+        bars keep their place from one refresh to the next)."""
+        now = self.backend.clock.now()
+        since = now.replace(second=0, microsecond=0) - timedelta(minutes=minutes - 1)
+        commands = await self.backend.commands.activity(since, minutes=minutes)
+        processes = await self.backend.processes.activity(since)
+        return Activity(commands, processes)
 
     async def command(self, domain: str, command_id: UUID | str) -> CommandView | None:
         meta = await self.bus.get_command(domain, command_id)
@@ -239,6 +259,7 @@ def _audit(operator: str, action: str, domain: str, target: str, **details: Any)
 
 __all__ = [
     "NEEDS_ATTENTION",
+    "Activity",
     "CommandBusError",
     "CommandView",
     "ConsoleService",
