@@ -69,10 +69,15 @@ def free_port() -> int:
 class Running:
     """A console on a free port, and the worker and router of the statement report."""
 
-    def __init__(self, backend: PostgresBackend, domains: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        backend: PostgresBackend,
+        domains: tuple[str, ...] = (),
+        manager: type[StatementReportProcess] = StatementReportProcess,
+    ) -> None:
         self.backend = backend
         self.bus = CommandBus(backend, retry_policy=RetryPolicy(max_attempts=1))
-        self.manager = StatementReportProcess(self.bus)
+        self.manager = manager(self.bus)
         self.config = ServiceConfig(rates={"StatementQuery": FailureRates(permanent=1.0)})
         registry = HandlerRegistry()
         register_statement_handlers(registry, self.config)
@@ -109,12 +114,14 @@ async def running(pg_backend: PostgresBackend) -> AsyncIterator[Running]:
 
 
 @contextlib.asynccontextmanager
-async def serving(system: Running) -> AsyncIterator[Running]:
+async def serving(system: Running, *, worker: bool = True) -> AsyncIterator[Running]:
+    """The console, the router and (unless ``worker`` is false) the worker, running."""
     tasks = [
         asyncio.create_task(system.server.serve()),
-        asyncio.create_task(system.worker.run(concurrency=2, poll_interval=0.1)),
         asyncio.create_task(system.router.run(poll_interval=0.1)),
     ]
+    if worker:
+        tasks.append(asyncio.create_task(system.worker.run(concurrency=2, poll_interval=0.1)))
     for _ in range(200):
         if system.server.started:
             break

@@ -84,6 +84,16 @@ def create_app(
             action(console.cancel_process),
             methods=["POST"],
         ),
+        Route(
+            "/processes/{domain}/{process_id}/retry-step",
+            action(console.retry_step),
+            methods=["POST"],
+        ),
+        Route(
+            "/processes/{domain}/{process_id}/complete-step",
+            action(console.complete_step),
+            methods=["POST"],
+        ),
         Route("/parked", page(console.parked)),
         Route("/parked/{domain}/{record_id:int}/replay", action(console.replay), methods=["POST"]),
         Route("/metrics", page(console.metrics_page)),
@@ -308,11 +318,28 @@ class _Console:
         await self.service.cancel_process(user.name, domain, pid, reason)
         return self.done(request, f"/processes/{domain}/{pid}", "process canceled")
 
+    async def retry_step(self, request: Request, user: User) -> Response:
+        domain, pid = request.path_params["domain"], request.path_params["process_id"]
+        done = await self.service.retry_step(user.name, domain, pid)
+        return self.done(request, f"/processes/{domain}/{pid}", _step_notice("retried", done))
+
+    async def complete_step(self, request: Request, user: User) -> Response:
+        domain, pid = request.path_params["domain"], request.path_params["process_id"]
+        form = await request.form()
+        result = _json_object(_text(form.get("result")))
+        done = await self.service.complete_step(user.name, domain, pid, result)
+        return self.done(request, f"/processes/{domain}/{pid}", _step_notice("completed", done))
+
     async def replay(self, request: Request, user: User) -> Response:
         domain, record_id = request.path_params["domain"], request.path_params["record_id"]
         replayed = await self.service.replay(user.name, domain, record_id)
         notice = "message replayed" if replayed else "already replayed by someone else"
         return self.done(request, "/parked", notice)
+
+
+def _step_notice(past: str, process: Any) -> str:
+    step = f" at step {process.current_step}" if process.current_step is not None else ""
+    return f"step {past}: the process is {process.status.value}{step}"
 
 
 def _text(value: Any) -> str | None:
