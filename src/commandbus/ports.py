@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 from uuid import UUID
 
+from commandbus.activity import DEFAULT_ACTIVITY_LIMIT, CommandActivity, ProcessActivity
 from commandbus.models import (
     AuditEvent,
     AuditEventType,
@@ -243,6 +244,18 @@ class CommandQueries(Protocol):
         self, domain: str, command_type: str | None = None, *, conn: Conn | None = None
     ) -> int: ...
 
+    async def activity(
+        self,
+        since: datetime,
+        *,
+        minutes: int = 60,
+        limit: int = DEFAULT_ACTIVITY_LIMIT,
+        conn: Conn | None = None,
+    ) -> CommandActivity:
+        """Per domain and minute from ``since``, what the commands sent at or after it
+        did (``commandbus.activity``); reads the newest ``limit`` of them at most."""
+        ...
+
 
 class CommandOperations(Protocol):
     """Operator actions and the writes that change a command outside a delivery (TSQ
@@ -461,6 +474,13 @@ class ProcessRepository(Protocol):
         self, domain: str, *, conn: Conn | None = None
     ) -> dict[ProcessStatus, int]:
         """How many processes of ``domain`` have each status (absent: none)."""
+        ...
+
+    async def activity(
+        self, since: datetime, *, limit: int = DEFAULT_ACTIVITY_LIMIT, conn: Conn | None = None
+    ) -> ProcessActivity:
+        """How long processes that finished at or after ``since`` took, and their steps
+        (``commandbus.activity``); reads the newest ``limit`` audit entries at most."""
         ...
 
 

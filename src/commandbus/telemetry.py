@@ -17,14 +17,27 @@ context carried by ``headers`` when there is one.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from typing import Any
 
 from commandbus.models import JsonObject, SendRequest
 
-__all__ = ["NO_TELEMETRY", "Span", "Telemetry", "combine", "count_sent", "with_headers"]
+__all__ = [
+    "NO_TELEMETRY",
+    "Attributes",
+    "Span",
+    "Telemetry",
+    "combine",
+    "count_sent",
+    "with_headers",
+]
+
+#: A span's attributes: a mapping, or a function that makes one, called only if the span
+#: records (a span a sampler dropped then costs no attribute at all; a sampler sees only
+#: the attributes given as a mapping).
+Attributes = Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None
 
 
 class Span:
@@ -77,10 +90,11 @@ class Telemetry:
     def span(
         self,
         name: str,
-        attributes: Mapping[str, Any] | None = None,
+        attributes: Attributes = None,
         headers: Mapping[str, Any] | None = None,
     ) -> AbstractContextManager[Span]:
-        """A span around a unit of work, child of the context in ``headers`` if any."""
+        """A span around a unit of work, child of the context in ``headers`` if any;
+        ``attributes`` a mapping or a function that makes one (see ``Attributes``)."""
         return contextlib.nullcontext(_NO_SPAN)
 
 
@@ -148,7 +162,7 @@ class _Combined(Telemetry):
     def span(
         self,
         name: str,
-        attributes: Mapping[str, Any] | None = None,
+        attributes: Attributes = None,
         headers: Mapping[str, Any] | None = None,
     ) -> AbstractContextManager[Span]:
         if not self._spans:
@@ -162,7 +176,7 @@ class _Combined(Telemetry):
     def _all_spans(
         self,
         name: str,
-        attributes: Mapping[str, Any] | None,
+        attributes: Attributes,
         headers: Mapping[str, Any] | None,
     ) -> Iterator[Span]:
         with contextlib.ExitStack() as stack:

@@ -26,7 +26,7 @@ from typing import Any
 
 from commandbus.errors import MissingExtraError
 from commandbus.models import JsonObject
-from commandbus.telemetry import Span, Telemetry
+from commandbus.telemetry import Attributes, Span, Telemetry
 
 __all__ = ["OpenTelemetryTracing"]
 
@@ -56,21 +56,6 @@ def _version() -> str | None:
         return None
 
 
-class _OtelSpan(Span):
-    def __init__(self, span: Any, trace: Any) -> None:
-        self._span = span
-        self._trace = trace
-
-    def set(self, key: str, value: Any) -> None:
-        self._span.set_attribute(key, value)
-
-    def error(self, exc: BaseException | str) -> None:
-        description = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
-        self._span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, description))
-        if isinstance(exc, BaseException):
-            self._span.record_exception(exc)
-
-
 class OpenTelemetryTracing(Telemetry):
     """Spans from ``tracer_provider`` (default: the global one your SDK set up)."""
 
@@ -83,6 +68,10 @@ class OpenTelemetryTracing(Telemetry):
         self._context = context
         self._tracer = trace.get_tracer("commandbus", _version(), tracer_provider=tracer_provider)
         self._kinds = {name: getattr(trace.SpanKind, kind) for name, kind in _KINDS.items()}
+        self._internal = trace.SpanKind.INTERNAL
+        # A remote parent is set in an empty context (not a copy of the current one).
+        self._root = context.Context()
+        self._flags = {flags: trace.TraceFlags(flags) for flags in range(256)}
 
     def outgoing_headers(self, causation_id: str | None = None) -> JsonObject | None:
         # The W3C traceparent written directly (what the propagator writes, at a fraction
@@ -106,11 +95,12 @@ class OpenTelemetryTracing(Telemetry):
         parent = headers.get("traceparent")
         if not isinstance(parent, str):
             return None
-        parts = parent.split("-")
-        if len(parts) != 4 or parts[0] != "00" or len(parent) != 55:
+        # "00-<32 hex>-<16 hex>-<2 hex>", read by position (no split, no list).
+        if len(parent) != 55 or parent[:3] != "00-" or parent[35] != "-" or parent[52] != "-":
             return self._propagator.extract(headers)
         try:
-            trace_id, span_id, flags = int(parts[1], 16), int(parts[2], 16), int(parts[3], 16)
+            trace_id, span_id = int(parent[3:35], 16), int(parent[36:52], 16)
+            flags = int(parent[53:], 16)
         except ValueError:
             return None
         if not trace_id or not span_id:
@@ -118,26 +108,27 @@ class OpenTelemetryTracing(Telemetry):
         trace = self._trace
         state = headers.get("tracestate")
         span_context = trace.SpanContext(
-            trace_id=trace_id,
-            span_id=span_id,
-            is_remote=True,
-            trace_flags=trace.TraceFlags(flags),
-            trace_state=(trace.TraceState.from_header([state]) if isinstance(state, str) else None),
+            trace_id,
+            span_id,
+            True,
+            self._flags[flags],
+            trace.TraceState.from_header([state]) if isinstance(state, str) else None,
         )
-        return trace.set_span_in_context(trace.NonRecordingSpan(span_context))
+        return trace.set_span_in_context(trace.NonRecordingSpan(span_context), self._root)
 
     def span(
         self,
         name: str,
-        attributes: Mapping[str, Any] | None = None,
+        attributes: Attributes = None,
         headers: Mapping[str, Any] | None = None,
     ) -> AbstractContextManager[Span]:
         return _ActiveSpan(self, name, attributes, headers)
 
 
-class _ActiveSpan(AbstractContextManager[Span]):
-    """A span made current while the block runs (a plain class: this runs for every
-    command and every reply, and a generator-based context manager costs more)."""
+class _ActiveSpan(AbstractContextManager[Span], Span):
+    """A span made current while the block runs, and the ``Span`` the block gets (one
+    plain object: this runs for every command and every reply, and a generator-based
+    context manager, or a second object, costs more)."""
 
     __slots__ = ("_attributes", "_headers", "_name", "_span", "_token", "_tracing")
 
@@ -145,7 +136,7 @@ class _ActiveSpan(AbstractContextManager[Span]):
         self,
         tracing: OpenTelemetryTracing,
         name: str,
-        attributes: Mapping[str, Any] | None,
+        attributes: Attributes,
         headers: Mapping[str, Any] | None,
     ) -> None:
         self._tracing = tracing
@@ -155,22 +146,38 @@ class _ActiveSpan(AbstractContextManager[Span]):
 
     def __enter__(self) -> Span:
         tracing = self._tracing
-        trace = tracing._trace
         # A message's trace context makes the span a child of the one that sent it; a
         # message without one leaves the current context as the parent.
         headers = self._headers
         parent = tracing.parent_context(headers) if headers else None
-        kind = tracing._kinds.get(self._name, trace.SpanKind.INTERNAL)
+        attributes = self._attributes
+        make = attributes if callable(attributes) else None
         span = tracing._tracer.start_span(
-            self._name, context=parent, kind=kind, attributes=self._attributes
+            self._name,
+            parent,
+            tracing._kinds.get(self._name, tracing._internal),
+            None if make is not None else attributes,
         )
+        # Attributes made by a function are made only for a span that records.
+        if make is not None and span.is_recording():
+            span.set_attributes(make())
         self._span = span
-        self._token = tracing._context.attach(trace.set_span_in_context(span))
-        return _OtelSpan(span, trace)
+        self._token = tracing._context.attach(tracing._trace.set_span_in_context(span))
+        return self
 
     def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
         span = self._span
         if exc is not None:
-            _OtelSpan(span, self._tracing._trace).error(exc)
+            self.error(exc)
         self._tracing._context.detach(self._token)
         span.end()
+
+    def set(self, key: str, value: Any) -> None:
+        self._span.set_attribute(key, value)
+
+    def error(self, exc: BaseException | str) -> None:
+        trace = self._tracing._trace
+        description = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
+        self._span.set_status(trace.Status(trace.StatusCode.ERROR, description))
+        if isinstance(exc, BaseException):
+            self._span.record_exception(exc)

@@ -423,11 +423,15 @@ class Worker(ConsumerLoop):
         if not telemetry.enabled:
             return await self._call_handler(claimed, registered, conn)
         command = claimed.command
-        attributes = {
-            "commandbus.command_type": command.command_type,
-            "commandbus.command_id": str(command.command_id),
-            "commandbus.attempt": claimed.attempt,
-        }
+        command_id = str(command.command_id)
+
+        def attributes() -> dict[str, object]:  # made only if the span records
+            return {
+                "commandbus.command_type": command.command_type,
+                "commandbus.command_id": command_id,
+                "commandbus.attempt": claimed.attempt,
+            }
+
         with telemetry.span("commandbus.handle", attributes, command.headers) as span:
             started = time.perf_counter()
             outcome = await self._call_handler(claimed, registered, conn)
@@ -438,7 +442,7 @@ class Worker(ConsumerLoop):
                 span.error(outcome.exception or f"{outcome.error_code}: {outcome.error_message}")
             # The reply continues this trace: the router's span is a child of this one.
             headers = (
-                telemetry.outgoing_headers(causation_id=str(command.command_id))
+                telemetry.outgoing_headers(causation_id=command_id)
                 if command.reply_to is not None
                 else None
             )

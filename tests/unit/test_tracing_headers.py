@@ -48,3 +48,34 @@ def test_read_headers_give_the_parent_the_propagator_reads() -> None:
             .is_valid
         )
     assert tracing.parent_context({}) is None
+
+
+def test_attributes_given_as_a_function_are_made_only_for_a_span_that_records() -> None:
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    made: list[str] = []
+
+    def attributes() -> dict[str, str]:
+        made.append("made")
+        return {"commandbus.command_id": "c-1"}
+
+    exporter = InMemorySpanExporter()
+    recording = TracerProvider()
+    recording.add_span_processor(SimpleSpanProcessor(exporter))
+    with OpenTelemetryTracing(recording).span("commandbus.handle", attributes) as span:
+        span.set("commandbus.extra", 1)
+    [finished] = exporter.get_finished_spans()
+    assert dict(finished.attributes or {}) == {
+        "commandbus.command_id": "c-1",
+        "commandbus.extra": 1,
+    }
+    assert made == ["made"]
+    dropped = OpenTelemetryTracing(TracerProvider(sampler=ALWAYS_OFF))
+    with dropped.span("commandbus.handle", attributes, {"traceparent": "00-" + "a" * 32 + "-"
+                      + "b" * 16 + "-00"}) as span:  # fmt: skip
+        span.set("commandbus.extra", 1)  # a span that does not record takes it, ignores it
+        # Still current, so what it sends carries the (unsampled) trace on.
+        assert (dropped.outgoing_headers() or {})["traceparent"].startswith("00-" + "a" * 32)
+    assert made == ["made"]  # not made again for the span the sampler dropped

@@ -19,12 +19,14 @@ from typing import Any
 from urllib.parse import urlencode
 
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from commandbus.console import charts
 from commandbus.console.auth import ConsoleUsers, User
 from commandbus.console.service import NEEDS_ATTENTION, ConsoleService
 from commandbus.errors import CommandBusError, ValidationError
@@ -42,6 +44,13 @@ _env = Environment(
     autoescape=select_autoescape(["html"], default=True),
 )
 _env.filters["pretty"] = lambda value: json.dumps(value, indent=2, sort_keys=True, default=str)
+_env.filters["seconds"] = charts.fmt_seconds
+# Charts are SVG built (and escaped) by commandbus.console.charts: markup, not text.
+_env.globals.update(
+    throughput_chart=lambda *a: Markup(charts.throughput_chart(*a)),
+    latency_chart=lambda *a: Markup(charts.latency_chart(*a)),
+    duration_bar=lambda *a: Markup(charts.duration_bar(*a)),
+)
 
 
 def create_app(
@@ -61,6 +70,7 @@ def create_app(
     routes = [
         Route("/", page(console.dashboard)),
         Route("/partials/summary", page(console.summary_partial)),
+        Route("/partials/activity", page(console.activity_partial)),
         Route("/tsq", page(console.tsq_list)),
         Route("/tsq/bulk-retry", action(console.bulk_retry), methods=["POST"]),
         Route("/tsq/{domain}/{command_id}", page(console.tsq_item)),
@@ -72,6 +82,16 @@ def create_app(
         Route(
             "/processes/{domain}/{process_id}/cancel",
             action(console.cancel_process),
+            methods=["POST"],
+        ),
+        Route(
+            "/processes/{domain}/{process_id}/retry-step",
+            action(console.retry_step),
+            methods=["POST"],
+        ),
+        Route(
+            "/processes/{domain}/{process_id}/complete-step",
+            action(console.complete_step),
             methods=["POST"],
         ),
         Route("/parked", page(console.parked)),
@@ -155,7 +175,13 @@ class _Console:
 
     async def dashboard(self, request: Request, user: User) -> Response:
         summaries = [await self.service.summary(d) for d in self.service.domains]
-        return self.render(request, user, "dashboard.html", {"summaries": summaries})
+        activity = await self.service.activity()
+        context = {"summaries": summaries, "activity": activity}
+        return self.render(request, user, "dashboard.html", context)
+
+    async def activity_partial(self, request: Request, user: User) -> Response:
+        activity = await self.service.activity()
+        return self.render(request, user, "_activity.html", {"activity": activity})
 
     async def summary_partial(self, request: Request, user: User) -> Response:
         summaries = [await self.service.summary(d) for d in self.service.domains]
@@ -292,11 +318,28 @@ class _Console:
         await self.service.cancel_process(user.name, domain, pid, reason)
         return self.done(request, f"/processes/{domain}/{pid}", "process canceled")
 
+    async def retry_step(self, request: Request, user: User) -> Response:
+        domain, pid = request.path_params["domain"], request.path_params["process_id"]
+        done = await self.service.retry_step(user.name, domain, pid)
+        return self.done(request, f"/processes/{domain}/{pid}", _step_notice("retried", done))
+
+    async def complete_step(self, request: Request, user: User) -> Response:
+        domain, pid = request.path_params["domain"], request.path_params["process_id"]
+        form = await request.form()
+        result = _json_object(_text(form.get("result")))
+        done = await self.service.complete_step(user.name, domain, pid, result)
+        return self.done(request, f"/processes/{domain}/{pid}", _step_notice("completed", done))
+
     async def replay(self, request: Request, user: User) -> Response:
         domain, record_id = request.path_params["domain"], request.path_params["record_id"]
         replayed = await self.service.replay(user.name, domain, record_id)
         notice = "message replayed" if replayed else "already replayed by someone else"
         return self.done(request, "/parked", notice)
+
+
+def _step_notice(past: str, process: Any) -> str:
+    step = f" at step {process.current_step}" if process.current_step is not None else ""
+    return f"step {past}: the process is {process.status.value}{step}"
 
 
 def _text(value: Any) -> str | None:

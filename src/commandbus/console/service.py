@@ -12,10 +12,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
+from commandbus.activity import CommandActivity, ProcessActivity
 from commandbus.bus import CommandBus
+from commandbus.console.pictures import Branches, Diagram, process_branches, process_diagram
 from commandbus.errors import CommandBusError, InvalidOperationError, ValidationError
 from commandbus.models import AuditEvent, CommandMetadata, JsonObject, QueueStats
 from commandbus.ops.troubleshooting import TroubleshootingQueue
@@ -56,6 +59,15 @@ class DomainSummary:
 
 
 @dataclass(frozen=True)
+class Activity:
+    """The dashboard's last hour: commands per domain and minute, process and step
+    durations (each read once for every domain)."""
+
+    commands: CommandActivity
+    processes: ProcessActivity
+
+
+@dataclass(frozen=True)
 class CommandView:
     meta: CommandMetadata
     audit: list[AuditEvent]
@@ -68,6 +80,13 @@ class ProcessView:
     audit: list[ProcessAuditEntry]
     parked: list[ProcessMessageRecord]
     can_cancel: bool
+    #: It waits for an operator on a step (WAITING_FOR_OPERATOR) and the console has its
+    #: manager: retry the step, or complete it by hand.
+    can_act_on_step: bool
+    #: Its definition's diagram with the path it took (None: an event-driven process).
+    diagram: Diagram | None
+    #: An event-driven process's branches side by side (none for the others).
+    branches: Branches
 
 
 class ConsoleService:
@@ -108,6 +127,15 @@ class ConsoleService:
             tsq_size=await self.tsq.count_troubleshooting(domain),
             processes={s.value: n for s, n in sorted(counts.items())},
         )
+
+    async def activity(self, minutes: int = 60) -> Activity:
+        """The last ``minutes`` minutes, the current one last (whole minutes, so a chart's
+        bars keep their place from one refresh to the next)."""
+        now = self.backend.clock.now()
+        since = now.replace(second=0, microsecond=0) - timedelta(minutes=minutes - 1)
+        commands = await self.backend.commands.activity(since, minutes=minutes)
+        processes = await self.backend.processes.activity(since)
+        return Activity(commands, processes)
 
     async def command(self, domain: str, command_id: UUID | str) -> CommandView | None:
         meta = await self.bus.get_command(domain, command_id)
@@ -154,8 +182,13 @@ class ConsoleService:
         parked = await repo.list_messages(
             process_id=pid, disposition=ProcessMessageDisposition.PARKED, limit=100
         )
-        can_cancel = process.process_type in self.managers and not process.status.is_terminal
-        return ProcessView(process, audit, parked, can_cancel)
+        manager = self.managers.get(process.process_type)
+        can_cancel = manager is not None and not process.status.is_terminal
+        waits = process.status is ProcessStatus.WAITING_FOR_OPERATOR
+        can_act_on_step = manager is not None and waits
+        branches = await process_branches(self.backend, process)
+        diagram = None if branches.event_driven else await process_diagram(process, audit, manager)
+        return ProcessView(process, audit, parked, can_cancel, can_act_on_step, diagram, branches)
 
     async def parked(self, domain: str, limit: int = 100) -> list[ProcessMessageRecord]:
         return await self.backend.processes.list_messages(
@@ -196,19 +229,46 @@ class ConsoleService:
     async def cancel_process(
         self, operator: str, domain: str, process_id: str, reason: str
     ) -> None:
+        manager, process = await self._manager_of(domain, process_id)
+        await manager.cancel(process.process_id, f"{reason} (canceled by {operator})")
+        _audit(operator, "cancel process", domain, process_id, reason=reason)
+
+    async def retry_step(
+        self, operator: str, domain: str, process_id: str
+    ) -> ProcessMetadata[Any, Any]:
+        """Send the awaited step of a process that waits for an operator again (the
+        manager's ``retry_step``; the operator's name is in the process's audit trail)."""
+        manager, process = await self._manager_of(domain, process_id)
+        done = await manager.retry_step(process.process_id, operator=operator)
+        _audit(operator, "retry step", domain, process_id, step=process.current_step)
+        return done
+
+    async def complete_step(
+        self, operator: str, domain: str, process_id: str, result: JsonObject | None
+    ) -> ProcessMetadata[Any, Any]:
+        """Complete the awaited step by hand with ``result`` (the manager's
+        ``complete_step``: ``update_state`` sees it as the SUCCESS reply's data)."""
+        manager, process = await self._manager_of(domain, process_id)
+        done = await manager.complete_step(process.process_id, result or {}, operator=operator)
+        _audit(operator, "complete step", domain, process_id, step=process.current_step)
+        return done
+
+    async def _manager_of(
+        self, domain: str, process_id: str
+    ) -> tuple[BaseProcessManager[Any, Any], ProcessMetadata[Any, Any]]:
+        """The stored process and its manager (which runs its hooks), or a clear error."""
         process = await self.backend.processes.get_by_id(
             domain, validate_uuid(process_id, "process_id")
         )
         if process is None:
             raise InvalidOperationError(f"no process {process_id} in domain {domain!r}")
         manager = self.managers.get(process.process_type)
-        if manager is None:
+        if manager is None or manager.domain != domain:
             raise InvalidOperationError(
-                f"the console has no manager for process type {process.process_type!r}: "
-                "start it with --processes naming your managers"
+                f"the console has no manager for process type {process.process_type!r} in "
+                f"domain {domain!r}: start it with --processes naming your managers"
             )
-        await manager.cancel(process.process_id, f"{reason} (canceled by {operator})")
-        _audit(operator, "cancel process", domain, process_id, reason=reason)
+        return manager, process
 
     async def replay(self, operator: str, domain: str, record_id: int) -> bool:
         replayed = await replay_parked(self.backend, record_id)
@@ -231,6 +291,7 @@ def _audit(operator: str, action: str, domain: str, target: str, **details: Any)
 
 __all__ = [
     "NEEDS_ATTENTION",
+    "Activity",
     "CommandBusError",
     "CommandView",
     "ConsoleService",

@@ -9,9 +9,10 @@ PostgreSQL's visibility, row locks and rollback (``commandbus.memory.rows``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from uuid import UUID
 
+from commandbus.activity import DEFAULT_ACTIVITY_LIMIT, CommandActivity, check_window
 from commandbus.memory.batches import BatchChange, BatchTables
 from commandbus.memory.command_tables import (
     CommandRow,
@@ -381,6 +382,25 @@ class InMemoryCommandStore:
     ) -> int:
         async with self._backend.transaction(conn) as tx:
             return len(self._troubleshooting_rows(tx, domain, command_type))
+
+    async def activity(
+        self,
+        since: datetime,
+        *,
+        minutes: int = 60,
+        limit: int = DEFAULT_ACTIVITY_LIMIT,
+        conn: Conn | None = None,
+    ) -> CommandActivity:
+        check_window(since, limit, minutes)
+        async with self._backend.transaction(conn) as tx:
+            rows = [r for r in self._tables.rows_seen_by(tx, None) if r.created_at >= since]
+        # As the query reads them: the newest limit + 1, newest first.
+        rows.sort(key=lambda r: (r.created_at, r.command_id), reverse=True)
+        sample = [
+            (r.domain, CommandStatus(r.status).value, r.created_at, r.updated_at)
+            for r in rows[: limit + 1]
+        ]
+        return CommandActivity.build(since, minutes, limit, sample)
 
     def _troubleshooting_rows(
         self, tx: MemoryTransaction, domain: str, command_type: str | None

@@ -19,6 +19,12 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from commandbus.activity import (
+    DEFAULT_ACTIVITY_LIMIT,
+    AuditSample,
+    ProcessActivity,
+    check_window,
+)
 from commandbus.memory.batches import BatchChange, BatchTables
 from commandbus.memory.rows import TxCell, TxLog, TxTable
 from commandbus.memory.transaction import MemoryHost, MemoryTransaction
@@ -103,6 +109,8 @@ class InMemoryProcessRepository:
         self._audit: dict[Key, TxLog[ProcessAuditEntry]] = {}
         self._log: TxLog[_LogRow] = TxLog()
         self._seq = 0
+        # Every audit entry in write order, as PostgreSQL's identity column orders them.
+        self._written: list[tuple[Key, TxCell[ProcessAuditEntry]]] = []
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -146,7 +154,7 @@ class InMemoryProcessRepository:
         log = self._audit.get(key)
         if log is None:
             log = self._audit[key] = TxLog()
-        log.append(tx, _stored_entry(entry))
+        self._written.append((key, log.append(tx, _stored_entry(entry))))
 
     async def _update_audit(
         self, tx: MemoryTransaction, key: Key, command_id: UUID, entry: ProcessAuditEntry
@@ -396,6 +404,35 @@ class InMemoryProcessRepository:
                     status = ProcessStatus(seen.status)
                     counts[status] = counts.get(status, 0) + 1
         return counts
+
+    async def activity(
+        self, since: datetime, *, limit: int = DEFAULT_ACTIVITY_LIMIT, conn: Conn | None = None
+    ) -> ProcessActivity:
+        check_window(since, limit)
+        samples: list[AuditSample] = []
+        async with self._backend.transaction(conn) as tx:
+            # As the query reads them: the newest limit + 1 entries, newest first.
+            for key, cell in reversed(self._written):
+                if len(samples) > limit:
+                    break
+                entry = cell.seen_by(tx)
+                process = self._rows.get(tx, key) if entry is not None else None
+                if entry is None or process is None:
+                    continue
+                samples.append(
+                    AuditSample(
+                        key[0],
+                        key[1],
+                        process.process_type,
+                        entry.step_name,
+                        entry.sent_at,
+                        entry.scheduled_for,
+                        entry.received_at,
+                        process.created_at,
+                        process.completed_at,
+                    )
+                )
+        return ProcessActivity.build(since, limit, samples)
 
     async def delete_message(self, record_id: int, *, conn: Conn | None = None) -> bool:
         async with self._backend.transaction(conn) as tx:

@@ -7,6 +7,7 @@ batch; see ``sql/queries.sql`` for what each statement does and why.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -14,6 +15,7 @@ from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from commandbus.activity import DEFAULT_ACTIVITY_LIMIT, CommandActivity
 from commandbus.errors import DuplicateCommandError, StorageError
 from commandbus.models import (
     AuditEvent,
@@ -30,6 +32,7 @@ from commandbus.models import (
     Settlement,
     TroubleshootingItem,
 )
+from commandbus.postgres.activity import command_activity
 from commandbus.postgres.connections import fast_cursor, statement_conn, transaction_conn
 from commandbus.postgres.queries import Queries
 from commandbus.postgres.queue import dumps
@@ -474,6 +477,16 @@ class PostgresCommandStore:
             row = await cur.fetchone()
         assert row is not None
         return int(row[0])
+
+    async def activity(
+        self,
+        since: datetime,
+        *,
+        minutes: int = 60,
+        limit: int = DEFAULT_ACTIVITY_LIMIT,
+        conn: Any | None = None,
+    ) -> CommandActivity:
+        return await command_activity(self._pool, since, minutes, limit, conn)
 
 
 async def _enqueue_one(conn: Any, queue: str, message: JsonObject) -> int:

@@ -20,8 +20,10 @@ from uuid import UUID
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from commandbus.activity import DEFAULT_ACTIVITY_LIMIT, ProcessActivity
 from commandbus.models import ReplyOutcome
 from commandbus.ports import Conn
+from commandbus.postgres.activity import process_activity
 from commandbus.postgres.connections import fast_cursor, statement_conn, transaction_conn
 from commandbus.postgres.queries import Queries
 from commandbus.process.errors import ProcessAlreadyExistsError, ProcessVersionConflictError
@@ -448,6 +450,11 @@ class PostgresProcessRepository:
             cur = await c.execute(Q.count_processes_by_status, {"domain": domain})
             rows = await cur.fetchall()
         return {ProcessStatus(status): int(n) for status, n in rows}
+
+    async def activity(
+        self, since: datetime, *, limit: int = DEFAULT_ACTIVITY_LIMIT, conn: Conn | None = None
+    ) -> ProcessActivity:
+        return await process_activity(self._pool, since, limit, conn)
 
 
 def _reply_columns(items: Sequence[tuple[str, UUID, ProcessAuditEntry]]) -> dict[str, list[Any]]:

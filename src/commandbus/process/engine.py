@@ -241,15 +241,16 @@ class ProcessEngine:
                     )
                 )
                 continue
-            attributes = {"commandbus.process_id": str(env.process_id)}
+
+            def attributes(env: Envelope = env) -> dict[str, Any]:  # if the span records
+                return {"commandbus.process_id": str(env.process_id)}
+
             with telemetry.span("commandbus.process.decide", attributes, env.headers) as span:
                 # The commands this decision sends are children of this span, caused by
                 # the message (the command the reply or timer is about); the headers are
                 # made only for a decision that sends.
-                cause = _command_id_of(env)
-
-                def headers(cause: str | None = cause) -> JsonObject | None:
-                    return telemetry.outgoing_headers(causation_id=cause)
+                def headers(env: Envelope = env) -> JsonObject | None:
+                    return telemetry.outgoing_headers(causation_id=_command_id_of(env))
 
                 result = await self._handle_one(
                     env,

@@ -10,6 +10,7 @@ One contract class per port (or per consumer of a port), each with the same hook
 - ``TransactionContract``: ``Backend.transaction`` — rollback, savepoints, isolation;
 - ``MessageQueueContract``: ``MessageQueue`` and ``Backend.listen``;
 - ``BatchContract``: ``BatchStore`` and the batch counters every status change moves.
+- ``ActivityContract``: ``CommandStore.activity`` (what dashboards read).
 
 ``BackendContract`` is all of them. Subclass it (or one of them) in a test module as
 ``Test…``, provide the ``backend`` fixture and the ``advance`` hook (and, for a real
@@ -28,6 +29,7 @@ test starts from an empty backend and pins exact values (statuses, attempts, ord
 """
 
 from commandbus.testing.contracts._base import ContractBase
+from commandbus.testing.contracts.activity import ActivityContract
 from commandbus.testing.contracts.batches import BatchContract
 from commandbus.testing.contracts.operators import OperatorWritesContract
 from commandbus.testing.contracts.queries import QueryContract
@@ -45,11 +47,13 @@ class BackendContract(
     TransactionContract,
     MessageQueueContract,
     BatchContract,
+    ActivityContract,
 ):
     """The whole contract of ``Backend``, ``MessageQueue`` and ``CommandStore``."""
 
 
 __all__ = [
+    "ActivityContract",
     "BackendContract",
     "BatchContract",
     "CommandSendContract",
