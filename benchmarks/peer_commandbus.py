@@ -27,6 +27,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from benchmarks.peer_cpu import BackendCpu, own_cpu
 from commandbus import CommandBus, HandlerRegistry, SendRequest, Worker
 from commandbus.handler import HandlerContext
 from commandbus.models import Command
@@ -87,7 +88,14 @@ def send(dsn: str, n: int, one_at_a_time: bool) -> dict[str, Any]:
 
 
 def _child(
-    dsn: str, concurrency: int, batch: int, ready: Any, go: Any, stop: Any, handled: Any
+    dsn: str,
+    concurrency: int,
+    batch: int,
+    ready: Any,
+    go: Any,
+    stop: Any,
+    handled: Any,
+    client_cpu: Any,
 ) -> None:
     async def main() -> None:
         calls = 0
@@ -103,6 +111,7 @@ def _child(
             worker = Worker(backend, DOMAIN, registry, visibility_timeout=120, batch_size=batch)
             ready.release()
             await asyncio.to_thread(go.wait)
+            cpu_started = own_cpu()
             runner = asyncio.create_task(
                 worker.run(concurrency=concurrency, poll_interval=0.05, use_notify=True)
             )
@@ -113,6 +122,8 @@ def _child(
             await backend.close()
         with handled.get_lock():
             handled.value += calls
+        with client_cpu.get_lock():
+            client_cpu.value += own_cpu() - cpu_started
 
     asyncio.run(main())
 
@@ -123,8 +134,11 @@ def process(
     """Run ``procs`` worker processes until the ``n`` sent commands are settled."""
     ctx = mp.get_context("spawn")
     ready, go, stop, handled = ctx.Semaphore(0), ctx.Event(), ctx.Event(), ctx.Value("q", 0)
+    client_cpu = ctx.Value("d", 0.0)
     workers = [
-        ctx.Process(target=_child, args=(dsn, concurrency, batch, ready, go, stop, handled))
+        ctx.Process(
+            target=_child, args=(dsn, concurrency, batch, ready, go, stop, handled, client_cpu)
+        )
         for _ in range(procs)
     ]
     for worker in workers:
@@ -133,6 +147,8 @@ def process(
         if not ready.acquire(timeout=60):
             raise RuntimeError("a commandbus worker did not start within 60 s")
     with psycopg.connect(dsn, autocommit=True) as monitor:
+        server_cpu = BackendCpu(dsn)
+        server_cpu.start()
         started = database_now(monitor)
         wall_started = time.perf_counter()
         go.set()
@@ -150,6 +166,7 @@ def process(
             ):
                 timed_out = True
                 break
+        server_cpu.stop()
         stop.set()
         for worker in workers:
             worker.join(timeout=60)
@@ -180,6 +197,8 @@ def process(
         "seconds": seconds,
         "per_second": last[1] / seconds if seconds > 0 else 0.0,
         "timed_out": timed_out,
+        "client_cpu_s": client_cpu.value,
+        "server_cpu_s": server_cpu.seconds(),
         "handled": handled.value,
         "completed": last[1],
         "distinct_completed": last[2],

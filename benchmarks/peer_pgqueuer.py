@@ -30,6 +30,8 @@ from typing import Any
 
 import psycopg
 
+from peer_cpu import BackendCpu, own_cpu  # beside this file, which runs as a script
+
 PAYLOAD = b'{"i":1,"payload":"xxxxxxxxxxxxxxxx"}'
 
 
@@ -79,7 +81,7 @@ def send(dsn: str, n: int, chunk: int, one_at_a_time: bool) -> dict[str, Any]:
     return asyncio.run(timed())
 
 
-def _child(dsn: str, batch: int, ready: Any, go: Any, handled: Any) -> None:
+def _child(dsn: str, batch: int, ready: Any, go: Any, handled: Any, client_cpu: Any) -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     logging.getLogger("pgqueuer").setLevel(logging.WARNING)
 
@@ -97,9 +99,12 @@ def _child(dsn: str, batch: int, ready: Any, go: Any, handled: Any) -> None:
 
         ready.release()
         await asyncio.to_thread(go.wait)
+        cpu_started = own_cpu()
         await manager.run(batch_size=batch, mode=types.QueueExecutionMode.drain)
         with handled.get_lock():
             handled.value += calls
+        with client_cpu.get_lock():
+            client_cpu.value += own_cpu() - cpu_started
 
     asyncio.run(main())
 
@@ -108,8 +113,10 @@ def process(dsn: str, n: int, procs: int, batch: int, timeout: float) -> dict[st
     """Run ``procs`` draining worker processes over the ``n`` queued jobs."""
     ctx = mp.get_context("spawn")
     ready, go, handled = ctx.Semaphore(0), ctx.Event(), ctx.Value("q", 0)
+    client_cpu = ctx.Value("d", 0.0)
     workers = [
-        ctx.Process(target=_child, args=(dsn, batch, ready, go, handled)) for _ in range(procs)
+        ctx.Process(target=_child, args=(dsn, batch, ready, go, handled, client_cpu))
+        for _ in range(procs)
     ]
     for worker in workers:
         worker.start()
@@ -117,6 +124,8 @@ def process(dsn: str, n: int, procs: int, batch: int, timeout: float) -> dict[st
         if not ready.acquire(timeout=60):
             raise RuntimeError("a PgQueuer worker did not start within 60 s")
     with psycopg.connect(dsn, autocommit=True) as monitor:
+        server_cpu = BackendCpu(dsn)
+        server_cpu.start()
         started = database_now(monitor)
         wall_started = time.perf_counter()
         go.set()
@@ -131,6 +140,7 @@ def process(dsn: str, n: int, procs: int, batch: int, timeout: float) -> dict[st
             ):
                 timed_out = True
                 break
+        server_cpu.stop()
         for worker in workers:
             worker.join(timeout=30)
             if worker.is_alive():
@@ -153,6 +163,8 @@ def process(dsn: str, n: int, procs: int, batch: int, timeout: float) -> dict[st
         "seconds": seconds,
         "per_second": completed / seconds if seconds > 0 else 0.0,
         "timed_out": timed_out,
+        "client_cpu_s": client_cpu.value,
+        "server_cpu_s": server_cpu.seconds(),
         "handled": handled.value,
         "completed": completed,
         "distinct_completed": distinct[0] if distinct else 0,

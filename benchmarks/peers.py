@@ -200,7 +200,30 @@ def summary(values: Sequence[float]) -> str:
     return f"{statistics.median(values):,.0f}/s [{min(values):,.0f}-{max(values):,.0f}]"
 
 
-def report(results: dict[str, dict[str, list[float]]], args: argparse.Namespace) -> None:
+def report_cpu(cpu: dict[str, list[tuple[float, float | None]]]) -> None:
+    """CPU per command of the end-to-end runs: the worker processes and the database's
+    backends (the measure that matters on a machine whose cores both sides share)."""
+    table = Table(title="CPU per command, end to end: median µs", title_justify="left")
+    for header in ("system", "worker processes", "PostgreSQL backends", "both"):
+        table.add_column(header, justify="left" if header == "system" else "right")
+    for system, runs in cpu.items():
+        client = statistics.median(c for c, _ in runs)
+        servers = [s for _, s in runs if s is not None]
+        server = statistics.median(servers) if servers else None
+        table.add_row(
+            system,
+            f"{client:.0f}",
+            "?" if server is None else f"{server:.0f}",
+            "?" if server is None else f"{client + server:.0f}",
+        )
+    console.print(table)
+
+
+def report(
+    results: dict[str, dict[str, list[float]]],
+    cpu: dict[str, list[tuple[float, float | None]]],
+    args: argparse.Namespace,
+) -> None:
     table = Table(
         title=escape(
             f"commandbus vs PgQueuer {PGQUEUER_VERSION} (asyncpg), {args.rounds} interleaved "
@@ -229,6 +252,8 @@ def report(results: dict[str, dict[str, list[float]]], args: argparse.Namespace)
             f"{min(per_round):.2f}-{max(per_round):.2f}",
         )
     console.print(table)
+    if cpu["commandbus"] and cpu["pgqueuer"]:
+        report_cpu(cpu)
     load = os.getloadavg()
     console.print(
         f"[dim]commandbus: {args.procs} worker processes x concurrency {args.concurrency}, "
@@ -265,6 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = {system: f"cb_peers_{tag}_{system}" for system in SYSTEMS}
     urls = {system: database_url(server, name) for system, name in names.items()}
     results: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    cpu: dict[str, list[tuple[float, float | None]]] = defaultdict(list)
     wrong: list[str] = []
     try:
         for name in names.values():
@@ -289,6 +315,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         bad = problems(system, name, n, result)
                         wrong.extend(f"round {number + 1} {system} {name}: {p}" for p in bad)
                         results[name][system].append(result["per_second"])
+                        if name == "process":
+                            server = result["server_cpu_s"]
+                            cpu[system].append(
+                                (
+                                    result["client_cpu_s"] / n * 1e6,
+                                    None if server is None else server / n * 1e6,
+                                )
+                            )
                         console.print(
                             f"round {number + 1} {system:10} {FIGURES[name]:21} "
                             f"{result['per_second']:>9,.0f}/s"
@@ -298,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             with args.json.open("a") as out:
                                 record = {"round": number + 1, "system": system, "figure": name}
                                 out.write(json.dumps({**record, **result}, default=str) + "\n")
-        report(results, args)
+        report(results, cpu, args)
     finally:
         for name in names.values():
             drop_database(server, name)
