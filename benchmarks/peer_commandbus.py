@@ -38,12 +38,19 @@ REPLIES = "peer__replies"
 TABLES = ("queue_message", "command", "audit", "queue_archive")
 
 
-def reset(dsn: str) -> None:
+def reset(dsn: str, keep_history: bool = False) -> None:
+    """Empty the tables (``keep_history``: remove only this benchmark's rows, keeping the
+    history ``benchmarks.history`` stored under another domain), vacuum, checkpoint."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(
-            "TRUNCATE commandbus.queue_message, commandbus.command, commandbus.audit,"
-            " commandbus.queue_archive"
-        )
+        if keep_history:
+            conn.execute("DELETE FROM commandbus.queue_message")
+            conn.execute("DELETE FROM commandbus.audit WHERE domain = %s", (DOMAIN,))
+            conn.execute("DELETE FROM commandbus.command WHERE domain = %s", (DOMAIN,))
+        else:
+            conn.execute(
+                "TRUNCATE commandbus.queue_message, commandbus.command, commandbus.audit,"
+                " commandbus.queue_archive"
+            )
         for table in TABLES:
             conn.execute(sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier("commandbus", table)))
         conn.execute("CHECKPOINT")
@@ -78,7 +85,9 @@ def send(dsn: str, n: int, one_at_a_time: bool) -> dict[str, Any]:
                 else:
                     await bus.send_batch(requests)
                 seconds = (database_now(monitor) - started).total_seconds()
-                row = monitor.execute("SELECT count(*) FROM commandbus.command").fetchone()
+                row = monitor.execute(
+                    "SELECT count(*) FROM commandbus.command WHERE domain = %s", (DOMAIN,)
+                ).fetchone()
         finally:
             await backend.close()
         stored = row[0] if row else 0
@@ -175,13 +184,15 @@ def process(
                 worker.join(5)
         last = monitor.execute(
             "SELECT max(ts), count(*), count(DISTINCT command_id) FROM commandbus.audit"
-            " WHERE event_type = 'COMPLETED'"
+            " WHERE event_type = 'COMPLETED' AND domain = %s",
+            (DOMAIN,),
         ).fetchone()
         assert last is not None
         statuses = dict(
             monitor.execute(
                 "SELECT status || ' attempts=' || attempts, count(*) FROM commandbus.command"
-                " GROUP BY 1"
+                " WHERE domain = %s GROUP BY 1",
+                (DOMAIN,),
             ).fetchall()
         )
         replies = monitor.execute(
@@ -217,9 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=200, help="per worker process")
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument("--keep-history", action="store_true", help="reset: keep other domains")
     args = parser.parse_args(argv)
     if args.action == "reset":
-        reset(args.dsn)
+        reset(args.dsn, args.keep_history)
         result: dict[str, Any] = {}
     elif args.action in ("send", "loop"):
         result = send(args.dsn, args.n, one_at_a_time=args.action == "loop")

@@ -31,6 +31,7 @@ from commandbus.models import (
     TroubleshootingItem,
 )
 from commandbus.postgres.connections import fast_cursor, statement_conn, transaction_conn
+from commandbus.postgres.history import HistoryPruning
 from commandbus.postgres.queries import Queries
 from commandbus.postgres.queue import dumps
 from commandbus.postgres.sending import insert_one_params as _insert_one_params
@@ -78,8 +79,9 @@ def _repeated_ids(requests: Sequence[SendRequest]) -> tuple[str, list[UUID]] | N
     return domain, repeated[domain]
 
 
-class PostgresCommandStore:
-    """Commands in ``commandbus.command`` / ``audit`` / ``queue_message`` / ``queue_archive``."""
+class PostgresCommandStore(HistoryPruning):
+    """Commands in ``commandbus.command`` / ``audit`` / ``queue_message`` / ``queue_archive``
+    (retention: ``HistoryPruning``)."""
 
     def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
         self._pool = pool

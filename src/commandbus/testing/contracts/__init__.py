@@ -8,7 +8,8 @@ One contract class per port (or per consumer of a port), each with the same hook
 - ``OperatorWritesContract``: row locks and the writes of operator actions;
 - ``QueryContract``: the read-only queries;
 - ``TransactionContract``: ``Backend.transaction`` — rollback, savepoints, isolation;
-- ``MessageQueueContract``: ``MessageQueue`` and ``Backend.listen``.
+- ``MessageQueueContract``: ``MessageQueue`` and ``Backend.listen``;
+- ``HistoryContract``: retention, ``CommandStore.prune_finished``.
 
 ``BackendContract`` is all of them. Subclass it (or one of them) in a test module as
 ``Test…``, provide the ``backend`` fixture and the ``advance`` hook (and, for a real
@@ -27,6 +28,7 @@ test starts from an empty backend and pins exact values (statuses, attempts, ord
 """
 
 from commandbus.testing.contracts._base import ContractBase
+from commandbus.testing.contracts.history import HistoryContract
 from commandbus.testing.contracts.operators import OperatorWritesContract
 from commandbus.testing.contracts.queries import QueryContract
 from commandbus.testing.contracts.queue import MessageQueueContract
@@ -42,6 +44,7 @@ class BackendContract(
     QueryContract,
     TransactionContract,
     MessageQueueContract,
+    HistoryContract,
 ):
     """The whole contract of ``Backend``, ``MessageQueue`` and ``CommandStore``."""
 
@@ -50,6 +53,7 @@ __all__ = [
     "BackendContract",
     "CommandSendContract",
     "ContractBase",
+    "HistoryContract",
     "MessageQueueContract",
     "OperatorWritesContract",
     "QueryContract",
