@@ -10,7 +10,7 @@ from uuid import uuid4
 import pytest
 
 from commandbus import CommandBus, HandlerRegistry, Worker
-from commandbus.cli.history import parse_duration
+from commandbus.cli.history import describe_duration, parse_duration
 from commandbus.errors import ValidationError
 from commandbus.memory import InMemoryBackend
 from commandbus.models import Command, PrunedHistory
@@ -32,6 +32,11 @@ DAY = 24 * 3600
 )
 def test_durations(text: str, expected: timedelta) -> None:
     assert parse_duration(text) == expected
+
+
+def test_durations_are_described_in_their_largest_unit() -> None:
+    described = [describe_duration(parse_duration(t)) for t in ("30d", "14d", "1h", "90m", "61s")]
+    assert described == ["30 days", "2 weeks", "1 hour", "90 minutes", "61 seconds"]
 
 
 @pytest.mark.parametrize(

@@ -37,6 +37,16 @@ def parse_duration(text: str) -> timedelta:
         raise ValueError(f"invalid duration {text!r}: too long") from None
 
 
+def describe_duration(duration: timedelta) -> str:
+    """``timedelta(days=30)`` as ``30 days``, in the largest unit that divides it."""
+    total = int(duration.total_seconds())
+    for unit, seconds in (("week", 604_800), ("day", 86_400), ("hour", 3_600), ("minute", 60)):
+        if total % seconds == 0:
+            count = total // seconds
+            return f"{count} {unit}{'' if count == 1 else 's'}"
+    return f"{total} second{'' if total == 1 else 's'}"
+
+
 class DurationParam(_DurationBase):
     name = "duration"
 
@@ -107,7 +117,7 @@ def prune_cmd(
         print_json(pruned)
         return
     console().print(
-        f"Pruned {pruned.commands:,} finished commands older than {older_than} "
+        f"Pruned {pruned.commands:,} finished commands older than {describe_duration(older_than)} "
         f"({pruned.audit_events:,} audit events, {pruned.archived_messages:,} archived "
         "messages)."
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -13,6 +14,10 @@ from commandbus.postgres.connections import statement_conn
 from commandbus.postgres.queries import Queries
 
 Q = Queries("history_queries.sql")
+logger = logging.getLogger("commandbus.postgres")
+
+#: Weeks of audit partitions kept ready ahead (see 009_audit_partitions.sql).
+WEEKS_AHEAD = 8
 
 #: Before any row: where the first batch starts.
 _BEGINNING = datetime.fromisoformat("0001-01-01T00:00:00+00:00")
@@ -20,7 +25,9 @@ _BEGINNING = datetime.fromisoformat("0001-01-01T00:00:00+00:00")
 
 class HistoryPruning:
     """``CommandHistory`` of ``PostgresCommandStore``: one statement (one transaction) per
-    batch; each batch starts at the ``created_at`` the previous one reached."""
+    batch; each batch starts at the ``created_at`` the previous one reached. Then the
+    audit trail's weekly partitions are kept: the coming weeks created, the weeks before
+    the cutoff that are now empty dropped."""
 
     _pool: AsyncConnectionPool[Any]
 
@@ -50,5 +57,16 @@ class HistoryPruning:
             if on_batch is not None:
                 on_batch(batch)
             if batch.commands < batch_size or row[3] is None:
-                return total
+                break
             reached = row[3]
+        params = {"cutoff": finished_before, "weeks_ahead": WEEKS_AHEAD}
+        async with statement_conn(self._pool, None) as conn:
+            cur = await conn.execute(Q.maintain_audit_partitions, params)
+            kept = await cur.fetchone()
+        assert kept is not None
+        logger.info(
+            "audit partitions: %d emptied ones dropped, %d of the coming weeks created",
+            kept[0],
+            kept[1],
+        )
+        return total

@@ -59,3 +59,10 @@ SELECT (SELECT count(*) FROM commands) AS commands,
        (SELECT count(*) FROM events) AS audit_events,
        (SELECT count(*) FROM archived) AS archived_messages,
        (SELECT max(created_at) FROM doomed) AS reached;
+
+
+-- name: maintain_audit_partitions
+-- After a prune: the audit trail's weekly partitions (009_audit_partitions.sql) of the
+-- coming weeks, and those before the cutoff that the prune emptied dropped.
+SELECT commandbus.drop_empty_audit_partitions(%(cutoff)s::timestamptz) AS dropped,
+       commandbus.ensure_audit_partitions(%(weeks_ahead)s::integer) AS created;
