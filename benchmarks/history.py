@@ -133,10 +133,10 @@ def rounds(urls: dict[str, str], count: int, commands: int, label: str) -> None:
 def table_sizes(url: str) -> str:
     with psycopg.connect(url, autocommit=True) as conn:
         rows = conn.execute(
-            "SELECT c.relname, pg_size_pretty(pg_total_relation_size(c.oid))"
-            " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE n.nspname = 'commandbus' AND c.relname IN ('command', 'audit')"
-            " ORDER BY 1"
+            "SELECT t.name, pg_size_pretty(sum(pg_total_relation_size(p.relid)))"
+            " FROM (VALUES ('command'), ('audit')) AS t(name),"
+            " LATERAL pg_partition_tree(('commandbus.' || t.name)::regclass) AS p"
+            " GROUP BY t.name ORDER BY 1"
         ).fetchall()
     return ", ".join(f"{name} {size}" for name, size in rows)
 
