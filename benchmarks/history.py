@@ -133,10 +133,12 @@ def rounds(urls: dict[str, str], count: int, commands: int, label: str) -> None:
 def table_sizes(url: str) -> str:
     with psycopg.connect(url, autocommit=True) as conn:
         rows = conn.execute(
-            "SELECT t.name, pg_size_pretty(sum(pg_total_relation_size(p.relid)))"
-            " FROM (VALUES ('command'), ('audit')) AS t(name),"
-            " LATERAL pg_partition_tree(('commandbus.' || t.name)::regclass) AS p"
-            " GROUP BY t.name ORDER BY 1"
+            "SELECT t.name, pg_size_pretty(coalesce("
+            "  (SELECT sum(pg_total_relation_size(p.relid)) FROM pg_partition_tree(t.oid) p),"
+            "  pg_total_relation_size(t.oid)))"
+            " FROM (VALUES ('command', 'commandbus.command'::regclass),"
+            "              ('audit', 'commandbus.audit'::regclass)) AS t(name, oid)"
+            " ORDER BY 1"
         ).fetchall()
     return ", ".join(f"{name} {size}" for name, size in rows)
 
