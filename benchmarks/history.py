@@ -14,7 +14,9 @@ method of ``benchmarks.peers``: live rows removed (history kept), tables vacuume
 checkpoint; ``send_batch`` of ``--commands``; then 2 worker processes drain them. The
 figures are the medians and the ratio history / empty (the target: at least 0.90).
 
-With ``--prune`` the preloaded database is then pruned with ``commandbus history prune
+Commands are sent with random ids (``uuid4``), or with ``--time-ordered-ids`` with
+``commandbus.ids.uuid7`` (what ``CommandBus.send`` generates). With ``--prune`` the
+preloaded database is then pruned with ``commandbus history prune
 --older-than 30d`` (its time is printed) and one more set of rounds is run.
 """
 
@@ -95,23 +97,24 @@ def run(action: str, url: str, *extra: str) -> dict[str, Any]:
     return result
 
 
-def measure(url: str, commands: int) -> tuple[float, float]:
+def measure(url: str, commands: int, time_ordered: bool) -> tuple[float, float]:
     run("reset", url, "--keep-history")
-    sent = run("send", url, "-n", str(commands))
+    ids = ["--time-ordered-ids"] if time_ordered else []
+    sent = run("send", url, "-n", str(commands), *ids)
     processed = run("process", url, "-n", str(commands))
     if processed["completed"] != commands or processed["handled"] != commands:
         raise SystemExit(f"a run was wrong: {processed}")
     return sent["per_second"], processed["per_second"]
 
 
-def rounds(urls: dict[str, str], count: int, commands: int, label: str) -> None:
+def rounds(urls: dict[str, str], count: int, commands: int, label: str, time_ordered: bool) -> None:
     figures: dict[str, dict[str, list[float]]] = {
         name: {"send_batch": [], "end to end": []} for name in urls
     }
     for number in range(count):
         order = list(urls) if number % 2 == 0 else list(urls)[::-1]
         for name in order:
-            send, process = measure(urls[name], commands)
+            send, process = measure(urls[name], commands, time_ordered)
             figures[name]["send_batch"].append(send)
             figures[name]["end to end"].append(process)
             print(
@@ -152,6 +155,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--commands", type=int, default=20_000)
     parser.add_argument("--prune", action="store_true", help="then prune, and measure again")
+    parser.add_argument(
+        "--time-ordered-ids",
+        action="store_true",
+        help="send commands with time-ordered ids (uuid7) instead of random ones (uuid4)",
+    )
     return parser.parse_args(argv)
 
 
@@ -175,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"in {seconds:.0f} s ({table_sizes(urls['history'])})",
             flush=True,
         )
-        rounds(urls, args.rounds, args.commands, "before")
+        rounds(urls, args.rounds, args.commands, "before", args.time_ordered_ids)
         if args.prune:
             env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
             started = time.perf_counter()
@@ -201,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"pruned in {time.perf_counter() - started:.0f} s ({table_sizes(urls['history'])})",
                 flush=True,
             )
-            rounds(urls, args.rounds, args.commands, "pruned")
+            rounds(urls, args.rounds, args.commands, "pruned", args.time_ordered_ids)
     finally:
         for name in names.values():
             drop_database(server, name)
