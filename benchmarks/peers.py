@@ -316,11 +316,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         wrong.extend(f"round {number + 1} {system} {name}: {p}" for p in bad)
                         results[name][system].append(result["per_second"])
                         if name == "process":
-                            server = result["server_cpu_s"]
+                            backends = result["server_cpu_s"]
                             cpu[system].append(
                                 (
                                     result["client_cpu_s"] / n * 1e6,
-                                    None if server is None else server / n * 1e6,
+                                    None if backends is None else backends / n * 1e6,
                                 )
                             )
                         console.print(
