@@ -58,9 +58,11 @@ typecheck: install
 ## make check: lint + types + tests (what CI runs)
 check: lint typecheck test
 
-## make bench: the benchmarks (figures are printed)
+## make bench: the benchmarks (figures are printed); benchmarks.peers installs PgQueuer
+## into a virtualenv of its own under the temporary directory (not a project dependency)
 bench: install
 	$(PY) -m benchmarks.throughput
+	$(PY) -m benchmarks.peers
 	$(PY) -m benchmarks.processes
 	$(PY) -m benchmarks.observability
 

@@ -13,7 +13,8 @@ In a fresh database (created on the server of ``DATABASE_URL`` and dropped at th
    handler; every command is claimed, handled, settled and replied SUCCESS to a reply
    queue -> commands/s from the moment the workers are told to start until the last
    settlement is committed (checked afterwards: queue empty, one reply per command);
-3. **wake-up latency**: on an idle queue, single ``send`` calls spaced out, a worker that
+3. with ``--single-sends N``: N sequential ``send`` calls -> sends/s;
+4. **wake-up latency**: on an idle queue, single ``send`` calls spaced out, a worker that
    polls only every 10 s (so only NOTIFY wakes it) -> send call to handler start p50/p99.
 
 ``--profile DIR`` runs the worker processes under cProfile and prints their hottest
@@ -133,6 +134,19 @@ async def send_phase(url: str, domain: str, count: int) -> float:
         ]
         started = time.perf_counter()
         await bus.send_batch(requests)
+        return time.perf_counter() - started
+    finally:
+        await backend.close()
+
+
+async def single_send_phase(url: str, domain: str, count: int) -> float:
+    """``count`` sequential ``send`` calls (each its own transaction); returns seconds."""
+    backend = await open_backend(url)
+    try:
+        bus = CommandBus(backend)
+        started = time.perf_counter()
+        for n in range(count):
+            await bus.send(domain, "Noop", data={"n": n}, reply_to=f"{domain}__replies")
         return time.perf_counter() - started
     finally:
         await backend.close()
@@ -618,6 +632,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--concurrency", type=int, default=200, help="per worker process")
     parser.add_argument("--batch-size", type=int, default=50, help="commands per claim")
+    parser.add_argument(
+        "--single-sends",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time N sequential send() calls (one transaction each)",
+    )
     parser.add_argument("--latency-samples", type=int, default=200)
     parser.add_argument("--latency-spacing", type=float, default=0.02, help="seconds")
     parser.add_argument("--no-latency", action="store_true")
@@ -674,6 +695,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             console.print(
                 f"  processed in {rounds[-1].process_seconds:.2f} s "
                 f"({rounds[-1].per_second:,.0f} commands/s end to end)"
+            )
+        if args.single_sends:
+            asyncio.run(vacuum(url))
+            seconds = asyncio.run(single_send_phase(url, "bench_single", args.single_sends))
+            console.print(
+                f"sent {args.single_sends:,} commands one at a time in {seconds:.2f} s "
+                f"({args.single_sends / seconds:,.0f}/s)"
             )
         latency = None
         if not args.no_latency:

@@ -31,6 +31,10 @@ ROOT = Path(__file__).resolve().parent.parent
 FIGURES = {
     "send_batch (commands/s)": ("throughput", r"sent [\d,]+ commands in [\d.]+ s \(([\d,]+)/s\)"),
     "end to end, 2 workers (commands/s)": ("throughput", r"\(([\d,]+) commands/s end to end\)"),
+    "one send() at a time (commands/s)": (
+        "throughput",
+        r"sent [\d,]+ commands one at a time in [\d.]+ s \(([\d,]+)/s\)",
+    ),
     "processes (processes/s)": ("processes", r"processes/s\s+([\d.]+)"),
 }
 
@@ -38,6 +42,7 @@ FIGURES = {
 def run_benchmark(tree: Path, module: str, args: argparse.Namespace) -> str:
     if module == "throughput":
         argv = ["--commands", str(args.commands), "--workers", "2", "--no-latency"]
+        argv += ["--single-sends", str(args.single_sends)]
     else:
         argv = ["--processes", str(args.processes)]
     env = dict(os.environ, PYTHONPATH=str(tree / "src"))
@@ -73,6 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--commands", type=int, default=20_000)
     parser.add_argument("--processes", type=int, default=3_000)
+    parser.add_argument("--single-sends", type=int, default=3_000)
+    parser.add_argument(
+        "--only",
+        choices=["throughput", "processes"],
+        help="run one of the two benchmarks (default: both)",
+    )
     args = parser.parse_args(argv)
     results: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     with tempfile.TemporaryDirectory(prefix="commandbus-baseline-") as tmp:
@@ -91,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             trees = {"baseline": baseline, "this": ROOT}
             for number in range(args.rounds):
                 order = ["baseline", "this"] if number % 2 == 0 else ["this", "baseline"]
-                for module in ("throughput", "processes"):
+                for module in [args.only] if args.only else ["throughput", "processes"]:
                     for label in order:
                         output = run_benchmark(trees[label], module, args)
                         for name, value in figures_of(output, module).items():

@@ -412,3 +412,20 @@ class OperatorSettlement:
     #: Put the archived payload back on the command queue with a fresh attempt budget.
     requeue: bool = False
     reply: QueuedReply | None = None
+
+
+@dataclass(frozen=True)
+class PrunedHistory:
+    """What a retention run (``commandbus history prune``) deleted: finished commands,
+    their audit events and their archived messages."""
+
+    commands: int = 0
+    audit_events: int = 0
+    archived_messages: int = 0
+
+    def __add__(self, other: PrunedHistory) -> PrunedHistory:
+        return PrunedHistory(
+            self.commands + other.commands,
+            self.audit_events + other.audit_events,
+            self.archived_messages + other.archived_messages,
+        )

@@ -17,7 +17,7 @@ transaction: the core opens one and passes it to every write that change implies
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,6 +34,7 @@ from commandbus.models import (
     CommandStatus,
     JsonObject,
     OperatorSettlement,
+    PrunedHistory,
     QueueMessage,
     QueueStats,
     SendRequest,
@@ -297,10 +298,33 @@ class CommandOperations(Protocol):
         ...
 
 
-class CommandStore(CommandSending, CommandDelivery, CommandQueries, CommandOperations, Protocol):
+class CommandHistory(Protocol):
+    """Retention: deleting what is left of commands finished long ago."""
+
+    async def prune_finished(
+        self,
+        finished_before: datetime,
+        *,
+        domain: str | None = None,
+        batch_size: int = 5_000,
+        on_batch: Callable[[PrunedHistory], None] | None = None,
+    ) -> PrunedHistory:
+        """Delete the commands (of ``domain``, or of every domain) that are COMPLETED,
+        FAILED or CANCELED, last changed before ``finished_before`` and with no message
+        left in their queue, with their audit events and archived messages; never a
+        command that is waiting, running or in the troubleshooting queue. Batches of
+        ``batch_size`` commands, oldest first, each its own transaction (``on_batch`` is
+        told what each deleted); rows another transaction holds are skipped."""
+        ...
+
+
+class CommandStore(
+    CommandSending, CommandDelivery, CommandQueries, CommandOperations, CommandHistory, Protocol
+):
     """Commands: their queue messages, metadata rows, audit trail and archive. One adapter
-    object implements all four consumer ports; each core module depends on the one it
-    uses (the bus sends, the worker delivers, operators operate, consoles query)."""
+    object implements all five consumer ports; each core module depends on the one it
+    uses (the bus sends, the worker delivers, operators operate, consoles query, retention
+    prunes)."""
 
 
 class Waiter(Protocol):

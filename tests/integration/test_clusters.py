@@ -97,12 +97,14 @@ async def test_a_process_across_two_clusters_survives_a_relay_and_a_server_dying
     relays = [OutboxRelay(topology, dsn, pools) for dsn in (a.url, a.url, b.url, b.url)]
     tasks = [asyncio.create_task(w.run(concurrency=4, poll_interval=0.05)) for w in workers]
     tasks.append(asyncio.create_task(router.run(poll_interval=0.05)))
-    relay_tasks = [asyncio.create_task(r.run(poll_interval=0.05)) for r in relays]
+    relay_tasks: list[asyncio.Task[None]] = []
     try:
         half = PROCESSES // 2
         pids = await manager.start_many([dict(DATA) for _ in range(half)])
         lag = await relays[0].lag()
         assert lag.pending > 0  # the commands for billing wait in A's outbox
+        # The relays start only now: before, they could have drained it already.
+        relay_tasks += [asyncio.create_task(r.run(poll_interval=0.05)) for r in relays]
 
         await asyncio.sleep(0.05)
         relay_tasks[0].cancel()  # a relay dies mid-run (possibly between its commits)

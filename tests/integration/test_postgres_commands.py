@@ -103,6 +103,36 @@ async def test_command_message_wire_format(pg_backend: PostgresBackend) -> None:
     assert (headers, read_ct, queue) == (None, 0, COMMANDS)
 
 
+async def test_one_command_is_stored_as_in_a_batch(pg_backend: PostgresBackend) -> None:
+    """A send of one command has a statement of its own (scalar parameters): it writes
+    the same message, command row and SENT event as a batch does."""
+    options: dict[str, Any] = {
+        "data": {"amount": 5},
+        "max_attempts": 7,
+        "delay": 30.0,
+        "headers": {"traceparent": "00-abc-def-01"},
+    }
+    alone = req(**options)
+    in_batch = req(**options)
+    [one] = await pg_backend.commands.insert([alone], 3)
+    [batched, _] = await pg_backend.commands.insert([in_batch, req()], 3)
+    query = (
+        b"SELECT m.message - 'command_id' - 'correlation_id',"
+        b" round(extract(epoch FROM m.vt - m.enqueued_at)), c.status, c.attempts,"
+        b" c.max_attempts, c.reply_to, c.msg_id = m.msg_id, a.event_type,"
+        b" a.details = jsonb_build_object('msg_id', m.msg_id)"
+        b" FROM commandbus.queue_message m"
+        b" JOIN commandbus.command c ON c.msg_id = m.msg_id"
+        b" JOIN commandbus.audit a ON a.command_id = c.command_id"
+        b" WHERE m.msg_id = %s"
+    )
+    [stored_alone] = await fetchall(pg_backend.pool, query, (one.msg_id,))
+    [stored_in_batch] = await fetchall(pg_backend.pool, query, (batched.msg_id,))
+    assert stored_alone == stored_in_batch
+    assert stored_alone[0]["headers"] == {"traceparent": "00-abc-def-01"}
+    assert stored_alone[1:] == (30, "PENDING", 0, 7, REPLIES, True, "SENT", True)
+
+
 # -- duplicates --------------------------------------------------------------------------
 
 
@@ -119,11 +149,18 @@ async def test_duplicate_in_callers_transaction_keeps_that_transaction_usable(
                 [req(), req(command_id=existing.command_id)], 3, conn=conn
             )
         assert raised.value.command_ids == [existing.command_id]
+        # a send of one command has its own statement: the same savepoint
+        with pytest.raises(DuplicateCommandError) as raised:
+            await pg_backend.commands.insert([req(command_id=existing.command_id)], 3, conn=conn)
+        assert raised.value.command_ids == [existing.command_id]
         # only the failed call was undone (a savepoint); the transaction goes on
         await pg_backend.commands.insert([later], 3, conn=conn)
     assert await pg_backend.queue.depth(COMMANDS) == 3
     rows = await fetchall(pg_backend.pool, b"SELECT count(*) FROM commandbus.audit")
     assert rows == [(3,)]
+    with pytest.raises(DuplicateCommandError) as raised:
+        await pg_backend.commands.insert([req(command_id=later.command_id)], 3)
+    assert raised.value.command_ids == [later.command_id]
 
 
 async def test_concurrent_senders_race_on_the_unique_key(

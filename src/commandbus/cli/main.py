@@ -23,6 +23,7 @@ from commandbus import __version__
 from commandbus.cli._common import CliState, option, windows_event_loop_policy
 from commandbus.cli.batch import batch_group
 from commandbus.cli.command import command_group
+from commandbus.cli.history import history_group
 from commandbus.cli.schema import schema_group
 from commandbus.cli.tsq import tsq_group
 from commandbus.cli.worker import worker_group
@@ -111,6 +112,7 @@ cli.add_command(worker_group)
 cli.add_command(tsq_group)
 cli.add_command(command_group)
 cli.add_command(batch_group)
+cli.add_command(history_group)
 
 
 def _add_optional_nouns() -> None:

@@ -13,10 +13,10 @@ it is never shared with callers.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from commandbus.errors import DuplicateCommandError
@@ -34,6 +34,8 @@ from commandbus.models import (
 from commandbus.validation import command_queue, json_text
 
 __all__ = ["ArchivedMessage", "AuditRow", "CommandRow", "CommandTables", "RowCell"]
+
+_FINISHED = frozenset({CommandStatus.COMPLETED, CommandStatus.FAILED, CommandStatus.CANCELED})
 
 
 def encode(value: object) -> str:
@@ -245,6 +247,39 @@ class CommandTables:
             table = self._rows[row.domain] = TxTable()
         table.insert(tx, row.command_id, row)
 
+    def finished_before(
+        self, tx: MemoryTransaction, cutoff: datetime, domain: str | None
+    ) -> list[tuple[RowCell, CommandRow]]:
+        """Rows COMPLETED, FAILED or CANCELED last changed before ``cutoff``, oldest
+        first; rows another transaction holds are skipped (``SKIP LOCKED``)."""
+        tables = [self._rows.get(domain)] if domain is not None else list(self._rows.values())
+        found: list[tuple[RowCell, CommandRow]] = []
+        for table in tables:
+            if table is None:
+                continue
+            for _key, cell in table.items():
+                row = cell.seen_by(tx)
+                if (
+                    row is not None
+                    and row.status in _FINISHED
+                    and row.updated_at < cutoff
+                    and not cell.held_by_other(tx)
+                ):
+                    found.append((cell, row))
+        found.sort(key=lambda item: item[1].created_at)
+        return found
+
+    def delete_command(
+        self, tx: MemoryTransaction, cell: RowCell, row: CommandRow
+    ) -> tuple[int, int]:
+        """Delete the row (not held by another transaction), its audit events and its
+        archived messages; returns how many events and archived messages went with it."""
+        self._rows[row.domain].delete(tx, cell)
+        return (
+            _delete_seen(tx, self._audit.get(row.command_id), lambda e: e.domain == row.domain),
+            _delete_seen(tx, self._archive.get((command_queue(row.domain), row.command_id))),
+        )
+
     # -- audit -------------------------------------------------------------------------
 
     def append_audit(
@@ -298,3 +333,26 @@ class CommandTables:
     ) -> ArchivedMessage | None:
         log = self._archive.get((command_queue(domain), command_id))
         return log.latest_seen_by(tx) if log is not None else None
+
+
+_Row = TypeVar("_Row")
+
+
+def _delete_seen(
+    tx: MemoryTransaction,
+    log: TxLog[_Row] | None,
+    keep_unless: Callable[[_Row], bool] | None = None,
+) -> int:
+    """Delete the rows of ``log`` that ``tx`` sees (and that ``keep_unless`` selects),
+    leaving any another open transaction holds; returns how many."""
+    if log is None:
+        return 0
+    deleted = 0
+    for cell in list(log.cells()):
+        value = cell.seen_by(tx)
+        if value is None or cell.held_by_other(tx):
+            continue
+        if keep_unless is None or keep_unless(value):
+            log.delete(tx, cell)
+            deleted += 1
+    return deleted

@@ -8,7 +8,7 @@ PostgreSQL's visibility, row locks and rollback (``commandbus.memory.rows``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from uuid import UUID
 
@@ -34,6 +34,7 @@ from commandbus.models import (
     CommandStatus,
     JsonObject,
     OperatorSettlement,
+    PrunedHistory,
     SendRequest,
     SendResult,
     SettleAction,
@@ -131,6 +132,37 @@ class InMemoryCommandStore:
                 )
                 results.append(SendResult(command_id=req.command_id, msg_id=msg_id))
             return results
+
+    # -- retention ---------------------------------------------------------------------
+
+    async def prune_finished(
+        self,
+        finished_before: datetime,
+        *,
+        domain: str | None = None,
+        batch_size: int = 5_000,
+        on_batch: Callable[[PrunedHistory], None] | None = None,
+    ) -> PrunedHistory:
+        total = PrunedHistory()
+        while True:
+            commands = events = archived = 0
+            async with self._backend.transaction(None) as tx:
+                for cell, row in self._tables.finished_before(tx, finished_before, domain):
+                    if commands == batch_size:
+                        break
+                    queue = self._queue.state(command_queue(row.domain))
+                    if row.msg_id is not None and queue.get(tx, row.msg_id) is not None:
+                        continue  # its message is still queued (a stale redelivery)
+                    gone_events, gone_archived = self._tables.delete_command(tx, cell, row)
+                    commands += 1
+                    events += gone_events
+                    archived += gone_archived
+            batch = PrunedHistory(commands, events, archived)
+            total += batch
+            if on_batch is not None:
+                on_batch(batch)
+            if commands < batch_size:
+                return total
 
     # -- worker ------------------------------------------------------------------------
 

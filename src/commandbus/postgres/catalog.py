@@ -23,11 +23,14 @@ __all__ = ["catalog_differences", "expected_catalog", "live_catalog"]
 
 Catalog = dict[str, dict[str, str]]
 
-# Constant, parameterless queries over pg_catalog, each returning (kind, name, definition).
+# Constant queries over pg_catalog, each returning (kind, name, definition). The weekly
+# partitions of the audit trail (audit_YYYYMMDD, see 011_audit_partitions.sql) come and
+# go with the calendar: they are not part of the expected schema.
+WEEKLY_PARTITION = "^audit_[0-9]{8}$"
 _CATALOG_SQL = """
 SELECT 'table', c.relname, c.relname
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = 'commandbus' AND c.relkind IN ('r', 'p')
+WHERE n.nspname = 'commandbus' AND c.relkind IN ('r', 'p') AND c.relname !~ %(weekly)s
 UNION ALL
 SELECT 'column', c.relname || '.' || a.attname,
        format_type(a.atttypid, a.atttypmod)
@@ -36,16 +39,16 @@ FROM pg_attribute a
 JOIN pg_class c ON c.oid = a.attrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = 'commandbus' AND c.relkind IN ('r', 'p') AND a.attnum > 0
-  AND NOT a.attisdropped
+  AND NOT a.attisdropped AND c.relname !~ %(weekly)s
 UNION ALL
 SELECT 'index', i.indexname, i.indexdef
-FROM pg_indexes i WHERE i.schemaname = 'commandbus'
+FROM pg_indexes i WHERE i.schemaname = 'commandbus' AND i.tablename !~ %(weekly)s
 UNION ALL
 SELECT 'constraint', c.relname || '.' || k.conname, pg_get_constraintdef(k.oid)
 FROM pg_constraint k
 JOIN pg_class c ON c.oid = k.conrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = 'commandbus'
+WHERE n.nspname = 'commandbus' AND c.relname !~ %(weekly)s
 UNION ALL
 SELECT 'function', p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')',
        pg_get_function_result(p.oid)
@@ -58,7 +61,7 @@ _KINDS = ("table", "column", "index", "constraint", "function")
 
 async def live_catalog(conn: psycopg.AsyncConnection[Any]) -> Catalog:
     """The ``commandbus`` schema of the database ``conn`` is connected to."""
-    cur = await conn.execute(_CATALOG_SQL)
+    cur = await conn.execute(_CATALOG_SQL, {"weekly": WEEKLY_PARTITION})
     catalog: Catalog = {kind: {} for kind in _KINDS}
     for kind, name, definition in await cur.fetchall():
         catalog[kind][name] = definition

@@ -34,8 +34,10 @@ from commandbus.models import (
 )
 from commandbus.postgres.activity import command_activity
 from commandbus.postgres.connections import fast_cursor, statement_conn, transaction_conn
+from commandbus.postgres.history import HistoryPruning
 from commandbus.postgres.queries import Queries
 from commandbus.postgres.queue import dumps
+from commandbus.postgres.sending import insert_one_params as _insert_one_params
 from commandbus.validation import command_queue
 
 Q = Queries()
@@ -80,8 +82,9 @@ def _repeated_ids(requests: Sequence[SendRequest]) -> tuple[str, list[UUID]] | N
     return domain, repeated[domain]
 
 
-class PostgresCommandStore:
-    """Commands in ``commandbus.command`` / ``audit`` / ``queue_message`` / ``queue_archive``."""
+class PostgresCommandStore(HistoryPruning):
+    """Commands in ``commandbus.command`` / ``audit`` / ``queue_message`` / ``queue_archive``
+    (retention: ``HistoryPruning``)."""
 
     def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
         self._pool = pool
@@ -100,10 +103,15 @@ class PostgresCommandStore:
         repeated = _repeated_ids(requests)
         if repeated is not None:
             raise DuplicateCommandError(*repeated)
-        chunks = [
-            self._insert_params(requests[i : i + INSERT_CHUNK], default_max_attempts)
-            for i in range(0, len(requests), INSERT_CHUNK)
-        ]
+        if len(requests) == 1:  # one-at-a-time sends: scalar parameters, no arrays
+            chunks = [_insert_one_params(requests[0], default_max_attempts)]
+            statement = Q.insert_command
+        else:
+            chunks = [
+                self._insert_params(requests[i : i + INSERT_CHUNK], default_max_attempts)
+                for i in range(0, len(requests), INSERT_CHUNK)
+            ]
+            statement = Q.insert_commands
         # Atomic: one statement alone runs in autocommit mode (one round trip); several
         # statements, or a call inside the caller's transaction, run in a transaction or a
         # savepoint, so that a duplicate undoes this call only and leaves the caller's
@@ -113,11 +121,11 @@ class PostgresCommandStore:
         try:
             if conn is None and len(chunks) == 1:
                 async with statement_conn(self._pool, None) as c:
-                    cur = await c.execute(Q.insert_commands, chunks[0])
+                    cur = await c.execute(statement, chunks[0])
                     rows.append(await cur.fetchone())
             else:
                 async with transaction_conn(self._pool, conn) as c, c.pipeline():
-                    cursors = [await c.execute(Q.insert_commands, p) for p in chunks]
+                    cursors = [await c.execute(statement, p) for p in chunks]
                     for cur in cursors:
                         rows.append(await cur.fetchone())
         except StorageError as exc:

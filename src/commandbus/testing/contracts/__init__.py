@@ -11,6 +11,7 @@ One contract class per port (or per consumer of a port), each with the same hook
 - ``MessageQueueContract``: ``MessageQueue`` and ``Backend.listen``;
 - ``BatchContract``: ``BatchStore`` and the batch counters every status change moves.
 - ``ActivityContract``: ``CommandStore.activity`` (what dashboards read).
+- ``HistoryContract``: retention, ``CommandStore.prune_finished``.
 
 ``BackendContract`` is all of them. Subclass it (or one of them) in a test module as
 ``Test…``, provide the ``backend`` fixture and the ``advance`` hook (and, for a real
@@ -31,6 +32,7 @@ test starts from an empty backend and pins exact values (statuses, attempts, ord
 from commandbus.testing.contracts._base import ContractBase
 from commandbus.testing.contracts.activity import ActivityContract
 from commandbus.testing.contracts.batches import BatchContract
+from commandbus.testing.contracts.history import HistoryContract
 from commandbus.testing.contracts.operators import OperatorWritesContract
 from commandbus.testing.contracts.queries import QueryContract
 from commandbus.testing.contracts.queue import MessageQueueContract
@@ -48,6 +50,7 @@ class BackendContract(
     MessageQueueContract,
     BatchContract,
     ActivityContract,
+    HistoryContract,
 ):
     """The whole contract of ``Backend``, ``MessageQueue`` and ``CommandStore``."""
 
@@ -58,6 +61,7 @@ __all__ = [
     "BatchContract",
     "CommandSendContract",
     "ContractBase",
+    "HistoryContract",
     "MessageQueueContract",
     "OperatorWritesContract",
     "QueryContract",
