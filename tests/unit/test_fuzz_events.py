@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from tests import fuzz_events as fe
+from tests import fuzz_strategies as fs
 from tests import fuzz_support as fsup
 
 from commandbus.memory import InMemoryBackend
@@ -18,6 +19,11 @@ FUZZ = settings(
 
 @FUZZ
 @given(stream=fe.stream_names, specs=fe.events, expected=fe.expected_versions)
+@example(  # an id given as text: found by the fuzzer, pinned
+    stream="order-1",
+    specs=[("Happened", {}, {}, None), ("Happened", {}, {}, fs.FRESH_STR)],
+    expected=None,
+)
 async def test_append_succeeds_or_raises_a_bus_error_and_writes_nothing(
     stream, specs, expected
 ) -> None:
