@@ -121,18 +121,12 @@ class EventStorage(Protocol):
         """The stream's latest snapshot: ``(version, state)``, or None."""
         ...
 
-    async def load_stream(
-        self, stream: str, limit: int, *, conn: Conn | None = None
-    ) -> tuple[tuple[int, JsonObject] | None, list[RecordedEvent]]:
-        """The stream's latest snapshot (or None) and up to ``limit`` events after it (after
-        version 0 without one), in one read."""
-        ...
-
     async def load_streams(
         self, streams: Sequence[str], limit: int, *, conn: Conn | None = None
     ) -> dict[str, tuple[tuple[int, JsonObject] | None, list[RecordedEvent]]]:
-        """``load_stream`` for several streams in one read (every stream asked for is a
-        key, with ``(None, [])`` when it has nothing)."""
+        """Each stream's latest snapshot (or None) and up to ``limit`` events after it
+        (after version 0 without one), for several streams in one read (every stream
+        asked for is a key, with ``(None, [])`` when it has nothing)."""
         ...
 
     async def stored_event_ids(

@@ -227,7 +227,7 @@ class InMemoryEventStorage:
             found = self._snapshots.get(tx, stream)
             return None if found is None else (found[0], json.loads(found[1]))
 
-    async def load_stream(
+    async def _load_stream(
         self, stream: str, limit: int, *, conn: Conn | None = None
     ) -> tuple[tuple[int, JsonObject] | None, list[RecordedEvent]]:
         async with self._backend.transaction(conn) as tx:
@@ -239,7 +239,7 @@ class InMemoryEventStorage:
         self, streams: Sequence[str], limit: int, *, conn: Conn | None = None
     ) -> dict[str, tuple[tuple[int, JsonObject] | None, list[RecordedEvent]]]:
         async with self._backend.transaction(conn) as tx:
-            return {s: await self.load_stream(s, limit, conn=tx) for s in dict.fromkeys(streams)}
+            return {s: await self._load_stream(s, limit, conn=tx) for s in dict.fromkeys(streams)}
 
     async def stored_event_ids(
         self, event_ids: Sequence[UUID], *, conn: Conn | None = None

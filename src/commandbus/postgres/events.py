@@ -167,19 +167,6 @@ class PostgresEventStorage:
             row = await cur.fetchone()
         return None if row is None else (int(row[0]), row[1])
 
-    async def load_stream(
-        self, stream: str, limit: int, *, conn: Any | None = None
-    ) -> tuple[tuple[int, JsonObject] | None, list[RecordedEvent]]:
-        async with statement_conn(self._pool, conn) as c:
-            cur = fast_cursor(c)
-            await cur.execute(Q.load_stream, {"stream": stream, "limit": limit})
-            rows = await cur.fetchall()
-        snapshot = None
-        if rows and rows[0][0] == 0:
-            snapshot = (int(rows[0][2]), rows[0][7])
-            rows = rows[1:]
-        return snapshot, [_event(r, 1) for r in rows]
-
     async def load_streams(
         self, streams: Sequence[str], limit: int, *, conn: Any | None = None
     ) -> dict[str, tuple[tuple[int, JsonObject] | None, list[RecordedEvent]]]:

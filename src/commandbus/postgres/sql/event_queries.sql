@@ -229,27 +229,8 @@ ON CONFLICT (stream_name) DO UPDATE
     WHERE event_snapshot.version < EXCLUDED.version;
 
 
--- name: load_stream
--- A stream's latest snapshot (kind 0: version, and the state in the data column) and the
--- events after it (kind 1), in one round trip.
-SELECT 0 AS kind, NULL::text, version, NULL::bigint, NULL::bigint, NULL::uuid, NULL::text,
-       state, NULL::jsonb, NULL::uuid, NULL::uuid, NULL::timestamptz
-FROM commandbus.event_snapshot
-WHERE stream_name = %(stream)s
-UNION ALL
-(SELECT 1, stream_name, stream_version, position, transaction_id::text::bigint, event_id,
-        event_type, data, metadata, correlation_id, causation_id, recorded_at
- FROM commandbus.event
- WHERE stream_name = %(stream)s
-   AND stream_version > coalesce(
-       (SELECT version FROM commandbus.event_snapshot WHERE stream_name = %(stream)s), 0)
- ORDER BY stream_version
- LIMIT %(limit)s)
-ORDER BY 1, 3;
-
-
 -- name: load_streams
--- load_stream for several streams: each one's snapshot (kind 0) and up to limit events
+-- Several streams: each one's snapshot (kind 0) and up to limit events
 -- after it (kind 1), ordered by stream, then kind, then version.
 WITH s AS (
     SELECT DISTINCT stream_name FROM unnest(%(streams)b::text[]) AS u(stream_name)
