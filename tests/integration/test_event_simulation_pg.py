@@ -7,17 +7,13 @@ import pytest
 from tests.event_simulation import simulate
 
 from commandbus.postgres import PostgresBackend
+from commandbus.testing.pg import make_due
 
 
 @pytest.mark.parametrize("seed", range(3))
 async def test_invariants_hold(pg_backend: PostgresBackend, seed: int) -> None:
     async def advance(seconds: float) -> None:
-        # The database keeps its own time: make delayed messages (timers) due instead.
-        async with pg_backend.pool.connection() as conn:
-            await conn.execute(
-                "UPDATE commandbus.queue_message SET vt = vt - make_interval(secs => %s)",
-                (float(seconds),),
-            )
+        await make_due(pg_backend, seconds)  # the database keeps its own time
 
     report = await simulate(pg_backend, seed, advance=advance)
     assert report.problems == [], report

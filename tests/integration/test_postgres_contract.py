@@ -9,6 +9,7 @@ import pytest
 
 from commandbus.postgres import PostgresBackend
 from commandbus.testing.contracts import BackendContract
+from commandbus.testing.pg import make_due
 
 
 class TestPostgresBackendContract(BackendContract):
@@ -20,11 +21,7 @@ class TestPostgresBackendContract(BackendContract):
         # The database keeps time with its own clock: instead of moving it, move every
         # visibility deadline back, which is what the passing of time means to a queue.
         assert isinstance(backend, PostgresBackend)
-        async with backend.pool.connection() as conn:
-            await conn.execute(
-                "UPDATE commandbus.queue_message SET vt = vt - make_interval(secs => %s)",
-                (float(seconds),),
-            )
+        await make_due(backend, seconds)
 
     async def let_others_run(self) -> None:
         # Other transactions run on other connections: give them real time to block.

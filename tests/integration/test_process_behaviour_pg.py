@@ -8,6 +8,7 @@ import pytest
 
 from commandbus.ports import Backend
 from commandbus.postgres import PostgresBackend
+from commandbus.testing.pg import make_due
 from commandbus.testing.process_behaviour import ProcessBehaviourContract
 
 
@@ -19,11 +20,7 @@ class TestProcessBehaviourPostgres(ProcessBehaviourContract):
     async def advance(self, backend: Backend, seconds: float) -> None:
         # The database keeps its own time: move every visibility deadline back instead.
         assert isinstance(backend, PostgresBackend)
-        async with backend.pool.connection() as conn:
-            await conn.execute(
-                "UPDATE commandbus.queue_message SET vt = vt - make_interval(secs => %s)",
-                (float(seconds),),
-            )
+        await make_due(backend, seconds)
 
     async def let_others_run(self) -> None:
         await asyncio.sleep(0.3)

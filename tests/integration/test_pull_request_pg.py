@@ -5,6 +5,7 @@ from __future__ import annotations
 from tests import pull_request_scenarios as scenarios
 
 from commandbus.postgres import PostgresBackend
+from commandbus.testing.pg import make_due
 
 
 async def test_opened_updated_closed(pg_backend: PostgresBackend) -> None:
@@ -25,12 +26,7 @@ async def test_duplicates_and_strays_change_nothing(pg_backend: PostgresBackend)
 
 async def test_a_deploy_that_times_out(pg_backend: PostgresBackend) -> None:
     async def advance(seconds: float) -> None:
-        # The database keeps its own time: make the delayed timer messages due instead.
-        async with pg_backend.pool.connection() as conn:
-            await conn.execute(
-                "UPDATE commandbus.queue_message SET vt = vt - make_interval(secs => %s)",
-                (float(seconds),),
-            )
+        await make_due(pg_backend, seconds)  # the database keeps its own time
 
     await scenarios.a_deploy_that_times_out(pg_backend, advance)
 

@@ -185,6 +185,17 @@ async def fresh_backend(min_size: int = 1, max_size: int = 8) -> AsyncIterator[P
             await backend.close()
 
 
+async def make_due(backend: PostgresBackend, seconds: float) -> None:
+    """Move every queue message's visibility deadline ``seconds`` back: to workers,
+    routers and timers that is what the passing of ``seconds`` means (the database keeps
+    time with its own clock, which tests cannot move)."""
+    async with backend.pool.connection() as conn:
+        await conn.execute(
+            b"UPDATE commandbus.queue_message SET vt = vt - make_interval(secs => %s)",
+            (float(seconds),),
+        )
+
+
 async def shift_stored_times(conn: psycopg.AsyncConnection[Any], seconds: float) -> None:
     """Move every timestamp stored in the ``commandbus`` schema ``seconds`` into the
     past, which to the queues and stores looks exactly like ``seconds`` passing (the
