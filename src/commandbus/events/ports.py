@@ -67,13 +67,36 @@ class EventFilter:
     event_types: tuple[str, ...] | None = None
 
 
+#: How far past its checkpoint a filtered subscription looks per batch, as a multiple of
+#: the batch size (and at least ``MIN_LOOK_AHEAD`` events): the events it does not want
+#: in that window are passed for good, so each stored event is looked at once, not on
+#: every poll until a wanted one comes.
+LOOK_AHEAD_FACTOR = 10
+MIN_LOOK_AHEAD = 1000
+
+
+def look_ahead(limit: int, where: EventFilter) -> int:
+    """How many events after its checkpoint a subscription taking ``limit`` looks at."""
+    if where.categories is None and where.event_types is None:
+        return limit  # every event is wanted: the batch is the window
+    return max(limit * LOOK_AHEAD_FACTOR, MIN_LOOK_AHEAD)
+
+
 @dataclass(frozen=True, slots=True)
 class Taken:
-    """A subscription's next batch, taken under its row lock: its checkpoint and the
-    events after it."""
+    """A subscription's next batch, taken under its row lock: its checkpoint, the events
+    after it that it wants, and ``passed``: the last event it looked at when fewer than
+    the batch were wanted (None otherwise) — nothing between the checkpoint and it is
+    wanted but ``events``, so the checkpoint may move there."""
 
     checkpoint: Checkpoint
     events: list[RecordedEvent]
+    passed: Checkpoint | None = None
+
+    def checkpoint_after(self) -> Checkpoint:
+        """Where the checkpoint goes once ``events`` are handled."""
+        last = self.events[-1].checkpoint if self.events else self.checkpoint
+        return self.passed if self.passed is not None and self.passed > last else last
 
 
 class EventStorage(Protocol):
@@ -161,10 +184,18 @@ class SubscriptionStorage(Protocol):
         ...
 
     async def advance(
-        self, name: str, handled: Sequence[RecordedEvent], where: EventFilter, *, conn: Conn
+        self,
+        name: str,
+        handled: Sequence[RecordedEvent],
+        where: EventFilter,
+        *,
+        conn: Conn,
+        to: Checkpoint | None = None,
     ) -> None:
         """Move the locked subscription's checkpoint past ``handled`` (the batch just
-        handled, in order), in the handler's transaction; record the filter it used."""
+        handled, in order; may be empty), or to ``to`` when given (``Taken.
+        checkpoint_after``: past the unwanted events looked at too), in the handler's
+        transaction; record the filter it used."""
         ...
 
     async def record_failure(

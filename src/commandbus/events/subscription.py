@@ -12,6 +12,8 @@ the same name skips it and waits, so two never handle the same event at once), t
 handler runs for each event on that transaction's connection, and the checkpoint moves
 past the batch in the same transaction. So what the handler writes through
 ``context.conn`` happens exactly once per event; anything else it does is at least once.
+A subscription with a filter moves its checkpoint past the events it does not want, too
+(each is looked at once, however rarely a wanted one comes).
 
 A handler that raises rolls its batch back. The events before the failing one are
 handled again on their own, then the failing one is tried ``max_attempts`` times (the
@@ -60,6 +62,9 @@ __all__ = ["BatchHandler", "EventContext", "EventHandler", "Subscription"]
 logger = logging.getLogger(__name__)
 
 MAX_RETRY_DELAY = 3_600.0
+#: How many windows with no wanted event one ``process_once`` passes at most (each in a
+#: statement of bounded cost; the next call goes on).
+PASSES_PER_BATCH = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,12 +180,27 @@ class Subscription(ConsumerLoop):
         try:
             async with self._backend.transaction() as conn:
                 taken = await subscriptions.take(self.name, size, self.where, conn=conn)
+                # Windows of events this subscription does not want are passed for good,
+                # a few in this transaction (see ``look_ahead``).
+                for _ in range(PASSES_PER_BATCH):
+                    if taken is None or taken.events or taken.passed is None:
+                        break
+                    await subscriptions.advance(
+                        self.name, [], self.where, conn=conn, to=taken.passed
+                    )
+                    taken = await subscriptions.take(self.name, size, self.where, conn=conn)
                 if taken is None or not taken.events:
                     return 0
                 context = EventContext(conn, self.name)
                 await self._handle(taken.events, context)
                 try:
-                    await subscriptions.advance(self.name, taken.events, self.where, conn=conn)
+                    await subscriptions.advance(
+                        self.name,
+                        taken.events,
+                        self.where,
+                        conn=conn,
+                        to=taken.checkpoint_after(),
+                    )
                 except StorageError as exc:
                     if isinstance(exc, DatabaseUnavailableError):
                         raise

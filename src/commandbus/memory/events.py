@@ -33,6 +33,7 @@ from commandbus.events.ports import (
     EventFilter,
     StreamAppend,
     Taken,
+    look_ahead,
 )
 from commandbus.memory.rows import TxCell, TxLog, TxTable
 from commandbus.memory.transaction import MemoryHost, MemoryTransaction
@@ -179,6 +180,18 @@ class InMemoryEventStorage:
     ) -> list[StoredEvent]:
         """``read_all``'s rows: final events after ``after`` in ``(transaction, position)``
         order."""
+        return [row for row in self._final_rows(tx, after) if row.matches(where)][:limit]
+
+    def window_after(
+        self, tx: MemoryTransaction, after: Checkpoint, limit: int, where: EventFilter
+    ) -> tuple[list[StoredEvent], Checkpoint | None]:
+        """A subscription's look: the wanted rows among the next ``look_ahead`` final
+        events after ``after`` (up to ``limit``), and the last of those events."""
+        window = self._final_rows(tx, after)[: look_ahead(limit, where)]
+        end = Checkpoint(window[-1].transaction_id, window[-1].position) if window else None
+        return [row for row in window if row.matches(where)][:limit], end
+
+    def _final_rows(self, tx: MemoryTransaction, after: Checkpoint) -> list[StoredEvent]:
         horizon = self.horizon()
         key = (after.transaction_id, after.position)
         self._all = [c for c in self._all if c.value is not None or c.holder is not None]
@@ -188,10 +201,9 @@ class InMemoryEventStorage:
             if (row := cell.seen_by(tx)) is not None
             and row.transaction_id < horizon
             and (row.transaction_id, row.position) > key
-            and row.matches(where)
         ]
         rows.sort(key=lambda r: (r.transaction_id, r.position))
-        return rows[:limit]
+        return rows
 
     async def count_after(
         self, after: Checkpoint, where: EventFilter, *, conn: Conn | None = None
@@ -308,11 +320,18 @@ class InMemorySubscriptionStorage:
             row = await cell.lock(tx)
             if row is None:
                 return None
-            rows = self._events.final_after(tx, row.checkpoint, limit, where)
-            return Taken(row.checkpoint, [r.recorded() for r in rows])
+            rows, window_end = self._events.window_after(tx, row.checkpoint, limit, where)
+            passed = window_end if len(rows) < limit else None
+            return Taken(row.checkpoint, [r.recorded() for r in rows], passed)
 
     async def advance(
-        self, name: str, handled: Sequence[RecordedEvent], where: EventFilter, *, conn: Conn
+        self,
+        name: str,
+        handled: Sequence[RecordedEvent],
+        where: EventFilter,
+        *,
+        conn: Conn,
+        to: Checkpoint | None = None,
     ) -> None:
         async with self._backend.transaction(conn) as tx:
             cell = self._rows.cell(name)
@@ -323,7 +342,7 @@ class InMemorySubscriptionStorage:
                     tx,
                     replace(
                         row,
-                        checkpoint=handled[-1].checkpoint,
+                        checkpoint=handled[-1].checkpoint if to is None else to,
                         where=where,
                         handled=row.handled + len(handled),
                         failing_position=None if cleared else row.failing_position,

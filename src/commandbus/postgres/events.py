@@ -25,7 +25,7 @@ from commandbus.events.models import (
     SubscriptionInfo,
     stream_category,
 )
-from commandbus.events.ports import EncodedEvent, EventFilter, StreamAppend, Taken
+from commandbus.events.ports import EncodedEvent, EventFilter, StreamAppend, Taken, look_ahead
 from commandbus.models import JsonObject
 from commandbus.postgres.connections import fast_cursor, statement_conn, transaction_conn
 from commandbus.postgres.queries import Queries
@@ -251,21 +251,36 @@ class PostgresSubscriptionStorage:
             await c.execute(Q.ensure_subscription, {"name": name, **_filter_params(where)})
 
     async def take(self, name: str, limit: int, where: EventFilter, *, conn: Any) -> Taken | None:
-        params = {"name": name, "limit": limit, **_filter_params(where)}
+        params = {
+            "name": name,
+            "limit": limit,
+            "look_ahead": look_ahead(limit, where),
+            **_filter_params(where),
+        }
         async with statement_conn(self._pool, conn) as c:
             cur = fast_cursor(c)
             await cur.execute(Q.take_subscription, params)
             rows = await cur.fetchall()
         if not rows:
             return None
-        checkpoint = Checkpoint(int(rows[0][0]), int(rows[0][1]))
-        events = [_event(r, 2) for r in rows if r[2] is not None]
-        return Taken(checkpoint, events)
+        first = rows[0]
+        checkpoint = Checkpoint(int(first[0]), int(first[1]))
+        events = [_event(r, 4) for r in rows if r[4] is not None]
+        window_end = None if first[2] is None else Checkpoint(int(first[2]), int(first[3]))
+        passed = window_end if len(events) < limit else None
+        return Taken(checkpoint, events, passed)
 
     async def advance(
-        self, name: str, handled: Sequence[RecordedEvent], where: EventFilter, *, conn: Any
+        self,
+        name: str,
+        handled: Sequence[RecordedEvent],
+        where: EventFilter,
+        *,
+        conn: Any,
+        to: Checkpoint | None = None,
     ) -> None:
-        to = handled[-1].checkpoint
+        if to is None:
+            to = handled[-1].checkpoint
         params = {
             "name": name,
             "tx": to.transaction_id,

@@ -105,22 +105,39 @@ ON CONFLICT (name) DO NOTHING;
 -- name: take_subscription
 -- Lock the subscription row, skipping it if another consumer holds it (no row back), and
 -- read its next events (read_all's rules) in the same round trip: one row with NULL event
--- columns when there is nothing new.
+-- columns when there is nothing new. The subscription looks at the next %(look_ahead)s
+-- events only (the window; its last one comes back in every row): a filtered
+-- subscription that wants fewer than %(limit)s of them moves past the window, instead of
+-- scanning the same unwanted events again on every poll.
 WITH sub AS MATERIALIZED (
     SELECT transaction_id, position
     FROM commandbus.subscription
     WHERE name = %(name)s
     FOR UPDATE SKIP LOCKED
+), window_end AS MATERIALIZED (
+    SELECT w.transaction_id, w.position
+    FROM (
+        SELECT ev.transaction_id, ev.position
+        FROM sub, commandbus.event ev
+        WHERE (ev.transaction_id, ev.position) > (sub.transaction_id, sub.position)
+          AND ev.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+        ORDER BY ev.transaction_id, ev.position
+        LIMIT %(look_ahead)s
+    ) w
+    ORDER BY w.transaction_id DESC, w.position DESC
+    LIMIT 1
 )
 SELECT sub.transaction_id::text::bigint, sub.position,
+       we.transaction_id::text::bigint, we.position,
        e.stream_name, e.stream_version, e.position, e.transaction_id::text::bigint, e.event_id,
        e.event_type, e.data, e.metadata, e.correlation_id, e.causation_id, e.recorded_at
 FROM sub
+LEFT JOIN window_end we ON true
 LEFT JOIN LATERAL (
     SELECT *
     FROM commandbus.event ev
     WHERE (ev.transaction_id, ev.position) > (sub.transaction_id, sub.position)
-      AND ev.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+      AND (ev.transaction_id, ev.position) <= (we.transaction_id, we.position)
       AND (%(categories)s::text[] IS NULL OR ev.category = ANY (%(categories)s::text[]))
       AND (%(event_types)s::text[] IS NULL OR ev.event_type = ANY (%(event_types)s::text[]))
     ORDER BY ev.transaction_id, ev.position
