@@ -64,16 +64,15 @@ LIMIT %(limit)s;
 -- name: read_all
 -- In commit order, and only events of transactions older than every transaction still
 -- running: an event whose transaction is still open may hold a smaller position than
--- events already visible, so the reader stops before it instead of passing it.
+-- events already visible, so the reader stops before it instead of passing it
+-- (events_after, 012: no upper bound here but the largest checkpoint there can be).
 SELECT stream_name, stream_version, position, transaction_id::text::bigint, event_id,
        event_type, data, metadata, correlation_id, causation_id, recorded_at
-FROM commandbus.event
-WHERE (transaction_id, position) > (%(after_tx)s::text::xid8, %(after_position)s::bigint)
-  AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-  AND (%(categories)s::text[] IS NULL OR category = ANY (%(categories)s::text[]))
-  AND (%(event_types)s::text[] IS NULL OR event_type = ANY (%(event_types)s::text[]))
-ORDER BY transaction_id, position
-LIMIT %(limit)s;
+FROM commandbus.events_after(
+    %(after_tx)s::text::xid8, %(after_position)s::bigint,
+    '18446744073709551615'::xid8, 9223372036854775807,
+    %(limit)s, %(categories)s::text[], %(event_types)s::text[]
+);
 
 
 -- name: count_after
@@ -116,16 +115,7 @@ WITH sub AS MATERIALIZED (
     FOR UPDATE SKIP LOCKED
 ), window_end AS MATERIALIZED (
     SELECT w.transaction_id, w.position
-    FROM (
-        SELECT ev.transaction_id, ev.position
-        FROM sub, commandbus.event ev
-        WHERE (ev.transaction_id, ev.position) > (sub.transaction_id, sub.position)
-          AND ev.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-        ORDER BY ev.transaction_id, ev.position
-        LIMIT %(look_ahead)s
-    ) w
-    ORDER BY w.transaction_id DESC, w.position DESC
-    LIMIT 1
+    FROM sub, commandbus.events_window_end(sub.transaction_id, sub.position, %(look_ahead)s) w
 )
 SELECT sub.transaction_id::text::bigint, sub.position,
        we.transaction_id::text::bigint, we.position,
@@ -133,15 +123,9 @@ SELECT sub.transaction_id::text::bigint, sub.position,
        e.event_type, e.data, e.metadata, e.correlation_id, e.causation_id, e.recorded_at
 FROM sub
 LEFT JOIN window_end we ON true
-LEFT JOIN LATERAL (
-    SELECT *
-    FROM commandbus.event ev
-    WHERE (ev.transaction_id, ev.position) > (sub.transaction_id, sub.position)
-      AND (ev.transaction_id, ev.position) <= (we.transaction_id, we.position)
-      AND (%(categories)s::text[] IS NULL OR ev.category = ANY (%(categories)s::text[]))
-      AND (%(event_types)s::text[] IS NULL OR ev.event_type = ANY (%(event_types)s::text[]))
-    ORDER BY ev.transaction_id, ev.position
-    LIMIT %(limit)s
+LEFT JOIN LATERAL commandbus.events_after(
+    sub.transaction_id, sub.position, we.transaction_id, we.position,
+    %(limit)s, %(categories)s::text[], %(event_types)s::text[]
 ) e ON true
 ORDER BY e.transaction_id, e.position;
 
