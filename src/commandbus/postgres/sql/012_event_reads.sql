@@ -58,3 +58,7 @@ AS $$
     ORDER BY w.transaction_id DESC, w.position DESC
     LIMIT 1
 $$;
+
+-- Every filtered read walks the commit order (above), a category filter included: the
+-- per-category index served no query any more and cost an entry per event appended.
+DROP INDEX commandbus.idx_event_category_order;
