@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 from uuid import UUID
 
 from commandbus.events.models import (
@@ -29,6 +29,7 @@ __all__ = [
     "EventBackend",
     "EventFilter",
     "EventStorage",
+    "FoldedEvent",
     "StreamAppend",
     "SubscriptionStorage",
     "Taken",
@@ -80,6 +81,16 @@ def look_ahead(limit: int, where: EventFilter) -> int:
     if where.categories is None and where.event_types is None:
         return limit  # every event is wanted: the batch is the window
     return max(limit * LOOK_AHEAD_FACTOR, MIN_LOOK_AHEAD)
+
+
+class FoldedEvent(NamedTuple):
+    """What folding a stream needs of each event (``load_streams``): a ``RecordedEvent``
+    has the same fields, and more."""
+
+    version: int
+    event_id: UUID
+    event_type: str
+    data: JsonObject
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,10 +157,12 @@ class EventStorage(Protocol):
 
     async def load_streams(
         self, streams: Sequence[str], limit: int, *, conn: Conn | None = None
-    ) -> dict[str, tuple[tuple[int, JsonObject] | None, list[RecordedEvent]]]:
+    ) -> dict[str, tuple[tuple[int, JsonObject] | None, list[FoldedEvent]]]:
         """Each stream's latest snapshot (or None) and up to ``limit`` events after it
         (after version 0 without one), for several streams in one read (every stream
-        asked for is a key, with ``(None, [])`` when it has nothing)."""
+        asked for is a key, with ``(None, [])`` when it has nothing). Only what folding
+        needs of each event is read (``FoldedEvent``): loading a process runs for every
+        input it gets."""
         ...
 
     async def stored_event_ids(

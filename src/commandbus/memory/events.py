@@ -31,6 +31,7 @@ from commandbus.events.ports import (
     EVENTS_CHANNEL,
     EncodedEvent,
     EventFilter,
+    FoldedEvent,
     StreamAppend,
     Taken,
     look_ahead,
@@ -241,15 +242,18 @@ class InMemoryEventStorage:
 
     async def _load_stream(
         self, stream: str, limit: int, *, conn: Conn | None = None
-    ) -> tuple[tuple[int, JsonObject] | None, list[RecordedEvent]]:
+    ) -> tuple[tuple[int, JsonObject] | None, list[FoldedEvent]]:
         async with self._backend.transaction(conn) as tx:
             snapshot = await self.get_snapshot(stream, conn=tx)
             after = 0 if snapshot is None else snapshot[0]
-            return snapshot, await self.read_stream(stream, after + 1, limit, conn=tx)
+            events = await self.read_stream(stream, after + 1, limit, conn=tx)
+            return snapshot, [
+                FoldedEvent(e.version, e.event_id, e.event_type, e.data) for e in events
+            ]
 
     async def load_streams(
         self, streams: Sequence[str], limit: int, *, conn: Conn | None = None
-    ) -> dict[str, tuple[tuple[int, JsonObject] | None, list[RecordedEvent]]]:
+    ) -> dict[str, tuple[tuple[int, JsonObject] | None, list[FoldedEvent]]]:
         async with self._backend.transaction(conn) as tx:
             return {s: await self._load_stream(s, limit, conn=tx) for s in dict.fromkeys(streams)}
 

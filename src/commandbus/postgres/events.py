@@ -25,7 +25,14 @@ from commandbus.events.models import (
     SubscriptionInfo,
     stream_category,
 )
-from commandbus.events.ports import EncodedEvent, EventFilter, StreamAppend, Taken, look_ahead
+from commandbus.events.ports import (
+    EncodedEvent,
+    EventFilter,
+    FoldedEvent,
+    StreamAppend,
+    Taken,
+    look_ahead,
+)
 from commandbus.models import JsonObject
 from commandbus.postgres.connections import fast_cursor, statement_conn, transaction_conn
 from commandbus.postgres.queries import Queries
@@ -169,8 +176,8 @@ class PostgresEventStorage:
 
     async def load_streams(
         self, streams: Sequence[str], limit: int, *, conn: Any | None = None
-    ) -> dict[str, tuple[tuple[int, JsonObject] | None, list[RecordedEvent]]]:
-        found: dict[str, tuple[tuple[int, JsonObject] | None, list[RecordedEvent]]] = {
+    ) -> dict[str, tuple[tuple[int, JsonObject] | None, list[FoldedEvent]]]:
+        found: dict[str, tuple[tuple[int, JsonObject] | None, list[FoldedEvent]]] = {
             s: (None, []) for s in streams
         }
         if not streams:
@@ -179,12 +186,12 @@ class PostgresEventStorage:
             cur = fast_cursor(c)
             await cur.execute(Q.load_streams, {"streams": list(streams), "limit": limit})
             rows = await cur.fetchall()
-        for row in rows:
-            _, events = found[row[1]]
-            if row[0] == 0:
-                found[row[1]] = ((int(row[2]), row[7]), events)
+        for kind, stream, version, event_id, event_type, data in rows:
+            _, events = found[stream]
+            if kind == 0:
+                found[stream] = ((int(version), data), events)
             else:
-                events.append(_event(row, 1))
+                events.append(FoldedEvent(int(version), event_id, event_type, data))
         return found
 
     async def stored_event_ids(

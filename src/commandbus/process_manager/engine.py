@@ -27,7 +27,7 @@ from uuid import UUID
 
 from commandbus.backends import BackendSource
 from commandbus.events.models import RecordedEvent
-from commandbus.events.ports import EventBackend
+from commandbus.events.ports import EventBackend, FoldedEvent
 from commandbus.events.store import event_backend
 from commandbus.events.subscription import Subscription
 from commandbus.models import JsonObject, Reply
@@ -292,7 +292,8 @@ class ProcessEngine(Generic[TState]):
         loaded = await events.load_streams(list(streams.values()), PAGE, conn=conn)
         found = {}
         for pid, stream in streams.items():
-            snapshot, page = loaded[stream]
+            snapshot, first = loaded[stream]
+            page: Sequence[FoldedEvent | RecordedEvent] = first
             state: TState = self.manager.initial_state()
             book, version = Book(), 0
             if snapshot is not None:

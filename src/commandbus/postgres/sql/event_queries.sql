@@ -232,22 +232,20 @@ ON CONFLICT (stream_name) DO UPDATE
 
 -- name: load_streams
 -- Several streams: each one's snapshot (kind 0) and up to limit events
--- after it (kind 1), ordered by stream, then kind, then version.
+-- after it (kind 1), ordered by stream, then kind, then version; of an event only what
+-- folding it needs (id, type, data).
 WITH s AS (
     SELECT DISTINCT stream_name FROM unnest(%(streams)b::text[]) AS u(stream_name)
 ), snap AS MATERIALIZED (
     SELECT es.stream_name, es.version, es.state
     FROM commandbus.event_snapshot es JOIN s USING (stream_name)
 )
-SELECT 0 AS kind, snap.stream_name, snap.version, NULL::bigint, NULL::bigint, NULL::uuid,
-       NULL::text, snap.state, NULL::jsonb, NULL::uuid, NULL::uuid, NULL::timestamptz
+SELECT 0 AS kind, snap.stream_name, snap.version, NULL::uuid, NULL::text, snap.state
 FROM snap
 UNION ALL
-SELECT 1, e.stream_name, e.stream_version, e.position, e.transaction_id::text::bigint,
-       e.event_id, e.event_type, e.data, e.metadata, e.correlation_id, e.causation_id,
-       e.recorded_at
+SELECT 1, e.stream_name, e.stream_version, e.event_id, e.event_type, e.data
 FROM s CROSS JOIN LATERAL (
-    SELECT *
+    SELECT ev.stream_name, ev.stream_version, ev.event_id, ev.event_type, ev.data
     FROM commandbus.event ev
     WHERE ev.stream_name = s.stream_name
       AND ev.stream_version > coalesce(

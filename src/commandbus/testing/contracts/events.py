@@ -30,7 +30,7 @@ from commandbus.events import (
     Subscription,
 )
 from commandbus.events.encoding import encode_events
-from commandbus.events.ports import EventFilter, StreamAppend
+from commandbus.events.ports import EventFilter, FoldedEvent, StreamAppend
 from commandbus.testing.contracts._base import ContractBase, _Rollback
 
 #: How long a read of all streams (or a drain) may wait for events held back by a writing
@@ -232,6 +232,8 @@ class EventStoreContract(ContractBase):
         loaded = await events.load_streams(["order-1", "order-2", "order-3"], 100)
         snapshot, tail = loaded["order-1"]
         assert snapshot == (1, {"seen": 1}) and [e.event_type for e in tail] == ["B", "C"]
+        # What folding needs of each event, and only that.
+        assert tail[1] == FoldedEvent(3, one[0].event_id, "C", {})
         assert loaded["order-2"][0] is None and [e.version for e in loaded["order-2"][1]] == [1, 2]
         assert loaded["order-3"] == (None, [])
         ids = [one[0].event_id, uuid4()]
