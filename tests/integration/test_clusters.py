@@ -214,3 +214,54 @@ async def test_a_relay_dying_between_its_commits_creates_each_command_once(
     finally:
         for pool in pools.values():
             await pool.close()
+
+
+@pytest.mark.xfail(strict=True, reason="a reply relayed twice is enqueued twice")
+async def test_a_relay_dying_between_its_commits_delivers_each_reply_once(
+    clusters: tuple[PgCluster, PgCluster],
+) -> None:
+    """Replies to a plain ``reply_to`` queue of another cluster: a consumer there must see
+    each reply once, even when the relay that carried them dies after its target
+    committed and before its source did (and relays them again)."""
+    a, b = clusters
+    topology = Topology({"reporting": a.url, "billing": b.url})
+    pools = {
+        dsn: AsyncConnectionPool(dsn, min_size=1, max_size=2, open=False) for dsn in (a.url, b.url)
+    }
+    for pool in pools.values():
+        await pool.open(wait=True)
+    try:
+        bus_a = CommandBus(cluster_backend(pools[a.url], topology, a.url))
+        sent = [
+            await bus_a.send("billing", "Charge", data={"n": n}, reply_to="reporting__replies")
+            for n in range(5)
+        ]
+        assert await OutboxRelay(topology, a.url, pools).relay_once() == 5
+        backend_b = cluster_backend(pools[b.url], topology, b.url)
+        worker = Worker(backend_b, "billing", _charge_registry())
+        assert await worker.process_once() == 5  # settles: 5 replies on B's reporting__replies
+        assert await backend_b.queue.depth("reporting__replies") == 5
+
+        relay = CrashingRelay(topology, b.url, pools)
+        with pytest.raises(RuntimeError, match="between the two commits"):
+            await relay.relay_once()
+        assert await backend_b.queue.depth("reporting__replies") == 5  # rolled back on B
+        assert await relay.relay_once() == 5  # relayed again
+        assert await backend_b.queue.depth("reporting__replies") == 0
+
+        replies = await bus_a.read_replies("reporting__replies", limit=100)
+        got = sorted(str(r.reply.command_id) for r in replies)
+        assert got == sorted(str(s.command_id) for s in sent)  # each once, none twice
+    finally:
+        for pool in pools.values():
+            await pool.close()
+
+
+def _charge_registry() -> HandlerRegistry:
+    registry = HandlerRegistry()
+
+    @registry.handler("billing", "Charge")
+    async def charge(command: Any, context: Any) -> dict[str, Any]:
+        return {"charged": command.data["n"]}
+
+    return registry
