@@ -17,10 +17,17 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from commandbus.models import AuditEventType, CommandMetadata, CommandStatus
-from commandbus.ports import CommandOperations, CommandQueries, Conn
+from commandbus.models import (
+    AuditEventType,
+    CommandMetadata,
+    CommandStatus,
+    JsonObject,
+    Reply,
+    ReplyOutcome,
+)
+from commandbus.ports import CommandOperations, CommandQueries, Conn, MessageQueue
 
-__all__ = ["WITHDRAWABLE", "locked_command", "withdraw"]
+__all__ = ["WITHDRAWABLE", "WITHDRAWN", "locked_command", "withdraw", "withdraw_relayed"]
 
 #: The statuses of a command that has not started (and so can be withdrawn).
 WITHDRAWABLE = frozenset({CommandStatus.PENDING, CommandStatus.IN_TROUBLESHOOTING_QUEUE})
@@ -54,4 +61,51 @@ async def withdraw(
     await commands.append_audit(
         row.domain, row.command_id, [(AuditEventType.WITHDRAWN, details)], conn=conn
     )
+    return True
+
+
+#: The error code of the CANCELED reply to a command withdrawn on another cluster.
+WITHDRAWN = "WITHDRAWN"
+
+
+async def withdraw_relayed(
+    commands: CommandOperations,
+    queue: MessageQueue,
+    domain: str,
+    command_id: UUID,
+    process_id: str,
+    reason: str,
+    *,
+    conn: Conn,
+) -> bool:
+    """On the cluster of a command that a process on another cluster withdraws (a
+    relayed WITHDRAW): cancel it as ``withdraw`` does if it has not started, and answer
+    its ``reply_to`` with CANCELED (error code ``WITHDRAWN``), because the process could
+    not tell whether it had started and waits for its outcome. Idempotent: a second
+    withdrawal finds it canceled and does nothing; a started command is left to run
+    (its own reply follows). True if it was withdrawn."""
+    row = await commands.lock(domain, command_id, conn=conn)
+    if row is None or row.status not in WITHDRAWABLE:
+        return False
+    await commands.set_status(domain, command_id, CommandStatus.CANCELED, conn=conn)
+    details: JsonObject = {
+        "process_id": process_id,
+        "reason": reason,
+        "was": row.status.value,
+        "relayed": True,
+    }
+    await commands.append_audit(
+        domain, command_id, [(AuditEventType.WITHDRAWN, details)], conn=conn
+    )
+    if row.reply_to is not None:
+        reply = Reply(
+            command_id=command_id,
+            correlation_id=row.correlation_id,
+            outcome=ReplyOutcome.CANCELED,
+            error_code=WITHDRAWN,
+            error_message=f"withdrawn before it started: {reason}",
+            domain=domain,
+            command_type=row.command_type,
+        )
+        await queue.enqueue(row.reply_to, [reply.to_message()], conn=conn)
     return True
