@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 from uuid import UUID
 
+from commandbus.clusters.topology import Topology
 from commandbus.models import JsonObject
 from commandbus.ports import Backend, Conn
 
@@ -29,6 +30,7 @@ __all__ = [
     "Outgoing",
     "OutgoingMessage",
     "RelayLag",
+    "RoutesSends",
 ]
 
 
@@ -175,3 +177,13 @@ class ClusterBackend(Backend, Protocol):
     """A ``Backend`` that can be a cluster of a topology: it has an outbox."""
 
     outbox: OutboxStore
+
+
+@runtime_checkable
+class RoutesSends(Protocol):
+    """A command store that is one cluster of a topology (it routes remote sends to its
+    outbox): ``CommandBus`` asks it to refuse a batch of another cluster's domain before
+    it touches the batch."""
+
+    topology: Topology
+    dsn: str

@@ -17,6 +17,7 @@ __all__ = [
     "RoutedSends",
     "outbox_payload",
     "received_request",
+    "refuse_remote_batch",
     "route_sends",
 ]
 
@@ -65,13 +66,18 @@ def route_sends(topology: Topology, dsn: str, requests: Sequence[SendRequest]) -
     for r in requests:
         if topology.is_remote(r.domain, dsn):
             if r.batch_id is not None:
-                raise ValidationError(
-                    REMOTE_BATCH_REFUSAL.format(domain=r.domain, batch_id=r.batch_id)
-                )
+                refuse_remote_batch(topology, dsn, r.domain, r.batch_id)
             remote.append(r)
         else:
             local.append(r)
     return RoutedSends(local, remote)
+
+
+def refuse_remote_batch(topology: Topology, dsn: str, domain: str, batch_id: object) -> None:
+    """``ValidationError`` if a batch of ``domain`` is asked of the cluster at ``dsn``
+    while ``domain`` lives on another one (its counters could not see its members)."""
+    if topology.is_remote(domain, dsn):
+        raise ValidationError(REMOTE_BATCH_REFUSAL.format(domain=domain, batch_id=batch_id))
 
 
 def outbox_payload(request: SendRequest, default_max_attempts: int) -> JsonObject:
