@@ -11,12 +11,21 @@ queue message), so this cannot deadlock with a claim, which locks the message fi
 
 A command that has started cannot be withdrawn: its handler runs. Its late reply is
 ignored (a timeout), or awaited (a cancel waits for it, see ``CancelRequested``).
+
+A command sent to a domain of another cluster (``commandbus.clusters``) has no row here.
+While it waits in this cluster's outbox its outbox row is locked instead, and withdrawing
+it deletes the row: it never reaches its cluster. Once relayed, whether it has started is
+known only on its cluster: a cancel waits for its outcome as for a started command, and
+the withdrawal goes through the outbox (``withdraw_relayed`` applies it there, and
+answers CANCELED if the command had not started).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from uuid import UUID
 
+from commandbus.clusters.ports import Forwarded, OutboxStore
 from commandbus.models import (
     AuditEventType,
     CommandMetadata,
@@ -27,7 +36,16 @@ from commandbus.models import (
 )
 from commandbus.ports import CommandOperations, CommandQueries, Conn, MessageQueue
 
-__all__ = ["WITHDRAWABLE", "WITHDRAWN", "locked_command", "withdraw", "withdraw_relayed"]
+__all__ = [
+    "WITHDRAWABLE",
+    "WITHDRAWN",
+    "HeldCommand",
+    "hold_command",
+    "locked_command",
+    "withdraw",
+    "withdraw_held",
+    "withdraw_relayed",
+]
 
 #: The statuses of a command that has not started (and so can be withdrawn).
 WITHDRAWABLE = frozenset({CommandStatus.PENDING, CommandStatus.IN_TROUBLESHOOTING_QUEUE})
@@ -42,6 +60,60 @@ async def locked_command(
     if not events:
         return None
     return await commands.lock(events[0].domain, command_id, conn=conn)
+
+
+@dataclass(frozen=True)
+class HeldCommand:
+    """A command a process may withdraw, as its engine holds it: its row here (locked),
+    or what this cluster forwarded of it to another (its outbox row locked while there);
+    neither when there is no such command."""
+
+    row: CommandMetadata | None = None
+    forwarded: Forwarded | None = None
+
+    @property
+    def elsewhere(self) -> bool:
+        """Relayed to another cluster: whether it started is known only there."""
+        return self.forwarded is not None and not self.forwarded.pending
+
+    @property
+    def started(self) -> bool:
+        """Whether it must be treated as started (its handler runs, or may run)."""
+        if self.row is not None:
+            return self.row.status not in WITHDRAWABLE
+        return self.elsewhere
+
+
+async def hold_command(
+    commands: CommandOperations,
+    queries: CommandQueries,
+    outbox: OutboxStore | None,
+    command_id: UUID,
+    *,
+    conn: Conn,
+) -> HeldCommand:
+    """``locked_command``, or the command as this cluster's outbox forwarded it."""
+    row = await locked_command(commands, queries, command_id, conn=conn)
+    if row is not None or outbox is None:
+        return HeldCommand(row)
+    return HeldCommand(forwarded=await outbox.lock_forwarded(command_id, conn=conn))
+
+
+async def withdraw_held(
+    commands: CommandOperations,
+    outbox: OutboxStore | None,
+    held: HeldCommand,
+    process_id: UUID,
+    reason: str,
+    *,
+    conn: Conn,
+) -> bool:
+    """Withdraw what ``hold_command`` returned: ``withdraw`` for a row here; for a
+    forwarded command, its outbox row is deleted (still here: True) or a withdrawal is
+    sent to its cluster (False: it cancels it there if it has not started)."""
+    if held.forwarded is not None and outbox is not None:
+        return await outbox.withdraw_forwarded(held.forwarded, process_id, reason, conn=conn)
+    return await withdraw(commands, held.row, process_id, reason, conn=conn)
 
 
 async def withdraw(
