@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from commandbus.clusters.backends import ClusterBackends
+from commandbus.memory import InMemoryBackend
 from commandbus.memory.clusters import memory_clusters
+from commandbus.testing.clock import VirtualClock
 from commandbus.testing.contracts.cluster_withdrawals import ClusterWithdrawalContract
 from commandbus.testing.contracts.clusters import ClusterContract, topology_of
 
@@ -14,3 +16,27 @@ class TestInMemoryClusters(ClusterContract, ClusterWithdrawalContract):
     @pytest.fixture
     def clusters(self) -> ClusterBackends:
         return memory_clusters(topology_of("memory://a", "memory://b"))
+
+
+async def test_the_outbox_lag_is_a_prometheus_gauge_per_cluster() -> None:
+    from commandbus.metrics import PrometheusMetrics
+
+    clock = VirtualClock()
+    clusters = memory_clusters(topology_of("memory://a", "memory://b"), clock)
+    home = clusters.backend_for("reporting")
+    for n in range(2):
+        await clusters.bus_for("reporting").send("billing", "Charge", data={"n": n})
+    await clock.advance(30)
+    metrics = PrometheusMetrics()
+    await metrics.sample(home, ["reporting"])
+    sample = metrics.registry.get_sample_value
+    assert sample("commandbus_outbox_pending", {"cluster": "reporting"}) == 2
+    assert sample("commandbus_outbox_oldest_age_seconds", {"cluster": "reporting"}) == 30
+    await clusters.relay("memory://a").relay_once()
+    await metrics.sample(home, ["reporting"])
+    assert sample("commandbus_outbox_pending", {"cluster": "reporting"}) == 0
+    assert sample("commandbus_outbox_oldest_age_seconds", {"cluster": "reporting"}) == 0
+    # A backend that is no cluster of a topology has no such gauge.
+    other = PrometheusMetrics()
+    await other.sample(InMemoryBackend(), ["reporting"])
+    assert other.registry.get_sample_value("commandbus_outbox_pending", {"cluster": "x"}) is None
