@@ -3,7 +3,6 @@ as a user runs them: two databases of the test server play two clusters."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import subprocess
@@ -11,12 +10,12 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 import pytest_asyncio
 from tests.acceptance.test_cli import assert_user_error, cli
 
-from commandbus.clusters.backends import ClusterBackends
 from commandbus.postgres.clusters import connect_clusters
 from commandbus.testing.contracts.clusters import topology_of
 from commandbus.testing.pg import TemplateDatabase
@@ -27,15 +26,15 @@ pytestmark = pytest.mark.integration
 @pytest_asyncio.fixture
 async def clusters(
     pg_template: TemplateDatabase, tmp_path: Path
-) -> AsyncIterator[tuple[ClusterBackends, Path]]:
+) -> AsyncIterator[tuple[Path, list[UUID]]]:
+    """Two clusters in a topology file; three commands for billing in reporting's outbox."""
     async with pg_template.database() as a, pg_template.database() as b:
         topology_file = tmp_path / "clusters.toml"
         topology_file.write_text(f'[domains]\nreporting = "{a}"\nbilling = "{b}"\n')
-        clusters = await connect_clusters(topology_of(a, b), max_size=2)
-        try:
-            yield clusters, topology_file
-        finally:
-            await clusters.close()
+        async with await connect_clusters(topology_of(a, b), max_size=2) as backends:
+            bus = backends.bus_for("reporting")
+            sent = [await bus.send("billing", "Charge", data={"n": n}) for n in range(3)]
+        yield topology_file, [s.command_id for s in sent]
 
 
 def lag(topology_file: Path) -> dict[str, int]:
@@ -44,41 +43,30 @@ def lag(topology_file: Path) -> dict[str, int]:
     return {row["cluster"]: row["pending"] for row in json.loads(result.stdout)}
 
 
-async def test_relay_run_moves_the_outbox_and_commands_find_their_cluster(
-    clusters: tuple[ClusterBackends, Path],
+def test_relay_run_moves_the_outbox_and_commands_find_their_cluster(
+    clusters: tuple[Path, list[UUID]],
 ) -> None:
-    backends, topology_file = clusters
-    bus = backends.bus_for("reporting")
-    sent = [await bus.send("billing", "Charge", data={"n": n}) for n in range(3)]
+    topology_file, sent = clusters
     assert lag(topology_file) == {"reporting": 3, "billing": 0}
     human = cli("--topology", str(topology_file), "relay", "lag")
     assert human.returncode == 0 and "reporting" in human.stdout, human.stderr
 
+    command = [sys.executable, "-m", "commandbus", "--topology", str(topology_file)]
     relay = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "commandbus",
-            "--topology",
-            str(topology_file),
-            "relay",
-            "run",
-            "--poll-interval",
-            "0.05",
-        ],
+        [*command, "relay", "run", "--poll-interval", "0.05"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
         deadline = time.monotonic() + 60
-        while (await backends.lag())[backends.topology.dsn_of("reporting")].pending:
+        while lag(topology_file)["reporting"]:
             assert time.monotonic() < deadline, "the relay did not drain the outbox"
             assert relay.poll() is None, relay.communicate()
-            await asyncio.sleep(0.1)
+            time.sleep(0.1)
     finally:
         relay.send_signal(signal.SIGINT)
-        out, err = relay.communicate(timeout=30)
+        _, err = relay.communicate(timeout=30)
     assert relay.returncode == 0, err
     assert "relayed 3" in err
     assert lag(topology_file) == {"reporting": 0, "billing": 0}
@@ -91,7 +79,7 @@ async def test_relay_run_moves_the_outbox_and_commands_find_their_cluster(
         "show",
         "--domain",
         "billing",
-        str(sent[0].command_id),
+        str(sent[0]),
         "--json",
     )
     assert shown.returncode == 0, shown.stderr
