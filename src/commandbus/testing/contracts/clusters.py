@@ -15,6 +15,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
+from commandbus.batches.models import BatchCommand
 from commandbus.bus import CommandBus
 from commandbus.clusters.backends import ClusterBackends, ClusterBus
 from commandbus.clusters.ports import ClusterBackend, Outgoing
@@ -140,7 +141,16 @@ class ClusterContract:
         bus = clusters.bus_for(HOME)
         with pytest.raises(ValidationError, match="batch's commands live on its cluster"):
             await bus.send(REMOTE, "Charge", data={"n": 1}, batch_id=uuid4())
+        for commands in ([BatchCommand("Charge", {"n": 2})], []):
+            with pytest.raises(ValidationError, match="batch's commands live on its cluster"):
+                await bus.create_batch(REMOTE, commands, keep_open=True)
         assert (await self.home(clusters).outbox.lag()).pending == 0
+        assert await bus.list_batches(domain=REMOTE) == []
+        # On the cluster of its domain, a batch is what it always is.
+        created = await clusters.bus_for(REMOTE).create_batch(
+            REMOTE, [BatchCommand("Charge", {"n": 3})]
+        )
+        assert len(created.results) == 1
 
     # -- relaying --------------------------------------------------------------------------
 
