@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import click
 import pytest
 
 from commandbus.clusters.backends import ClusterBackends
@@ -40,3 +43,20 @@ async def test_the_outbox_lag_is_a_prometheus_gauge_per_cluster() -> None:
     other = PrometheusMetrics()
     await other.sample(InMemoryBackend(), ["reporting"])
     assert other.registry.get_sample_value("commandbus_outbox_pending", {"cluster": "x"}) is None
+
+
+def test_a_topology_file_is_toml_or_json(tmp_path: Path) -> None:
+    from commandbus.cli._topology import load_topology
+
+    toml = tmp_path / "clusters.toml"
+    toml.write_text('[domains]\nreporting = "postgresql://a/x"\nbilling = "postgresql://b/x"\n')
+    as_json = tmp_path / "clusters.json"
+    as_json.write_text(
+        '{"domains": {"reporting": "postgresql://a/x", "billing": "postgresql://b/x"}}'
+    )
+    assert load_topology(str(toml)) == load_topology(str(as_json))
+    assert load_topology(str(toml)).clusters == ("postgresql://a/x", "postgresql://b/x")
+    empty = tmp_path / "empty.toml"
+    empty.write_text("[other]\n")
+    with pytest.raises(click.BadParameter, match="needs a 'domains' table"):
+        load_topology(str(empty))

@@ -95,39 +95,6 @@ def _default_operator() -> str:
 _EMBEDDED_IN: list[Path] = []
 
 
-def load_topology(path: str) -> Any:
-    """The ``commandbus.clusters.Topology`` of a topology file: TOML (or JSON, for a
-    ``.json`` file) with a ``domains`` table mapping each domain to its cluster's DSN::
-
-        [domains]
-        reporting = "postgresql://app@cluster-a/shop"
-        billing = "postgresql://app@cluster-b/shop"
-    """
-    import tomllib
-
-    from commandbus.clusters.topology import Topology
-
-    try:
-        text = Path(path).read_text("utf-8")
-    except OSError as exc:
-        raise click.BadParameter(
-            f"cannot read {path}: {exc.strerror}", param_hint="--topology"
-        ) from None
-    try:
-        parsed = json.loads(text) if path.endswith(".json") else tomllib.loads(text)
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise click.BadParameter(f"{path} is not valid: {exc}", param_hint="--topology") from None
-    domains = parsed.get("domains") if isinstance(parsed, dict) else None
-    if not isinstance(domains, dict):
-        raise click.BadParameter(
-            f"{path} needs a 'domains' table mapping each domain to a DSN", param_hint="--topology"
-        )
-    try:
-        return Topology(domains)
-    except CommandBusError as exc:
-        raise click.BadParameter(f"{path}: {exc}", param_hint="--topology") from None
-
-
 @dataclass
 class CliState:
     """Resolved global options, stored as ``ctx.obj`` by the root group."""
@@ -144,6 +111,8 @@ class CliState:
         if self.topology_file is None:
             return None
         if self._topology is None:
+            from commandbus.cli._topology import load_topology
+
             self._topology = load_topology(self.topology_file)
         return self._topology
 
