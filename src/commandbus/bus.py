@@ -28,6 +28,8 @@ from commandbus.batches.requests import (
     new_batch,
     not_added_error,
 )
+from commandbus.clusters.ports import RoutesSends
+from commandbus.clusters.routing import refuse_remote_batch
 from commandbus.errors import BatchNotFoundError, ValidationError
 from commandbus.ids import uuid7
 from commandbus.logs import state_change
@@ -157,6 +159,9 @@ class CommandBus:
         if not checked:
             return []
         if any(r.batch_id is not None for r in checked):
+            for r in checked:
+                if r.batch_id is not None:
+                    self._refuse_remote_batch(r.domain, r.batch_id)
             store = self._batch_store()
             async with self._backend.transaction(conn) as tx:
                 await self._add_members(store, checked, tx)
@@ -254,6 +259,13 @@ class CommandBus:
 
     # -- batches -------------------------------------------------------------------------
 
+    def _refuse_remote_batch(self, domain: str, batch_id: UUID) -> None:
+        """A batch lives on its domain's cluster (docs/batches.md): refused clearly
+        before anything is written when this bus's cluster does not hold ``domain``."""
+        routing = self._backend.commands
+        if isinstance(routing, RoutesSends):
+            refuse_remote_batch(routing.topology, routing.dsn, domain, batch_id)
+
     def _batch_store(self) -> BatchStore:
         backend = self._backend
         if not isinstance(backend, BatchBackend):
@@ -288,6 +300,7 @@ class CommandBus:
             domain, batch_id, BatchKind.COMMANDS, name, reply_to, keep_open, len(members)
         )
         checked = [self._checked(r) for r in batch_requests(batch, members)]
+        self._refuse_remote_batch(batch.domain, batch.batch_id)
         store = self._batch_store()
         async with self._backend.transaction(conn) as tx:
             await store.create(batch, conn=tx)

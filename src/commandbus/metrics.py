@@ -20,6 +20,7 @@ import logging
 from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any
 
+from commandbus.clusters.ports import OutboxStore, RoutesSends
 from commandbus.errors import MissingExtraError
 from commandbus.ports import Backend
 from commandbus.telemetry import Telemetry
@@ -28,7 +29,7 @@ from commandbus.validation import command_queue, process_reply_queue
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-__all__ = ["PrometheusMetrics", "serve_metrics"]
+__all__ = ["PrometheusMetrics", "cluster_label", "serve_metrics"]
 
 logger = logging.getLogger(__name__)
 
@@ -144,6 +145,19 @@ class PrometheusMetrics(Telemetry):
         self.processes = gauge(
             "commandbus_processes", "Processes by status.", ("domain", "status"), registry=r
         )
+        self.outbox_pending = gauge(
+            "commandbus_outbox_pending",
+            "Outbox rows of a cluster waiting for its relay (commands and withdrawals for "
+            "other clusters' domains).",
+            ("cluster",),
+            registry=r,
+        )
+        self.outbox_oldest_age = gauge(
+            "commandbus_outbox_oldest_age_seconds",
+            "How long the oldest outbox row of a cluster has waited: the relay's lag.",
+            ("cluster",),
+            registry=r,
+        )
         # The statuses sampled per domain so far: one that emptied must read 0 again.
         self._statuses: dict[str, set[str]] = {}
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
@@ -207,6 +221,19 @@ class PrometheusMetrics(Telemetry):
                 for status in seen:
                     self.processes.labels(domain, status).set(counts.get(status, 0))
 
+        routing = backend.commands
+        outbox: OutboxStore | None = getattr(backend, "outbox", None)
+        if isinstance(routing, RoutesSends) and outbox is not None:
+            # One cluster of a topology: how far behind its relay is.
+            await self.sample_outbox(cluster_label(routing), outbox)
+
+    async def sample_outbox(self, cluster: str, outbox: OutboxStore) -> None:
+        """Set the outbox gauges of ``cluster`` (a label: its domains, comma-separated,
+        never its DSN, which may hold a password) from its ``outbox``."""
+        lag = await outbox.lag()
+        self.outbox_pending.labels(cluster).set(lag.pending)
+        self.outbox_oldest_age.labels(cluster).set(lag.oldest_seconds)
+
     def exposition(self) -> bytes:
         """The metrics in the Prometheus text format (what ``/metrics`` answers)."""
         body: bytes = _prometheus().generate_latest(self.registry)
@@ -242,6 +269,11 @@ async def serve_metrics(
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+def cluster_label(routing: RoutesSends) -> str:
+    """The ``cluster`` label of a topology's cluster: its domains, comma-separated."""
+    return ",".join(sorted(routing.topology.domains_on(routing.dsn)))
 
 
 async def _sample_forever(

@@ -70,7 +70,11 @@ async def test_upgrade_keeps_the_history_and_writes_new_rows_to_this_week(
         assert await noop_worker(backend, "billing").drain() == 3
         before = {cid: await bus.get_audit_trail(cid) for cid in old}
 
-        assert await apply_schema(empty_dsn) == ["011_audit_partitions.sql"]
+        assert await apply_schema(empty_dsn) == [
+            "011_audit_partitions.sql",
+            "012_relay_ledgers.sql",
+            "013_event_reads.sql",
+        ]
         assert await verify_schema(empty_dsn) == []
 
         # the old rows are where they were, found as before

@@ -4,7 +4,8 @@ its first step to ``billing`` (cluster B): the command goes to A's outbox in the
 process's transaction, relays carry it to B and the reply back to A. Mid-run a relay is
 killed and B is killed (``pg_ctl -m immediate``) and comes back: every process still
 completes, every command exists exactly once on B, no process step advances twice, and
-the outbox drains."""
+the outbox drains. A process canceled while its command waits in the outbox, or after it
+was relayed, withdraws it on either side (``ClusterWithdrawalContract``)."""
 
 from __future__ import annotations
 
@@ -23,9 +24,14 @@ from psycopg_pool import AsyncConnectionPool
 
 from commandbus import CommandBus, HandlerRegistry, RetryPolicy, Worker
 from commandbus.clusters import Topology
+from commandbus.clusters.backends import ClusterBackends
+from commandbus.clusters.ports import Outgoing
 from commandbus.postgres import apply_schema
+from commandbus.postgres.clusters import connect_clusters
 from commandbus.postgres.outbox import OutboxRelay, cluster_backend
 from commandbus.process import ProcessReplyRouter, ProcessStatus
+from commandbus.testing.contracts.cluster_withdrawals import ClusterWithdrawalContract
+from commandbus.testing.contracts.clusters import topology_of
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +55,7 @@ class RemoteQueryReport(StatementReportProcess):
 
 
 @pytest.fixture
-async def clusters() -> AsyncIterator[tuple[PgCluster, PgCluster]]:
+async def servers() -> AsyncIterator[tuple[PgCluster, PgCluster]]:
     a, b = PgCluster(), PgCluster()
     try:
         a.start()
@@ -63,9 +69,9 @@ async def clusters() -> AsyncIterator[tuple[PgCluster, PgCluster]]:
 
 
 async def test_a_process_across_two_clusters_survives_a_relay_and_a_server_dying(
-    clusters: tuple[PgCluster, PgCluster],
+    servers: tuple[PgCluster, PgCluster],
 ) -> None:
-    a, b = clusters
+    a, b = servers
     topology = Topology({"reporting": a.url, "billing": b.url})
     pools = {
         dsn: AsyncConnectionPool(dsn, min_size=1, max_size=8, open=False, timeout=5)
@@ -177,17 +183,17 @@ class CrashingRelay(OutboxRelay):
 
     crashed = False
 
-    async def _deliver(self, rows: list[Any], messages: list[Any]) -> None:
-        await super()._deliver(rows, messages)
+    async def _deliver(self, outgoing: Outgoing) -> None:
+        await super()._deliver(outgoing)
         if not self.crashed:
             self.crashed = True
             raise RuntimeError("killed between the two commits")
 
 
 async def test_a_relay_dying_between_its_commits_creates_each_command_once(
-    clusters: tuple[PgCluster, PgCluster],
+    servers: tuple[PgCluster, PgCluster],
 ) -> None:
-    a, b = clusters
+    a, b = servers
     topology = Topology({"reporting": a.url, "billing": b.url})
     pools = {
         dsn: AsyncConnectionPool(dsn, min_size=1, max_size=2, open=False) for dsn in (a.url, b.url)
@@ -214,3 +220,66 @@ async def test_a_relay_dying_between_its_commits_creates_each_command_once(
     finally:
         for pool in pools.values():
             await pool.close()
+
+
+async def test_a_relay_dying_between_its_commits_delivers_each_reply_once(
+    servers: tuple[PgCluster, PgCluster],
+) -> None:
+    """Replies to a plain ``reply_to`` queue of another cluster: a consumer there must see
+    each reply once, even when the relay that carried them dies after its target
+    committed and before its source did (and relays them again)."""
+    a, b = servers
+    topology = Topology({"reporting": a.url, "billing": b.url})
+    pools = {
+        dsn: AsyncConnectionPool(dsn, min_size=1, max_size=2, open=False) for dsn in (a.url, b.url)
+    }
+    for pool in pools.values():
+        await pool.open(wait=True)
+    try:
+        bus_a = CommandBus(cluster_backend(pools[a.url], topology, a.url))
+        sent = [
+            await bus_a.send("billing", "Charge", data={"n": n}, reply_to="reporting__replies")
+            for n in range(5)
+        ]
+        assert await OutboxRelay(topology, a.url, pools).relay_once() == 5
+        backend_b = cluster_backend(pools[b.url], topology, b.url)
+        worker = Worker(backend_b, "billing", _charge_registry())
+        assert await worker.process_once() == 5  # settles: 5 replies on B's reporting__replies
+        assert await backend_b.queue.depth("reporting__replies") == 5
+
+        relay = CrashingRelay(topology, b.url, pools)
+        with pytest.raises(RuntimeError, match="between the two commits"):
+            await relay.relay_once()
+        assert await backend_b.queue.depth("reporting__replies") == 5  # rolled back on B
+        assert await relay.relay_once() == 5  # relayed again
+        assert await backend_b.queue.depth("reporting__replies") == 0
+
+        replies = await bus_a.read_replies("reporting__replies", limit=100)
+        got = sorted(str(r.reply.command_id) for r in replies)
+        assert got == sorted(str(s.command_id) for s in sent)  # each once, none twice
+    finally:
+        for pool in pools.values():
+            await pool.close()
+
+
+def _charge_registry() -> HandlerRegistry:
+    registry = HandlerRegistry()
+
+    @registry.handler("billing", "Charge")
+    async def charge(command: Any, context: Any) -> dict[str, Any]:
+        return {"charged": command.data["n"]}
+
+    return registry
+
+
+class TestWithdrawalsAcrossServers(ClusterWithdrawalContract):
+    @pytest.fixture
+    async def clusters(
+        self, servers: tuple[PgCluster, PgCluster]
+    ) -> AsyncIterator[ClusterBackends]:
+        a, b = servers
+        clusters = await connect_clusters(topology_of(a.url, b.url), max_size=4)
+        try:
+            yield clusters
+        finally:
+            await clusters.close()

@@ -21,6 +21,7 @@ DOCS = {
     "observability.md": 1,
     "dsl.md": 5,
     "batches.md": 2,
+    "scaling.md": 1,
 }
 BLOCK = re.compile(
     r"^```python\n(?P<code>.*?)^```\n"

@@ -101,7 +101,47 @@ class CliState:
 
     database_url_option: str | None = None
     data_dir: str | None = None
+    #: ``--topology``: the file mapping domains to their clusters' DSNs.
+    topology_file: str | None = None
     _resolved: str | None = None
+    _topology: Any = None
+
+    def topology(self) -> Any:
+        """The ``Topology`` of ``--topology``, or None without one."""
+        if self.topology_file is None:
+            return None
+        if self._topology is None:
+            from commandbus.cli._topology import load_topology
+
+            self._topology = load_topology(self.topology_file)
+        return self._topology
+
+    def database_url_for(self, domain: str | None) -> str:
+        """The database of ``domain``: its cluster in ``--topology`` if it names it, else
+        ``database_url()``."""
+        topology = self.topology()
+        if topology is not None and domain is not None and domain in topology.domains:
+            dsn: str = topology.dsn_of(domain)
+            return dsn
+        return self.database_url()
+
+    def database_url_of(self, domains: Sequence[str]) -> str:
+        """The one database of all ``domains`` (a command serving several must find them
+        on one cluster of ``--topology``: else a ``UsageError`` says to run one per
+        cluster)."""
+        urls = {self.database_url_for(d) for d in domains}
+        if len(urls) > 1:
+            topology = self.topology()
+            by_cluster = sorted(
+                ",".join(d for d in domains if self.database_url_for(d) == url) for url in urls
+            )
+            raise click.UsageError(
+                f"the domains live on {len(urls)} clusters of {self.topology_file} "
+                f"({'; '.join(by_cluster)}): run one per cluster (--domain)"
+                if topology is not None
+                else "the domains live on different databases"
+            )
+        return urls.pop() if urls else self.database_url()
 
     def database_url(self) -> str:
         """The database to use: ``--database-url`` / ``COMMANDBUS_DATABASE_URL`` /
@@ -192,10 +232,12 @@ def redact(url: str) -> str:
 
 
 @asynccontextmanager
-async def connect(url: str, max_size: int = 4) -> AsyncIterator[Any]:
+async def connect(url: str, max_size: int = 4, topology: Any = None) -> AsyncIterator[Any]:
     """A ``PostgresBackend`` on an open pool on ``url`` (closed on exit, LISTEN connection
     included). Connection problems surface as one readable ``ClickException`` instead of
-    a pool timeout. Pass it wherever the library takes a pool or a backend."""
+    a pool timeout. Pass it wherever the library takes a pool or a backend. With a
+    ``topology`` that has ``url`` as a cluster, it is that cluster's backend: its sends to
+    other clusters' domains go to its outbox."""
     import psycopg
     from psycopg_pool import AsyncConnectionPool
 
@@ -210,12 +252,30 @@ async def connect(url: str, max_size: int = 4) -> AsyncIterator[Any]:
         url, min_size=1, max_size=max(max_size, 1), open=False
     )
     await pool.open(wait=True, timeout=30)
-    backend = PostgresBackend(pool)
+    if topology is not None and url in topology.clusters:
+        from commandbus.postgres.outbox import cluster_backend
+
+        backend = cluster_backend(pool, topology, url)
+    else:
+        backend = PostgresBackend(pool)
     try:
         yield backend
     finally:
         await backend.close()
         await pool.close()
+
+
+@asynccontextmanager
+async def connect_for(
+    ctx: click.Context, domain: str | None, max_size: int = 4
+) -> AsyncIterator[Any]:
+    """``connect`` to the database of ``domain`` (``CliState.database_url_for``), as a
+    cluster of ``--topology`` when one is given."""
+    cli_state = state(ctx)
+    async with connect(
+        cli_state.database_url_for(domain), max_size, cli_state.topology()
+    ) as backend:
+        yield backend
 
 
 # -- params --------------------------------------------------------------------------------

@@ -77,12 +77,12 @@ def batch_list_cmd(
     ctx: click.Context, domain: str | None, status: str | None, limit: int, as_json: bool
 ) -> None:
     """List batches with their counters, newest first."""
-    url = state(ctx).database_url()
+    url = state(ctx).database_url_for(domain)
 
     async def fetch() -> list[BatchMetadata]:
         from commandbus.bus import CommandBus
 
-        async with connect(url, max_size=1) as backend:
+        async with connect(url, topology=state(ctx).topology(), max_size=1) as backend:
             bus = CommandBus(backend)
             return await bus.list_batches(
                 domain=domain, status=status.upper() if status else None, limit=limit
@@ -131,12 +131,12 @@ def batch_show_cmd(
     ctx: click.Context, domain: str, batch_id: UUID, limit: int, as_json: bool
 ) -> None:
     """Show a batch's counters and (for a batch of commands) its newest commands."""
-    url = state(ctx).database_url()
+    url = state(ctx).database_url_for(domain)
 
     async def fetch() -> tuple[BatchMetadata, list[CommandMetadata]]:
         from commandbus.bus import CommandBus
 
-        async with connect(url, max_size=1) as backend:
+        async with connect(url, topology=state(ctx).topology(), max_size=1) as backend:
             bus = CommandBus(backend)
             batch = await bus.get_batch(domain, batch_id)
             if batch is None:

@@ -69,12 +69,12 @@ def command_list_cmd(
     as_json: bool,
 ) -> None:
     """List commands, newest first."""
-    url = state(ctx).database_url()
+    url = state(ctx).database_url_for(domain)
 
     async def query() -> list[CommandMetadata]:
         from commandbus.bus import CommandBus
 
-        async with connect(url, max_size=1) as backend:
+        async with connect(url, topology=state(ctx).topology(), max_size=1) as backend:
             bus = CommandBus(backend)
             return await bus.query_commands(
                 status=status.upper() if status else None,
@@ -112,12 +112,12 @@ def command_list_cmd(
 @click.pass_context
 def command_show_cmd(ctx: click.Context, domain: str, command_id: UUID, as_json: bool) -> None:
     """Show one command's metadata and its audit trail."""
-    url = state(ctx).database_url()
+    url = state(ctx).database_url_for(domain)
 
     async def fetch() -> tuple[CommandMetadata, list[AuditEvent]]:
         from commandbus.bus import CommandBus
 
-        async with connect(url, max_size=1) as backend:
+        async with connect(url, topology=state(ctx).topology(), max_size=1) as backend:
             bus = CommandBus(backend)
             meta = await bus.get_command(domain, command_id)
             if meta is None:

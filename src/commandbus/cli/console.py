@@ -75,7 +75,8 @@ def console_cmd(
     viewer_token: str | None,
 ) -> None:
     """Serve the operator console: dashboard, troubleshooting queue, commands, processes,
-    parked messages. No anonymous access: give --user or --token (or their variables)."""
+    parked messages. No anonymous access: give --user or --token (or their variables).
+    With --topology it serves the cluster holding its --domain(s)."""
     try:
         from commandbus.console import ConsoleUsers, create_app
     except ModuleNotFoundError as exc:
@@ -87,14 +88,15 @@ def console_cmd(
         console_users = ConsoleUsers.from_specs(users, token, viewer_token)
     except ValidationError as exc:
         raise click.ClickException(str(exc)) from None
-    url = state(ctx).database_url()
+    # With --topology, the console serves the cluster of its --domain(s): one per cluster.
+    url = state(ctx).database_url_of(list(domains))
 
     async def serve() -> None:
         import uvicorn
 
         from commandbus.bus import CommandBus
 
-        async with connect(url, max_size=8) as backend:
+        async with connect(url, max_size=8, topology=state(ctx).topology()) as backend:
             managers: list[Any] = []
             if processes:
                 from commandbus.cli.process import build_managers

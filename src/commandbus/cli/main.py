@@ -24,6 +24,7 @@ from commandbus.cli._common import CliState, option, windows_event_loop_policy
 from commandbus.cli.batch import batch_group
 from commandbus.cli.command import command_group
 from commandbus.cli.history import history_group
+from commandbus.cli.relay import relay_group
 from commandbus.cli.schema import schema_group
 from commandbus.cli.tsq import tsq_group
 from commandbus.cli.worker import worker_group
@@ -58,6 +59,14 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
     help="Data directory of the embedded PostgreSQL (when no database URL is given).",
 )
 @option(
+    "--topology",
+    envvar="COMMANDBUS_TOPOLOGY",
+    metavar="FILE",
+    help="Domains on separate clusters: a TOML (or .json) file whose [domains] table maps "
+    "each domain to its cluster's DSN. Commands that name a domain use its cluster; "
+    "`relay` needs it.",
+)
+@option(
     "--log-level",
     envvar="COMMANDBUS_LOG_LEVEL",
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
@@ -81,6 +90,7 @@ def cli(
     data_dir: str | None,
     log_level: str,
     log_format: str = "text",
+    topology: str | None = None,
 ) -> None:
     """commandbus: reliable commands and long-running processes on PostgreSQL.
 
@@ -92,9 +102,12 @@ def cli(
       commandbus tsq retry --domain payments 0b6f…
       commandbus command show --domain payments 0b6f…
       commandbus batch list --domain payments
+      commandbus --topology clusters.toml relay run
     """
     configure_logging(log_level, log_format)
-    ctx.obj = CliState(database_url_option=database_url or None, data_dir=data_dir)
+    ctx.obj = CliState(
+        database_url_option=database_url or None, data_dir=data_dir, topology_file=topology
+    )
 
 
 def configure_logging(level: str, log_format: str) -> None:
@@ -113,6 +126,7 @@ cli.add_command(tsq_group)
 cli.add_command(command_group)
 cli.add_command(batch_group)
 cli.add_command(history_group)
+cli.add_command(relay_group)
 
 
 def _add_optional_nouns() -> None:
@@ -132,7 +146,7 @@ _add_optional_nouns()
 
 
 #: The root group's options that take a value: accepted anywhere on the command line.
-GLOBAL_OPTIONS = ("--database-url", "--data-dir", "--log-level", "--log-format")
+GLOBAL_OPTIONS = ("--database-url", "--data-dir", "--topology", "--log-level", "--log-format")
 
 
 def hoist_global_options(args: Sequence[str]) -> list[str]:

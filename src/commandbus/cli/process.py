@@ -109,11 +109,11 @@ def process_list_cmd(
     as_json: bool,
 ) -> None:
     """List processes, oldest first; those that need attention say why."""
-    url = state(ctx).database_url()
+    url = state(ctx).database_url_for(domain)
     wanted = [_status(s) for s in statuses] or list(ProcessStatus)
 
     async def fetch() -> tuple[list[ProcessMetadata[Any, Any]], dict[UUID, int]]:
-        async with connect(url, max_size=1) as backend:
+        async with connect(url, topology=state(ctx).topology(), max_size=1) as backend:
             domains = [domain] if domain else await _domains(backend)
             found: list[ProcessMetadata[Any, Any]] = []
             parked: dict[UUID, int] = {}
@@ -210,7 +210,7 @@ async def _domains(backend: Any) -> list[str]:
 def process_show_cmd(ctx: click.Context, domain: str, process_id: UUID, as_json: bool) -> None:
     """Show one process: its row, the commands it sent with their replies, and the
     messages it ignored."""
-    url = state(ctx).database_url()
+    url = state(ctx).database_url_for(domain)
 
     async def fetch() -> tuple[
         ProcessMetadata[Any, Any],
@@ -218,7 +218,7 @@ def process_show_cmd(ctx: click.Context, domain: str, process_id: UUID, as_json:
         list[ProcessMessageRecord],
         list[RecordedEvent],
     ]:
-        async with connect(url, max_size=1) as backend:
+        async with connect(url, topology=state(ctx).topology(), max_size=1) as backend:
             repo = backend.processes
             process = await repo.get_by_id(domain, process_id)
             if process is None:
@@ -311,7 +311,7 @@ def process_replay_cmd(
         from commandbus.bus import CommandBus
         from commandbus.process.replay import replay_all
 
-        async with connect(url, max_size=2) as backend:
+        async with connect(url, topology=state(ctx).topology(), max_size=2) as backend:
             managers = build_managers(target, CommandBus(backend), app)
             if process_type is not None and process_type not in {m.process_type for m in managers}:
                 raise click.BadParameter(

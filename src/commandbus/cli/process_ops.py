@@ -72,11 +72,11 @@ async def _manager_for(backend: Any, target: Any, app: str, domain: str, process
 
 
 def _act(ctx: click.Context, app: str, domain: str, process_id: UUID, action: Any) -> Any:
-    url = state(ctx).database_url()
+    url = state(ctx).database_url_for(domain)
     target = load_app(app)
 
     async def apply() -> Any:
-        async with connect(url, max_size=2) as backend:
+        async with connect(url, topology=state(ctx).topology(), max_size=2) as backend:
             manager = await _manager_for(backend, target, app, domain, process_id)
             return await action(manager)
 
@@ -179,10 +179,10 @@ def parked_group() -> None:
 @click.pass_context
 def parked_list_cmd(ctx: click.Context, domain: str | None, limit: int, as_json: bool) -> None:
     """List parked messages, oldest first, with why each was parked."""
-    url = state(ctx).database_url()
+    url = state(ctx).database_url_for(domain)
 
     async def fetch() -> list[ProcessMessageRecord]:
-        async with connect(url, max_size=1) as backend:
+        async with connect(url, topology=state(ctx).topology(), max_size=1) as backend:
             return list(
                 await backend.processes.list_messages(
                     domain=domain, disposition=ProcessMessageDisposition.PARKED, limit=limit
@@ -223,7 +223,7 @@ def parked_replay_cmd(ctx: click.Context, record_id: int) -> None:
     async def replay() -> bool:
         from commandbus.process.parked import replay_parked
 
-        async with connect(url, max_size=1) as backend:
+        async with connect(url, topology=state(ctx).topology(), max_size=1) as backend:
             return await replay_parked(backend, record_id)
 
     if not run(replay()):

@@ -118,7 +118,9 @@ def router_run_cmd(
     async def serve() -> list[tuple[str, ...]]:
         from commandbus.bus import CommandBus
 
-        async with connect(url, max_size=2 * concurrency + 4) as backend:
+        async with connect(
+            url, max_size=2 * concurrency + 4, topology=state(ctx).topology()
+        ) as backend:
             if verify_schema:
                 await refuse_stale_schema(backend)
             managers = build_managers(target, CommandBus(backend), app)
@@ -248,14 +250,18 @@ def run_cmd(
     if not domains:
         raise click.ClickException(f"{handlers} has no handlers registered")
     target = load_managers_target(processes) if processes else None
-    url = state(ctx).database_url()
+    url = state(ctx).database_url_of(domains)
 
     async def serve() -> tuple[dict[str, tuple[str, ...]], list[tuple[str, ...]]]:
         from commandbus.bus import CommandBus
         from commandbus.worker import Worker
 
         async with (
-            connect(url, max_size=len(domains) * (concurrency + 3) + 6) as backend,
+            connect(
+                url,
+                max_size=len(domains) * (concurrency + 3) + 6,
+                topology=state(ctx).topology(),
+            ) as backend,
             observed(metrics_port, metrics_host, backend, domains) as telemetry,
         ):
             if verify_schema:

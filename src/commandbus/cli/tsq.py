@@ -55,12 +55,12 @@ def tsq_list_cmd(
     ctx: click.Context, domain: str, command_type: str | None, limit: int, as_json: bool
 ) -> None:
     """List commands waiting in the troubleshooting queue of a domain."""
-    url = state(ctx).database_url()
+    url = state(ctx).database_url_for(domain)
 
     async def fetch() -> tuple[list[TroubleshootingItem], int]:
         from commandbus.ops.troubleshooting import TroubleshootingQueue
 
-        async with connect(url, max_size=1) as backend:
+        async with connect(url, topology=state(ctx).topology(), max_size=1) as backend:
             tsq = TroubleshootingQueue(backend)
             items = await tsq.list_troubleshooting(domain, command_type, limit=limit)
             total = await tsq.count_troubleshooting(domain, command_type)
@@ -167,12 +167,12 @@ def _act(
     reason: str | None = None,
     result: dict[str, Any] | None = None,
 ) -> None:
-    url = state(ctx).database_url()
+    url = state(ctx).database_url_for(domain)
 
     async def apply() -> None:
         from commandbus.ops.troubleshooting import TroubleshootingQueue
 
-        async with connect(url, max_size=1) as backend:
+        async with connect(url, topology=state(ctx).topology(), max_size=1) as backend:
             tsq = TroubleshootingQueue(backend)
             if action == "retry":
                 await tsq.operator_retry(domain, command_id, operator=operator)

@@ -139,7 +139,7 @@ def worker_run_cmd(
             f"{app} has no handler for domain {unknown[0]!r}; it handles "
             f"{sorted(registry.domains()) or 'nothing'}"
         )
-    url = state(ctx).database_url()
+    url = state(ctx).database_url_of(domains)
     err = err_console()
     stats = run(
         _run_workers(
@@ -158,6 +158,7 @@ def worker_run_cmd(
             progress=progress,
             metrics_port=metrics_port,
             metrics_host=metrics_host,
+            topology=state(ctx).topology(),
             announce=lambda: err.print(
                 f"[bold]commandbus worker[/] (pid {os.getpid()}) on {redact(url)}: "
                 f"domain(s) {', '.join(domains)}, concurrency {concurrency}, "
@@ -249,6 +250,7 @@ async def _run_workers(
     progress: bool | None = None,
     metrics_port: int | None = None,
     metrics_host: str = "127.0.0.1",
+    topology: Any = None,
 ) -> dict[str, tuple[str, ...]]:
     from commandbus.policies import RetryPolicy
     from commandbus.worker import Worker
@@ -257,7 +259,7 @@ async def _run_workers(
     # Transactional handlers each hold a connection; claims, settlements and LISTEN too.
     pool_size = len(domains) * (concurrency + 3)
     async with (
-        connect(url, max_size=pool_size) as backend,
+        connect(url, max_size=pool_size, topology=topology) as backend,
         observed(metrics_port, metrics_host, backend, domains) as telemetry,
     ):
         if verify_schema:

@@ -14,10 +14,13 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 
 from commandbus.batches.ports import BatchStore
+from commandbus.clusters.ports import OutboxStore
+from commandbus.clusters.topology import Topology
 from commandbus.events.ports import EventStorage, SubscriptionStorage
 from commandbus.memory.batches import BatchTables, InMemoryBatchStore
 from commandbus.memory.commands import InMemoryCommandStore
 from commandbus.memory.events import InMemoryEventStorage, InMemorySubscriptionStorage
+from commandbus.memory.outbox import InMemoryOutboxStore, RoutingInMemoryCommandStore
 from commandbus.memory.process_repository import InMemoryProcessRepository
 from commandbus.memory.queue import InMemoryMessageQueue
 from commandbus.memory.transaction import (
@@ -82,10 +85,18 @@ class InMemoryBackend:
     """All ports in memory. ``clock`` drives visibility timeouts, delays and wait timeouts.
 
     ``max_payload_bytes`` limits messages given to ``queue.enqueue`` (encoded JSON).
+    With ``topology`` and ``cluster`` (one of its DSNs, any name in memory) it is that
+    cluster: its sends to other clusters' domains go to its ``outbox``
+    (``commandbus.memory.clusters`` builds a whole topology of them).
     """
 
     def __init__(
-        self, clock: Clock | None = None, max_payload_bytes: int = MAX_PAYLOAD_BYTES
+        self,
+        clock: Clock | None = None,
+        max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+        *,
+        topology: Topology | None = None,
+        cluster: str | None = None,
     ) -> None:
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.max_payload_bytes = max_payload_bytes
@@ -96,7 +107,23 @@ class InMemoryBackend:
         # ``memory_queue`` and ``memory_commands``.
         self.memory_queue = InMemoryMessageQueue(self)
         self.memory_batches = BatchTables(self, self.memory_queue)
-        self.memory_commands = InMemoryCommandStore(self, self.memory_queue, self.memory_batches)
+        if topology is not None:
+            if cluster is None:
+                raise ValueError("an in-memory cluster of a topology needs its cluster name")
+            routing = RoutingInMemoryCommandStore(
+                self, self.memory_queue, self.memory_batches, topology, cluster
+            )
+            self.memory_commands: InMemoryCommandStore = routing
+        else:
+            routing = None
+            self.memory_commands = InMemoryCommandStore(
+                self, self.memory_queue, self.memory_batches
+            )
+        #: The outbox (what this cluster sends to others, what it receives from them).
+        self.memory_outbox = InMemoryOutboxStore(self, self.memory_queue, self.memory_commands)
+        if routing is not None:
+            routing.outbox = self.memory_outbox
+        self.outbox: OutboxStore = self.memory_outbox
         self.queue: MessageQueue = self.memory_queue
         self.commands: CommandStore = self.memory_commands
         self.processes: ProcessRepository = InMemoryProcessRepository(self, self.memory_batches)

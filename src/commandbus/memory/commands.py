@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from commandbus.activity import DEFAULT_ACTIVITY_LIMIT, CommandActivity, check_window
+from commandbus.errors import DuplicateCommandError
 from commandbus.memory.batches import BatchChange, BatchTables
 from commandbus.memory.command_tables import (
     CommandRow,
@@ -93,45 +94,70 @@ class InMemoryCommandStore:
         conn: Conn | None = None,
     ) -> list[SendResult]:
         async with self._backend.transaction(conn) as tx:
-            tables = self._tables
-            await tables.check_duplicates(tx, requests)
-            now = self._backend.clock.now()
-            results: list[SendResult] = []
-            for req in requests:
-                body = encode(
-                    command_message(
-                        req.domain,
-                        req.command_type,
-                        req.command_id,
-                        req.data,
-                        req.correlation_id,
-                        req.reply_to,
-                        req.headers,
-                    )
+            await self._tables.check_duplicates(tx, requests)
+            return self._write_sends(tx, requests, default_max_attempts)
+
+    async def receive(self, tx: MemoryTransaction, requests: Sequence[SendRequest]) -> int:
+        """Commands a relay brings from another cluster: each is sent as by ``insert``
+        (audit ``SENT`` with ``relayed``) unless its ``(domain, command_id)`` exists, which
+        makes a command relayed twice exist once. Returns how many were new."""
+        fresh = []
+        for req in requests:
+            try:
+                await self._tables.check_duplicates(tx, [req])
+            except DuplicateCommandError:
+                continue
+            fresh.append(req)
+        self._write_sends(tx, fresh, 0, relayed=True)
+        return len(fresh)
+
+    def _write_sends(
+        self,
+        tx: MemoryTransaction,
+        requests: Sequence[SendRequest],
+        default_max_attempts: int,
+        *,
+        relayed: bool = False,
+    ) -> list[SendResult]:
+        tables = self._tables
+        now = self._backend.clock.now()
+        results: list[SendResult] = []
+        for req in requests:
+            body = encode(
+                command_message(
+                    req.domain,
+                    req.command_type,
+                    req.command_id,
+                    req.data,
+                    req.correlation_id,
+                    req.reply_to,
+                    req.headers,
                 )
-                msg_id = self._queue.put(tx, command_queue(req.domain), body, req.delay or 0.0)
-                row = CommandRow(
-                    domain=req.domain,
-                    command_id=req.command_id,
-                    command_type=req.command_type,
-                    status=CommandStatus.PENDING,
-                    attempts=0,
-                    max_attempts=(
-                        req.max_attempts if req.max_attempts is not None else default_max_attempts
-                    ),
-                    correlation_id=req.correlation_id,
-                    reply_to=req.reply_to,
-                    created_at=now,
-                    updated_at=now,
-                    msg_id=msg_id,
-                    batch_id=req.batch_id,
-                )
-                tables.insert_row(tx, row)
-                tables.append_audit(
-                    tx, req.domain, req.command_id, AuditEventType.SENT, now, {"msg_id": msg_id}
-                )
-                results.append(SendResult(command_id=req.command_id, msg_id=msg_id))
-            return results
+            )
+            msg_id = self._queue.put(tx, command_queue(req.domain), body, req.delay or 0.0)
+            row = CommandRow(
+                domain=req.domain,
+                command_id=req.command_id,
+                command_type=req.command_type,
+                status=CommandStatus.PENDING,
+                attempts=0,
+                max_attempts=(
+                    req.max_attempts if req.max_attempts is not None else default_max_attempts
+                ),
+                correlation_id=req.correlation_id,
+                reply_to=req.reply_to,
+                created_at=now,
+                updated_at=now,
+                msg_id=msg_id,
+                batch_id=req.batch_id,
+            )
+            tables.insert_row(tx, row)
+            details: JsonObject = {"msg_id": msg_id}
+            if relayed:
+                details["relayed"] = True
+            tables.append_audit(tx, req.domain, req.command_id, AuditEventType.SENT, now, details)
+            results.append(SendResult(command_id=req.command_id, msg_id=msg_id))
+        return results
 
     # -- retention ---------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 
 from commandbus.batches.ports import BatchStore
+from commandbus.clusters.ports import OutboxStore
 from commandbus.events.ports import EventStorage, SubscriptionStorage
 from commandbus.ports import Clock, CommandStore, MessageQueue, SystemClock
 from commandbus.postgres.batches import PostgresBatchStore
@@ -32,6 +33,7 @@ from commandbus.postgres.listener import (
     PostgresWaiter,
     resolve_pool_conninfo,
 )
+from commandbus.postgres.outbox_store import PostgresOutboxStore
 from commandbus.postgres.process_repository import PostgresProcessRepository
 from commandbus.postgres.queue import PostgresMessageQueue
 from commandbus.process.repository import ProcessRepository
@@ -64,6 +66,9 @@ class PostgresBackend:
         self.events: EventStorage = PostgresEventStorage(pool)
         self.subscriptions: SubscriptionStorage = PostgresSubscriptionStorage(pool)
         self.batches: BatchStore = PostgresBatchStore(pool)
+        #: What a relay brings from other clusters lands here (``commandbus.clusters``).
+        self.postgres_outbox = PostgresOutboxStore(pool, self.commands, self.queue)
+        self.outbox: OutboxStore = self.postgres_outbox
         self._owns_pool = owns_pool
         self._listener = NotificationListener(lambda: resolve_pool_conninfo(pool))
 

@@ -49,10 +49,14 @@ class CancelRequested:
     """``cancel(reason)``. ``awaited_started`` is a fact the engine reads (under the command
     row's lock) before deciding: the awaited forward command has started (claimed, or
     already answered with its reply still queued), so it cannot be withdrawn and the
-    cancel waits for its outcome; False when it can still be withdrawn (or there is none)."""
+    cancel waits for its outcome; False when it can still be withdrawn (or there is none).
+    ``awaited_elsewhere``: the command was relayed to another cluster, where it may or may
+    not have started; the cancel waits for its outcome and asks its cluster to withdraw
+    it (which answers CANCELED if it had not started)."""
 
     reason: str
     awaited_started: bool = False
+    awaited_elsewhere: bool = False
 
 
 @dataclass(frozen=True)

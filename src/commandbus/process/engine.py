@@ -30,6 +30,7 @@ from enum import Enum
 from typing import Any
 from uuid import UUID
 
+from commandbus.clusters.ports import OutboxStore
 from commandbus.models import JsonObject
 from commandbus.policies import RetryPolicy
 from commandbus.ports import Backend, Conn
@@ -65,7 +66,7 @@ from commandbus.process.staging import (
     checked_state,
     state_upgrade,
 )
-from commandbus.process.withdrawal import WITHDRAWABLE, locked_command, withdraw
+from commandbus.process.withdrawal import hold_command, withdraw_held
 from commandbus.sanitise import storable_text
 from commandbus.telemetry import NO_TELEMETRY, Telemetry, count_sent
 
@@ -138,6 +139,9 @@ class ProcessEngine:
         self.managers = dict(managers)
         self.domains = sorted({m.domain for m in self.managers.values()})
         self.max_reply_attempts = max_reply_attempts
+        #: A cluster's outbox (``commandbus.clusters``): where commands this process sent
+        #: to other clusters are found again, to withdraw them.
+        self._outbox: OutboxStore | None = getattr(backend, "outbox", None)
 
     async def start(
         self,
@@ -378,10 +382,11 @@ class ProcessEngine:
         if entry is None or entry.is_answered:
             return cancel
         commands = self.backend.commands
-        row = await locked_command(commands, commands, entry.command_id, conn=conn)
-        staged.locked_commands[entry.command_id] = row
-        started = row is not None and row.status not in WITHDRAWABLE
-        return CancelRequested(cancel.reason, awaited_started=started)
+        held = await hold_command(commands, commands, self._outbox, entry.command_id, conn=conn)
+        staged.locked_commands[entry.command_id] = held
+        return CancelRequested(
+            cancel.reason, awaited_started=held.started, awaited_elsewhere=held.elsewhere
+        )
 
     def _log(
         self,
@@ -464,12 +469,12 @@ class ProcessEngine:
         if writes:
             await self.repo.apply(writes, conn=conn)
         commands = self.backend.commands
+        outbox = self._outbox
         for command_id, process_id, reason in staged.withdrawals:
-            if command_id in staged.locked_commands:
-                row = staged.locked_commands[command_id]
-            else:
-                row = await locked_command(commands, commands, command_id, conn=conn)
-            await withdraw(commands, row, process_id, reason, conn=conn)
+            held = staged.locked_commands.get(command_id)
+            if held is None:
+                held = await hold_command(commands, commands, outbox, command_id, conn=conn)
+            await withdraw_held(commands, outbox, held, process_id, reason, conn=conn)
         if staged.commands:
             await self.backend.commands.insert(
                 staged.commands, RetryPolicy().max_attempts, conn=conn

@@ -265,6 +265,8 @@ async def _on_cancel(
             draft.process.compensation = CompensationPlan(
                 target=ProcessStatus.CANCELED, waiting_for=awaited.step_name
             )
+            if cancel.awaited_elsewhere:  # its cluster withdraws it if it has not started
+                draft.withdrawals.append(awaited.command_id)
             return draft.decision()
         draft.withdrawals.append(awaited.command_id)  # not started: it must never run
         draft.record_withdrawn(awaited, cancel.reason)

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID, uuid5
 
-from commandbus.models import CommandMetadata, JsonObject, ReplyOutcome, SendRequest
+from commandbus.models import JsonObject, ReplyOutcome, SendRequest
 from commandbus.process.decisions import PROCESS_COMMAND_NAMESPACE
 from commandbus.process.errors import ProcessHookError
 from commandbus.process.kernel import Decision, ProcessHooks, timer_message
@@ -28,6 +28,7 @@ from commandbus.process.models import (
 )
 from commandbus.process.repository import JsonText, state_to_dict
 from commandbus.process.versions import declared_version, stored_version
+from commandbus.process.withdrawal import HeldCommand
 from commandbus.validation import encode_payload
 
 __all__ = ["EngineManager", "SendingPolicy", "Staged", "checked_state", "state_upgrade"]
@@ -72,7 +73,7 @@ class Staged:
     withdrawals: list[tuple[UUID, UUID, str]] = field(default_factory=list)
     # command rows already read and locked in this transaction (a cancel reads the awaited
     # one to decide), so that withdrawing them does not read them again
-    locked_commands: dict[UUID, CommandMetadata | None] = field(default_factory=dict)
+    locked_commands: dict[UUID, HeldCommand] = field(default_factory=dict)
     # (queue, delay) -> timer messages
     timers: dict[tuple[str, float], list[JsonObject]] = field(default_factory=dict)
     # process id -> (stored, current) state version, for states upgraded when loaded

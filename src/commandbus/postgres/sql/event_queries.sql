@@ -65,7 +65,7 @@ LIMIT %(limit)s;
 -- In commit order, and only events of transactions older than every transaction still
 -- running: an event whose transaction is still open may hold a smaller position than
 -- events already visible, so the reader stops before it instead of passing it
--- (events_after, 012: no upper bound here but the largest checkpoint there can be).
+-- (events_after, 013: no upper bound here but the largest checkpoint there can be).
 SELECT stream_name, stream_version, position, transaction_id::text::bigint, event_id,
        event_type, data, metadata, correlation_id, causation_id, recorded_at
 FROM commandbus.events_after(

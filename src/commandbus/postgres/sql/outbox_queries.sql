@@ -2,23 +2,39 @@
 
 
 -- name: add_to_outbox
--- In the sender's transaction: the commands for other clusters' domains.
-WITH added AS (
-    INSERT INTO commandbus.outbox (target_domain, command_id, payload)
-    SELECT o.domain, o.command_id, o.payload::jsonb
+-- In the sender's transaction: the commands for other clusters' domains, each recorded
+-- as forwarded (its key refuses a command id sent twice; a withdrawal finds it there).
+-- A request whose (command_id, domain) was forwarded before gets no outbox row and is
+-- returned in duplicates: the caller raises DuplicateCommandError, which rolls back.
+WITH req AS MATERIALIZED (
+    SELECT o.domain, o.command_id, o.payload, o.ord
     FROM unnest(%(domains)b::text[], %(command_ids)b::uuid[], %(payloads)b::text[])
          WITH ORDINALITY AS o(domain, command_id, payload, ord)
-    ORDER BY o.ord
+), fwd AS (
+    INSERT INTO commandbus.forwarded (command_id, target_domain)
+    SELECT command_id, domain FROM req ORDER BY ord
+    ON CONFLICT (command_id, target_domain) DO NOTHING
+    RETURNING command_id, target_domain
+), added AS (
+    INSERT INTO commandbus.outbox (kind, target_domain, command_id, payload)
+    SELECT 'COMMAND', req.domain, req.command_id, req.payload::jsonb
+    FROM req
+    JOIN fwd ON fwd.command_id = req.command_id AND fwd.target_domain = req.domain
+    ORDER BY req.ord
     RETURNING id
 )
-SELECT array_agg(id ORDER BY id) AS ids, pg_notify('commandbus', '$outbox') AS notified
-FROM added;
+SELECT (SELECT array_agg(id ORDER BY id) FROM added) AS ids,
+       (SELECT array_agg(req.command_id ORDER BY req.ord) FROM req
+        WHERE NOT EXISTS (SELECT 1 FROM fwd WHERE fwd.command_id = req.command_id
+                                              AND fwd.target_domain = req.domain))
+           AS duplicates,
+       pg_notify('commandbus', '$outbox') AS notified;
 
 
 -- name: take_outbox
 -- The oldest rows no other relay holds; locked until the relay's source transaction
 -- ends (it deletes them once their target committed).
-SELECT id, target_domain, command_id, payload
+SELECT id, kind, target_domain, command_id, payload
 FROM commandbus.outbox
 ORDER BY id
 LIMIT %(limit)s
@@ -49,6 +65,74 @@ SELECT (SELECT count(*) FROM gone_rows) AS rows, (SELECT count(*) FROM gone_mess
 -- name: outbox_lag
 SELECT count(*) AS pending, min(created_at) AS oldest, statement_timestamp() AS now
 FROM commandbus.outbox;
+
+
+-- name: lock_forwarded
+-- Where a command this cluster forwarded went, and its outbox row if the relay has not
+-- taken it yet: locked, so no relay takes it while the caller's transaction lasts (a
+-- relay holding it now is waited for; once it committed, the row is gone: relayed).
+SELECT f.target_domain,
+       (SELECT o.id FROM commandbus.outbox o
+        WHERE o.command_id = f.command_id AND o.kind = 'COMMAND'
+          AND o.target_domain = f.target_domain
+        FOR UPDATE) AS outbox_id
+FROM commandbus.forwarded f
+WHERE f.command_id = %(command_id)s
+ORDER BY f.forwarded_at DESC
+LIMIT 1;
+
+
+-- name: drop_pending_command
+DELETE FROM commandbus.outbox
+WHERE command_id = %(command_id)s AND target_domain = %(domain)s AND kind = 'COMMAND';
+
+
+-- name: add_withdrawal
+WITH added AS (
+    INSERT INTO commandbus.outbox (kind, target_domain, command_id, payload)
+    VALUES ('WITHDRAW', %(domain)s, %(command_id)s, %(payload)s::jsonb)
+    RETURNING id
+)
+SELECT id, pg_notify('commandbus', '$outbox') AS notified FROM added;
+
+
+-- name: prune_ledgers
+WITH received AS (
+    DELETE FROM commandbus.relay_received WHERE received_at < %(before)s RETURNING 1
+), forwarded AS (
+    DELETE FROM commandbus.forwarded f
+    WHERE f.forwarded_at < %(before)s
+      AND NOT EXISTS (SELECT 1 FROM commandbus.outbox o WHERE o.command_id = f.command_id)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM received) + (SELECT count(*) FROM forwarded) AS pruned;
+
+
+-- name: receive_messages
+-- On the target cluster: the relayed messages (replies), each enqueued unless its relay
+-- key (command id, message id on its source) was received before — relayed by this
+-- relay or another copy that died before its source committed. One NOTIFY per queue.
+WITH m AS MATERIALIZED (
+    SELECT u.queue, u.command_id, u.source_msg_id, u.message, u.ord
+    FROM unnest(%(queues)b::text[], %(command_ids)b::uuid[], %(source_msg_ids)b::bigint[],
+                %(messages)b::text[]) WITH ORDINALITY AS u(queue, command_id, source_msg_id,
+                                                          message, ord)
+), fresh AS (
+    INSERT INTO commandbus.relay_received (command_id, source_msg_id)
+    SELECT command_id, source_msg_id FROM m ORDER BY ord
+    ON CONFLICT (command_id, source_msg_id) DO NOTHING
+    RETURNING command_id, source_msg_id
+), queued AS (
+    INSERT INTO commandbus.queue_message (queue_name, message, vt)
+    SELECT m.queue, m.message::jsonb, statement_timestamp()
+    FROM m JOIN fresh USING (command_id, source_msg_id)
+    ORDER BY m.ord
+    RETURNING queue_name
+)
+SELECT (SELECT count(*) FROM queued) AS received,
+       (SELECT count(*)
+        FROM (SELECT pg_notify('commandbus', q.queue_name)
+              FROM (SELECT DISTINCT queue_name FROM queued) AS q) AS n) AS notified;
 
 
 -- name: receive_commands

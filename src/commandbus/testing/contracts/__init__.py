@@ -12,6 +12,8 @@ One contract class per port (or per consumer of a port), each with the same hook
 - ``BatchContract``: ``BatchStore`` and the batch counters every status change moves.
 - ``ActivityContract``: ``CommandStore.activity`` (what dashboards read).
 - ``HistoryContract``: retention, ``CommandStore.prune_finished``.
+- ``ClusterContract`` (``contracts.clusters``): a topology of two clusters — the outbox,
+  the relay, withdrawals across clusters, ``ClusterBus``; its fixture is ``clusters``.
 
 ``BackendContract`` is all of them. Subclass it (or one of them) in a test module as
 ``Test…``, provide the ``backend`` fixture and the ``advance`` hook (and, for a real
@@ -32,6 +34,7 @@ test starts from an empty backend and pins exact values (statuses, attempts, ord
 from commandbus.testing.contracts._base import ContractBase
 from commandbus.testing.contracts.activity import ActivityContract
 from commandbus.testing.contracts.batches import BatchContract
+from commandbus.testing.contracts.clusters import ClusterContract
 from commandbus.testing.contracts.history import HistoryContract
 from commandbus.testing.contracts.operators import OperatorWritesContract
 from commandbus.testing.contracts.queries import QueryContract
@@ -59,6 +62,7 @@ __all__ = [
     "ActivityContract",
     "BackendContract",
     "BatchContract",
+    "ClusterContract",
     "CommandSendContract",
     "ContractBase",
     "HistoryContract",

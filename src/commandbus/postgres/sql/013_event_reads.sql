@@ -1,4 +1,4 @@
--- 012: reads of all streams in commit order (read_all, subscriptions) walk
+-- 013: reads of all streams in commit order (read_all, subscriptions) walk
 -- idx_event_commit_order in order and stop at their limit. They are functions only to
 -- pin that plan, as pick_messages does for queues: the event table grows in bursts, its
 -- statistics lag behind, and left to itself the planner estimates a few hundred rows
