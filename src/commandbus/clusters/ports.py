@@ -128,10 +128,18 @@ class OutboxStore(Protocol):
 
     Every method with ``conn`` runs in that open transaction of the same backend."""
 
-    async def take(self, queues: Sequence[str], limit: int, *, conn: Conn) -> Outgoing:
-        """Up to ``limit`` outbox rows and up to ``limit`` visible messages of ``queues``,
-        oldest first, locked until ``conn`` ends, skipping those another transaction
-        holds (several relays share the work)."""
+    async def take(
+        self,
+        queues: Sequence[str],
+        limit: int,
+        *,
+        conn: Conn,
+        domains: Sequence[str] | None = None,
+    ) -> Outgoing:
+        """Up to ``limit`` outbox rows (only those for ``domains``, when given) and up to
+        ``limit`` visible messages of ``queues``, oldest first, locked until ``conn``
+        ends, skipping those another transaction holds (several relays share the
+        work)."""
         ...
 
     async def drop(self, outgoing: Outgoing, *, conn: Conn) -> int:

@@ -100,7 +100,14 @@ class InMemoryOutboxStore:
 
     # -- the relay ----------------------------------------------------------------------
 
-    async def take(self, queues: Sequence[str], limit: int, *, conn: Conn) -> Outgoing:
+    async def take(
+        self,
+        queues: Sequence[str],
+        limit: int,
+        *,
+        conn: Conn,
+        domains: Sequence[str] | None = None,
+    ) -> Outgoing:
         async with self._backend.transaction(conn) as tx:
             entries: list[OutboxEntry] = []
             for _, cell in sorted(self._rows.items()):
@@ -108,6 +115,11 @@ class InMemoryOutboxStore:
                     break
                 if cell.held_by_other(tx):
                     continue  # another relay (or a withdrawal) holds it
+                seen = cell.seen_by(tx)
+                if seen is None or (
+                    domains is not None and seen.entry.target_domain not in domains
+                ):
+                    continue
                 row = await cell.lock(tx)
                 if row is not None:
                     entries.append(row.entry)

@@ -73,9 +73,17 @@ class PostgresOutboxStore:
 
     # -- the relay ----------------------------------------------------------------------
 
-    async def take(self, queues: Sequence[str], limit: int, *, conn: Any) -> Outgoing:
+    async def take(
+        self,
+        queues: Sequence[str],
+        limit: int,
+        *,
+        conn: Any,
+        domains: Sequence[str] | None = None,
+    ) -> Outgoing:
+        params = {"limit": limit, "domains": None if domains is None else list(domains)}
         with translate_errors():
-            cur = await conn.execute(Q.take_outbox, {"limit": limit})
+            cur = await conn.execute(Q.take_outbox, params)
             rows = await cur.fetchall()
             cur = await conn.execute(
                 Q.take_outgoing_messages, {"queues": list(queues), "limit": limit}

@@ -32,10 +32,12 @@ SELECT (SELECT array_agg(id ORDER BY id) FROM added) AS ids,
 
 
 -- name: take_outbox
--- The oldest rows no other relay holds; locked until the relay's source transaction
--- ends (it deletes them once their target committed).
+-- The oldest rows no other relay holds (for the domains the relay knows, when it names
+-- them); locked until the relay's source transaction ends (it deletes them once their
+-- target committed).
 SELECT id, kind, target_domain, command_id, payload
 FROM commandbus.outbox
+WHERE %(domains)s::text[] IS NULL OR target_domain = ANY (%(domains)s::text[])
 ORDER BY id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;
