@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
@@ -60,3 +61,30 @@ def test_a_topology_file_is_toml_or_json(tmp_path: Path) -> None:
     empty.write_text("[other]\n")
     with pytest.raises(click.BadParameter, match="needs a 'domains' table"):
         load_topology(str(empty))
+
+
+async def test_an_unexpected_error_pauses_the_relay_and_it_goes_on() -> None:
+    import asyncio
+
+    from commandbus.errors import StorageError
+
+    clusters = memory_clusters(topology_of("memory://a", "memory://b"))
+    home = clusters.backend_for("reporting")
+    sent = await clusters.bus_for("reporting").send("billing", "Charge", data={"n": 1})
+    relay = clusters.relay("memory://a")
+    take = home.outbox.take
+    failures: list[int] = []
+
+    async def failing_once(*args: Any, **kwargs: Any) -> Any:
+        if not failures:
+            failures.append(1)
+            raise StorageError("the outbox could not be read")
+        result = await take(*args, **kwargs)
+        relay.stop()  # the next pass relayed: stop the loop
+        return result
+
+    home.outbox.take = failing_once  # type: ignore[method-assign]
+    await asyncio.wait_for(relay.run(poll_interval=0), 10)
+    assert failures == [1]
+    remote = clusters.backend_for("billing")
+    assert await remote.commands.get("billing", sent.command_id) is not None

@@ -116,7 +116,8 @@ class OutboxRelay:
         return await self.source.outbox.prune(before)
 
     async def run(self, poll_interval: float = 0.2) -> None:
-        """Relay until ``stop()``; an unreachable cluster is retried after a pause. Every
+        """Relay until ``stop()``; an unreachable cluster, or a pass that fails for any
+        other reason, is retried after a pause. Every
         ``prune_every`` seconds it also prunes its cluster's ledgers (``prune``)."""
         self._stop.clear()
         while not self._stop.is_set():
@@ -125,6 +126,11 @@ class OutboxRelay:
                 moved = await self.relay_once()
             except DatabaseUnavailableError as exc:
                 logger.warning("relay from %s paused: %s", self._name, exc)
+                moved = 0
+            except Exception:
+                # Whatever one pass meets, the relay goes on (its rows stay in the outbox,
+                # counted in the lag): the next pass tries again after the pause.
+                logger.exception("relay pass from %s failed; retrying", self._name)
                 moved = 0
             if moved == 0:
                 with contextlib.suppress(TimeoutError):
