@@ -175,7 +175,7 @@ async def _run_consumers(dsn: str, stop: Any, ready: Any) -> None:
 
     registry.register("bench", "Step", step)
     worker = Worker(backend, "bench", registry, batch_size=50)
-    router = ProcessEventRouter(engine, batch_size=50)
+    router = ProcessEventRouter(engine)  # its default batch, as ProcessReplyRouter's: 100
     subscription = engine.subscription(batch_size=200)
     tasks = [
         asyncio.create_task(subscription.run(poll_interval=0.05)),

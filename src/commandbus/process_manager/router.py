@@ -38,7 +38,7 @@ class ProcessEventRouter(ConsumerLoop):
         self,
         engine: ProcessEngine[Any],
         *,
-        batch_size: int = 50,
+        batch_size: int = 100,
         visibility_timeout: float = 30.0,
         max_attempts: int = 5,
     ) -> None:
