@@ -15,8 +15,10 @@ the end), one after the other:
 2. **subscription**: a no-op handler over all those events, end to end (checkpoint
    included), batches of 500;
 3. **processes**: ``--processes`` three-step processes, each started by an event, from
-   the first start event appended to the last completion; ``--procs`` OS processes each
-   run a worker, a router and a consumer of the subscription;
+   the first start event appended to the last completion, after ``--warmup`` processes
+   run untimed (the consumers' connections opened and their statements prepared);
+   ``--procs`` OS processes each run a worker, a router and a consumer of the
+   subscription;
 4. **load**: loading a process whose stream has 10 … 10,000 events, with snapshots every
    50 events and without: with them the time stays flat.
 
@@ -192,12 +194,35 @@ async def _run_consumers(dsn: str, stop: Any, ready: Any) -> None:
     await backend.close()
 
 
-async def processes_phase(dsn: str, processes: int, procs: int) -> float:
+async def _completed(backend: Any) -> int:
+    async with backend.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT count(*) FROM commandbus.process WHERE status = 'COMPLETED'"
+        )
+        row = await cur.fetchone()
+    return 0 if row is None else int(row[0])
+
+
+async def _start_and_wait(store: Any, backend: Any, first: int, count: int) -> None:
+    """Append ``count`` start events (orders ``first`` on) and wait until every process
+    started so far has completed."""
+    from commandbus.events import NewEvent
+
+    for start in range(first, first + count, 500):
+        n = min(first + count, start + 500) - start
+        events = [NewEvent("OrderPlaced", {"order": str(start + i)}) for i in range(n)]
+        await store.append(f"orders-{start}", events)
+    while await _completed(backend) < first + count:  # noqa: ASYNC110 - polls the database
+        await asyncio.sleep(0.05)
+
+
+async def processes_phase(dsn: str, processes: int, procs: int, warmup: int = 300) -> float:
     """Processes/s from the first start event to the last completion: ``procs`` OS
-    processes each run a worker, a router and a consumer of the subscription."""
+    processes each run a worker, a router and a consumer of the subscription. ``warmup``
+    processes run first, untimed (connections opened, statements prepared)."""
     import multiprocessing as mp
 
-    from commandbus.events import EventStore, NewEvent
+    from commandbus.events import EventStore
     from commandbus.postgres import PostgresBackend
 
     backend = await PostgresBackend.connect(dsn, min_size=1, max_size=2)
@@ -209,20 +234,9 @@ async def processes_phase(dsn: str, processes: int, procs: int) -> float:
         runner.start()
     while ready.value < procs:  # noqa: ASYNC110 - a multiprocessing value
         await asyncio.sleep(0.05)
+    await _start_and_wait(store, backend, 0, warmup)
     started = time.perf_counter()
-    for start in range(0, processes, 500):
-        count = min(processes, start + 500) - start
-        events = [NewEvent("OrderPlaced", {"order": str(start + n)}) for n in range(count)]
-        await store.append(f"orders-{start}", events)
-    while True:
-        async with backend.pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT count(*) FROM commandbus.process WHERE status = 'COMPLETED'"
-            )
-            row = await cur.fetchone()
-        if row is not None and row[0] >= processes:
-            break
-        await asyncio.sleep(0.05)
+    await _start_and_wait(store, backend, warmup, processes)
     elapsed = time.perf_counter() - started
     stop.set()
     for runner in runners:
@@ -295,7 +309,7 @@ async def run(args: argparse.Namespace) -> int:
         rate = await subscription_phase(dsn, args.events // args.batch * args.batch)
         target = f"target {TARGET_SUBSCRIPTION:,.0f}: {mark(rate >= TARGET_SUBSCRIPTION)}"
         print(f"subscription  {rate:>10,.0f} events/s  (no-op handler, end to end)  {target}")
-        rate = await processes_phase(dsn, args.processes, args.procs)
+        rate = await processes_phase(dsn, args.processes, args.procs, args.warmup)
         target = f"target {TARGET_PROCESSES:,.0f}: {mark(rate >= TARGET_PROCESSES)}"
         steps = f"event-started, 3 steps: {3 * rate:,.0f} steps/s"
         print(f"processes     {rate:>10,.0f} /s        ({steps})  {target}")
@@ -317,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--processes", type=int, default=3_000)
     parser.add_argument("--procs", type=int, default=2, help="OS processes running consumers")
+    parser.add_argument("--warmup", type=int, default=300, help="processes run before timing")
     return asyncio.run(run(parser.parse_args(argv)))
 
 
