@@ -12,8 +12,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from uuid import UUID
 
+import psycopg
 import pytest
 import pytest_asyncio
+from psycopg.conninfo import conninfo_to_dict
 from tests.acceptance.test_cli import assert_user_error, cli
 
 from commandbus.postgres.clusters import connect_clusters
@@ -96,3 +98,42 @@ def test_relay_needs_a_topology_and_a_valid_one(tmp_path: Path) -> None:
     assert_user_error(
         cli("--topology", str(broken.with_name("none.json")), "relay", "run"), 2, "cannot read"
     )
+
+
+def test_a_router_runs_on_the_cluster_of_its_managers_domain(
+    clusters: tuple[Path, list[UUID]],
+) -> None:
+    topology_file, _ = clusters
+    domains = dict(line.split(" = ") for line in topology_file.read_text().splitlines()[1:])
+    reporting, billing = domains["reporting"].strip('"'), domains["billing"].strip('"')
+    app = "tests.acceptance.test_process_cli:MANAGERS"  # StatementReport, domain reporting
+    # Pointed at billing's cluster, it refuses: its replies and commands are not there.
+    wrong = cli(
+        "--topology", str(topology_file), "--database-url", billing, "router", "run", "--app", app
+    )
+    assert_user_error(wrong, 2, "reporting live(s) on another cluster")
+    assert "--domain reporting" in wrong.stderr
+    # --domain picks the cluster from the topology.
+    command = [sys.executable, "-m", "commandbus", "--topology", str(topology_file)]
+    router = subprocess.Popen(
+        [*command, "router", "run", "--app", app, "--domain", "reporting", "--no-progress"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert router.stderr is not None
+    banner = router.stderr.readline()
+    # Running once it listens for its reply queue on reporting's database.
+    deadline = time.monotonic() + 60
+    with psycopg.connect(reporting, autocommit=True) as conn:
+        while not conn.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND query LIKE 'LISTEN%%'"
+        ).fetchone()[0]:  # type: ignore[index]
+            assert time.monotonic() < deadline and router.poll() is None, banner
+            time.sleep(0.05)
+    router.send_signal(signal.SIGINT)
+    _, rest = router.communicate(timeout=30)
+    assert router.returncode == 0, banner + rest
+    assert "commandbus router" in banner
+    assert conninfo_to_dict(reporting)["dbname"] in banner

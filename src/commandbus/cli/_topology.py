@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
@@ -11,7 +12,7 @@ import click
 from commandbus.clusters.topology import Topology
 from commandbus.errors import CommandBusError
 
-__all__ = ["load_topology"]
+__all__ = ["check_on_cluster", "load_topology"]
 
 
 def load_topology(path: str) -> Topology:
@@ -41,3 +42,18 @@ def load_topology(path: str) -> Topology:
         return Topology(domains)
     except CommandBusError as exc:
         raise click.BadParameter(f"{path}: {exc}", param_hint="--topology") from None
+
+
+def check_on_cluster(
+    topology: Topology | None, topology_file: str | None, domains: Sequence[str], url: str
+) -> None:
+    """Refuse to serve ``domains`` from ``url`` when the topology puts one of them on
+    another cluster (its replies and commands are there, not here)."""
+    if topology is None:
+        return
+    elsewhere = sorted(d for d in domains if d in topology.domains and topology.dsn_of(d) != url)
+    if elsewhere:
+        raise click.UsageError(
+            f"{', '.join(elsewhere)} live(s) on another cluster of {topology_file}: "
+            f"run one per cluster (--domain {elsewhere[0]})"
+        )

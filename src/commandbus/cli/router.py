@@ -35,6 +35,7 @@ from commandbus.cli._running import (
     refuse_stale_schema,
     run_until_signalled,
 )
+from commandbus.cli._topology import check_on_cluster
 from commandbus.cli.process import build_managers
 from commandbus.handler import HandlerRegistry
 
@@ -94,6 +95,13 @@ def router_group() -> None:
     show_default=True,
     help="Deliveries of a message that keeps failing before it is parked.",
 )
+@option(
+    "--domain",
+    "-d",
+    envvar="COMMANDBUS_DOMAIN",
+    default=None,
+    help="With --topology: run on the cluster of this domain (default: --database-url).",
+)
 @consumer_options
 @observability_options
 @click.pass_context
@@ -110,10 +118,12 @@ def router_run_cmd(
     stop_timeout: float,
     metrics_port: int | None = None,
     metrics_host: str = "127.0.0.1",
+    domain: str | None = None,
 ) -> None:
     """Drive the processes of --app from their reply queues until SIGINT or SIGTERM."""
     target = load_managers_target(app)
-    url = state(ctx).database_url()
+    cli = state(ctx)
+    url = cli.database_url_for(domain)
 
     async def serve() -> list[tuple[str, ...]]:
         from commandbus.bus import CommandBus
@@ -125,6 +135,7 @@ def router_run_cmd(
                 await refuse_stale_schema(backend)
             managers = build_managers(target, CommandBus(backend), app)
             domains = {m.domain for m in managers}
+            check_on_cluster(cli.topology(), cli.topology_file, sorted(domains), url)
             async with observed(metrics_port, metrics_host, backend, domains) as telemetry:
                 routers = make_routers(
                     managers,
@@ -250,7 +261,8 @@ def run_cmd(
     if not domains:
         raise click.ClickException(f"{handlers} has no handlers registered")
     target = load_managers_target(processes) if processes else None
-    url = state(ctx).database_url_of(domains)
+    cli = state(ctx)
+    url = cli.database_url_of(domains)
 
     async def serve() -> tuple[dict[str, tuple[str, ...]], list[tuple[str, ...]]]:
         from commandbus.bus import CommandBus
@@ -269,6 +281,9 @@ def run_cmd(
             workers = [Worker(backend, d, registry, telemetry=telemetry) for d in domains]
             bus = CommandBus(backend, telemetry=telemetry)
             managers = build_managers(target, bus, processes or "") if target else []
+            check_on_cluster(
+                cli.topology(), cli.topology_file, sorted({m.domain for m in managers}), url
+            )
             routers = make_routers(managers, backend)
             queues = ", ".join(r.reply_queue for r in routers) or "none"
             err_console().print(
