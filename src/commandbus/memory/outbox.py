@@ -34,7 +34,7 @@ from commandbus.memory.rows import TxTable
 from commandbus.memory.transaction import MemoryHost, MemoryTransaction
 from commandbus.models import SendRequest, SendResult
 from commandbus.ports import Conn
-from commandbus.process.withdrawal import withdraw_relayed
+from commandbus.process.withdrawal import withdraw_relayed_entries
 
 __all__ = ["InMemoryOutboxStore", "RoutingInMemoryCommandStore"]
 
@@ -163,18 +163,9 @@ class InMemoryOutboxStore:
                 self._received.insert(tx, key, now)
                 await self._queue.enqueue(message.queue, [message.message], conn=tx)
                 received += 1
-            for entry in outgoing.entries:
-                if entry.kind is OutboxKind.WITHDRAW:
-                    withdrawn = await withdraw_relayed(
-                        self._commands,
-                        self._queue,
-                        entry.target_domain,
-                        entry.command_id,
-                        str(entry.payload.get("process_id")),
-                        str(entry.payload.get("reason") or "withdrawn"),
-                        conn=tx,
-                    )
-                    received += int(withdrawn)
+            received += await withdraw_relayed_entries(
+                self._commands, self._queue, outgoing.entries, conn=tx
+            )
         return received
 
     async def lag(self) -> RelayLag:

@@ -29,7 +29,7 @@ from commandbus.ports import CommandOperations, MessageQueue
 from commandbus.postgres.connections import statement_conn, translate_errors
 from commandbus.postgres.queries import Queries
 from commandbus.postgres.queue import dumps
-from commandbus.process.withdrawal import withdraw_relayed
+from commandbus.process.withdrawal import withdraw_relayed_entries
 
 __all__ = ["PostgresOutboxStore"]
 
@@ -124,18 +124,9 @@ class PostgresOutboxStore:
                 cur = await conn.execute(Q.receive_messages, params)
                 row = await cur.fetchone()
                 received += int(row[0]) if row is not None else 0
-        for entry in outgoing.entries:
-            if entry.kind is OutboxKind.WITHDRAW:
-                withdrawn = await withdraw_relayed(
-                    self._commands,
-                    self._queue,
-                    entry.target_domain,
-                    entry.command_id,
-                    str(entry.payload.get("process_id")),
-                    str(entry.payload.get("reason") or "withdrawn"),
-                    conn=conn,
-                )
-                received += int(withdrawn)
+        received += await withdraw_relayed_entries(
+            self._commands, self._queue, outgoing.entries, conn=conn
+        )
         return received
 
     async def lag(self) -> RelayLag:

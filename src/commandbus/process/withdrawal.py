@@ -22,10 +22,11 @@ answers CANCELED if the command had not started).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
-from commandbus.clusters.ports import Forwarded, OutboxStore
+from commandbus.clusters.ports import Forwarded, OutboxEntry, OutboxKind, OutboxStore
 from commandbus.models import (
     AuditEventType,
     CommandMetadata,
@@ -45,6 +46,7 @@ __all__ = [
     "withdraw",
     "withdraw_held",
     "withdraw_relayed",
+    "withdraw_relayed_entries",
 ]
 
 #: The statuses of a command that has not started (and so can be withdrawn).
@@ -181,3 +183,27 @@ async def withdraw_relayed(
         )
         await queue.enqueue(row.reply_to, [reply.to_message()], conn=conn)
     return True
+
+
+async def withdraw_relayed_entries(
+    commands: CommandOperations,
+    queue: MessageQueue,
+    entries: Sequence[OutboxEntry],
+    *,
+    conn: Conn,
+) -> int:
+    """The WITHDRAW entries among relayed outbox ``entries``, each applied as
+    ``withdraw_relayed`` does; returns how many commands were withdrawn."""
+    withdrawn = 0
+    for entry in entries:
+        if entry.kind is OutboxKind.WITHDRAW:
+            withdrawn += await withdraw_relayed(
+                commands,
+                queue,
+                entry.target_domain,
+                entry.command_id,
+                str(entry.payload.get("process_id")),
+                str(entry.payload.get("reason") or "withdrawn"),
+                conn=conn,
+            )
+    return withdrawn
