@@ -25,13 +25,13 @@ from psycopg_pool import AsyncConnectionPool
 from commandbus import CommandBus, HandlerRegistry, RetryPolicy, Worker
 from commandbus.clusters import Topology
 from commandbus.clusters.backends import ClusterBackends
-from commandbus.clusters.ports import Outgoing
+from commandbus.clusters.ports import ClusterBackend
 from commandbus.postgres import apply_schema
 from commandbus.postgres.clusters import connect_clusters
 from commandbus.postgres.outbox import OutboxRelay, cluster_backend
 from commandbus.process import ProcessReplyRouter, ProcessStatus
 from commandbus.testing.contracts.cluster_withdrawals import ClusterWithdrawalContract
-from commandbus.testing.contracts.clusters import topology_of
+from commandbus.testing.contracts.clusters import CrashingRelay, RelayKilled, topology_of
 
 pytestmark = pytest.mark.integration
 
@@ -177,89 +177,81 @@ async def _trail(dsn: str, pid: Any) -> list[tuple[str, Any]]:
         return [(r[0], r[1]) for r in await cur.fetchall()]
 
 
-class CrashingRelay(OutboxRelay):
-    """Dies once right after its targets committed, before its source does: the window
-    in which a relay's work is done twice."""
-
-    crashed = False
-
-    async def _deliver(self, outgoing: Outgoing) -> None:
-        await super()._deliver(outgoing)
-        if not self.crashed:
-            self.crashed = True
-            raise RuntimeError("killed between the two commits")
+def backends_of(
+    topology: Topology, pools: dict[str, AsyncConnectionPool[Any]]
+) -> dict[str, ClusterBackend]:
+    return {dsn: cluster_backend(pool, topology, dsn) for dsn, pool in pools.items()}
 
 
-async def test_a_relay_dying_between_its_commits_creates_each_command_once(
+@pytest.fixture
+async def pools(
     servers: tuple[PgCluster, PgCluster],
-) -> None:
-    a, b = servers
-    topology = Topology({"reporting": a.url, "billing": b.url})
-    pools = {
-        dsn: AsyncConnectionPool(dsn, min_size=1, max_size=2, open=False) for dsn in (a.url, b.url)
+) -> AsyncIterator[dict[str, AsyncConnectionPool[Any]]]:
+    """A small open pool per server, by DSN."""
+    opened = {
+        s.url: AsyncConnectionPool(s.url, min_size=1, max_size=2, open=False) for s in servers
     }
-    for pool in pools.values():
-        await pool.open(wait=True)
     try:
-        bus = CommandBus(cluster_backend(pools[a.url], topology, a.url))
-        sent = [await bus.send("billing", "Charge", data={"n": n}) for n in range(5)]
-        relay = CrashingRelay(topology, a.url, pools)
-        assert (await relay.lag()).pending == 5
-        with pytest.raises(RuntimeError, match="between the two commits"):
-            await relay.relay_once()
-        assert (await relay.lag()).pending == 5  # the source rolled back: still there
-        assert await relay.relay_once() == 5  # relayed again: B already has them
-        assert (await relay.lag()) == (await relay.lag()).__class__(0, 0.0)
-        bus_b = CommandBus(cluster_backend(pools[b.url], topology, b.url))
-        for result in sent:
-            meta = await bus_b.get_command("billing", result.command_id)
-            assert meta is not None and meta.status.value == "PENDING"
-            trail = await bus_b.get_audit_trail(result.command_id, "billing")
-            assert [e.event_type.value for e in trail] == ["SENT"]
-        assert await bus_b.backend.queue.depth("billing__commands") == 5
+        for pool in opened.values():
+            await pool.open(wait=True)
+        yield opened
     finally:
-        for pool in pools.values():
+        for pool in opened.values():
             await pool.close()
 
 
+async def test_a_relay_dying_between_its_commits_creates_each_command_once(
+    servers: tuple[PgCluster, PgCluster], pools: dict[str, AsyncConnectionPool[Any]]
+) -> None:
+    a, b = servers
+    topology = Topology({"reporting": a.url, "billing": b.url})
+    bus = CommandBus(cluster_backend(pools[a.url], topology, a.url))
+    sent = [await bus.send("billing", "Charge", data={"n": n}) for n in range(5)]
+    relay = CrashingRelay(topology, a.url, backends_of(topology, pools))
+    assert (await relay.lag()).pending == 5
+    with pytest.raises(RelayKilled):
+        await relay.relay_once()
+    assert (await relay.lag()).pending == 5  # the source rolled back: still there
+    assert await relay.relay_once() == 5  # relayed again: B already has them
+    assert (await relay.lag()) == (await relay.lag()).__class__(0, 0.0)
+    bus_b = CommandBus(cluster_backend(pools[b.url], topology, b.url))
+    for result in sent:
+        meta = await bus_b.get_command("billing", result.command_id)
+        assert meta is not None and meta.status.value == "PENDING"
+        trail = await bus_b.get_audit_trail(result.command_id, "billing")
+        assert [e.event_type.value for e in trail] == ["SENT"]
+    assert await bus_b.backend.queue.depth("billing__commands") == 5
+
+
 async def test_a_relay_dying_between_its_commits_delivers_each_reply_once(
-    servers: tuple[PgCluster, PgCluster],
+    servers: tuple[PgCluster, PgCluster], pools: dict[str, AsyncConnectionPool[Any]]
 ) -> None:
     """Replies to a plain ``reply_to`` queue of another cluster: a consumer there must see
     each reply once, even when the relay that carried them dies after its target
     committed and before its source did (and relays them again)."""
     a, b = servers
     topology = Topology({"reporting": a.url, "billing": b.url})
-    pools = {
-        dsn: AsyncConnectionPool(dsn, min_size=1, max_size=2, open=False) for dsn in (a.url, b.url)
-    }
-    for pool in pools.values():
-        await pool.open(wait=True)
-    try:
-        bus_a = CommandBus(cluster_backend(pools[a.url], topology, a.url))
-        sent = [
-            await bus_a.send("billing", "Charge", data={"n": n}, reply_to="reporting__replies")
-            for n in range(5)
-        ]
-        assert await OutboxRelay(topology, a.url, pools).relay_once() == 5
-        backend_b = cluster_backend(pools[b.url], topology, b.url)
-        worker = Worker(backend_b, "billing", _charge_registry())
-        assert await worker.process_once() == 5  # settles: 5 replies on B's reporting__replies
-        assert await backend_b.queue.depth("reporting__replies") == 5
+    bus_a = CommandBus(cluster_backend(pools[a.url], topology, a.url))
+    sent = [
+        await bus_a.send("billing", "Charge", data={"n": n}, reply_to="reporting__replies")
+        for n in range(5)
+    ]
+    assert await OutboxRelay(topology, a.url, pools).relay_once() == 5
+    backend_b = cluster_backend(pools[b.url], topology, b.url)
+    worker = Worker(backend_b, "billing", _charge_registry())
+    assert await worker.process_once() == 5  # settles: 5 replies on B's reporting__replies
+    assert await backend_b.queue.depth("reporting__replies") == 5
 
-        relay = CrashingRelay(topology, b.url, pools)
-        with pytest.raises(RuntimeError, match="between the two commits"):
-            await relay.relay_once()
-        assert await backend_b.queue.depth("reporting__replies") == 5  # rolled back on B
-        assert await relay.relay_once() == 5  # relayed again
-        assert await backend_b.queue.depth("reporting__replies") == 0
+    relay = CrashingRelay(topology, b.url, backends_of(topology, pools))
+    with pytest.raises(RelayKilled):
+        await relay.relay_once()
+    assert await backend_b.queue.depth("reporting__replies") == 5  # rolled back on B
+    assert await relay.relay_once() == 5  # relayed again
+    assert await backend_b.queue.depth("reporting__replies") == 0
 
-        replies = await bus_a.read_replies("reporting__replies", limit=100)
-        got = sorted(str(r.reply.command_id) for r in replies)
-        assert got == sorted(str(s.command_id) for s in sent)  # each once, none twice
-    finally:
-        for pool in pools.values():
-            await pool.close()
+    replies = await bus_a.read_replies("reporting__replies", limit=100)
+    got = sorted(str(r.reply.command_id) for r in replies)
+    assert got == sorted(str(s.command_id) for s in sent)  # each once, none twice
 
 
 def _charge_registry() -> HandlerRegistry:

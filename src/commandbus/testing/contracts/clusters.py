@@ -26,7 +26,7 @@ from commandbus.handler import HandlerRegistry
 from commandbus.models import AuditEventType, CommandStatus, ReplyOutcome
 from commandbus.worker import Worker
 
-__all__ = ["ClusterContract", "topology_of"]
+__all__ = ["ClusterContract", "CrashingRelay", "RelayKilled", "topology_of"]
 
 HOME = "reporting"
 REMOTE = "billing"
@@ -38,8 +38,8 @@ def topology_of(a: str, b: str) -> Topology:
     return Topology({HOME: a, REMOTE: b})
 
 
-class _Killed(Exception):
-    pass
+class RelayKilled(Exception):
+    """What ``CrashingRelay`` dies of."""
 
 
 class CrashingRelay(OutboxRelay):
@@ -52,7 +52,7 @@ class CrashingRelay(OutboxRelay):
         await super()._deliver(outgoing)
         if not self.crashed:
             self.crashed = True
-            raise _Killed("killed between the two commits")
+            raise RelayKilled("killed between the two commits")
 
 
 def _charges() -> HandlerRegistry:
@@ -172,7 +172,7 @@ class ClusterContract:
     ) -> None:
         ids = await self.send_remote(clusters, 5)
         relay = CrashingRelay(clusters.topology, clusters.topology.dsn_of(HOME), clusters.backends)
-        with pytest.raises(_Killed):
+        with pytest.raises(RelayKilled):
             await relay.relay_once()
         assert (await relay.lag()).pending == 5  # the source rolled back: still there
         assert await relay.relay_once() == 5  # relayed again: the target has them
@@ -196,7 +196,7 @@ class ClusterContract:
         relay = CrashingRelay(
             clusters.topology, clusters.topology.dsn_of(REMOTE), clusters.backends
         )
-        with pytest.raises(_Killed):
+        with pytest.raises(RelayKilled):
             await relay.relay_once()
         assert await remote.queue.depth(REPLIES) == 4
         assert await relay.relay_once() == 4
