@@ -323,7 +323,7 @@ async def soak(url: str, args: argparse.Namespace, workers: Workers) -> Run:
         await backend.close()
 
 
-def report(url: str, args: argparse.Namespace, run: Run) -> int:
+def report(url: str, args: argparse.Namespace, run: Run, vacuuming: dict[str, str]) -> int:
     with psycopg.connect(url, autocommit=True) as conn:
         found = figures.windows(conn, DOMAIN, args.window, run.started, args.interval)
         settle_errors = sum(r.settle_errors for r in run.reports)
@@ -353,6 +353,7 @@ def report(url: str, args: argparse.Namespace, run: Run) -> int:
                     "commands": args.commands,
                     "rate": args.rate,
                     "window": args.window,
+                    "server": vacuuming,
                     "windows": [asdict(w) for w in found],
                     "samples": [asdict(s) for s in run.samples],
                     "check": asdict(checked),
@@ -416,7 +417,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(apply_schema(url))
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(REPLY_TABLE)
+            vacuuming = figures.vacuum_settings(conn)
         facts = asyncio.run(server_facts(url))
+        if vacuuming.get("autovacuum") != "on":
+            console.print(
+                "[yellow]autovacuum is off on this server: the dead tuples of the queue and "
+                "command tables are never vacuumed during the run[/]"
+            )
         workers = start_workers(url, args.procs, args.concurrency, args.batch_size)
         try:
             run = asyncio.run(soak(url, args, workers))
@@ -431,9 +438,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{facts.get('synchronous_commit')}, shared_buffers={facts.get('shared_buffers')}); "
             f"{os.cpu_count()} CPUs; {args.procs} worker process(es), concurrency "
             f"{args.concurrency}, batch {args.batch_size}; sends every {args.interval:g} s; "
-            f"{'random (uuid4)' if args.random_ids else 'time-ordered (uuid7)'} command ids[/]"
+            f"{'random (uuid4)' if args.random_ids else 'time-ordered (uuid7)'} command ids; "
+            + ", ".join(f"{name}={value}" for name, value in vacuuming.items())
+            + "[/]"
         )
-        return report(url, args, run)
+        return report(url, args, run, vacuuming)
     finally:
         if args.keep_db:
             console.print(f"kept database {name}: {url}")

@@ -18,10 +18,12 @@ TARGET_RSS_RATIO = 1.10  # last boundary / first boundary, each worker process
 TARGET_OFFERED_SHARE = 0.95  # of --rate, in every window: the sender kept its schedule
 MIB = 1024 * 1024
 
-# The audit trail is partitioned (migration 011): its size is that of the whole tree.
+# The audit trail is partitioned (migration 011): its size is that of the whole tree
+# (pg_partition_tree has no rows for a table that is not partitioned).
 TABLE_SIZES = """
-SELECT t.name, (SELECT coalesce(sum(pg_total_relation_size(p.relid)), 0)
-                FROM pg_partition_tree(t.oid) AS p)
+SELECT t.name, coalesce((SELECT sum(pg_total_relation_size(p.relid))
+                         FROM pg_partition_tree(t.oid) AS p),
+                        pg_total_relation_size(t.oid))
 FROM (VALUES ('queue_message', 'commandbus.queue_message'::regclass),
              ('command', 'commandbus.command'::regclass),
              ('audit', 'commandbus.audit'::regclass)) AS t(name, oid)
@@ -96,6 +98,17 @@ FROM soak_reply
 """
 
 QUEUE_LEFT = "SELECT count(*) FROM commandbus.queue_message"
+
+# What decides whether dead tuples are vacuumed during the run: printed with the figures.
+VACUUM_SETTINGS = """
+SELECT name, setting || coalesce(unit, '') FROM pg_settings
+WHERE name IN ('autovacuum', 'autovacuum_naptime', 'autovacuum_max_workers')
+ORDER BY name
+"""
+
+
+def vacuum_settings(conn: psycopg.Connection[Any]) -> dict[str, str]:
+    return {str(name): str(value) for name, value in conn.execute(VACUUM_SETTINGS).fetchall()}
 
 
 @dataclass(frozen=True)
