@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import multiprocessing as mp
@@ -55,7 +56,6 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from benchmarks import soak_figures as figures
-from benchmarks.peer_cpu import BackendCpu, cpu_of
 from benchmarks.throughput import (
     WorkerReport,
     console,
@@ -64,6 +64,7 @@ from benchmarks.throughput import (
     open_backend,
     server_facts,
     server_url,
+    vacuum,
     worker_process,
 )
 from commandbus import CommandBus, SendRequest
@@ -153,6 +154,32 @@ async def drain_replies(backend: Any, total: int, finished: asyncio.Event) -> in
     return taken
 
 
+# -- vacuum, where the server's autovacuum is off -------------------------------------------
+
+
+@dataclass
+class VacuumProgress:
+    runs: int = 0
+    seconds: float = 0.0
+
+
+async def vacuum_steadily(
+    url: str, every: float, progress: VacuumProgress, finished: asyncio.Event
+) -> None:
+    """VACUUM the queue, command and audit tables every ``every`` seconds until
+    ``finished``: what autovacuum with the schema's per-table settings and an
+    ``autovacuum_naptime`` of ``every`` does, on a server where it is off."""
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(finished.wait(), timeout=every)
+        if finished.is_set():
+            return
+        started = time.monotonic()
+        await vacuum(url, analyze=False)
+        progress.runs += 1
+        progress.seconds += time.monotonic() - started
+
+
 # -- the workers ---------------------------------------------------------------------------
 
 
@@ -212,15 +239,6 @@ def start_workers(url: str, procs: int, concurrency: int, batch_size: int) -> Wo
     return workers
 
 
-def rss_kib(pid: int) -> int:
-    """Resident set size of ``pid`` (``VmRSS`` of /proc/<pid>/status), in KiB."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for process {pid}")
-
-
 # -- the run -------------------------------------------------------------------------------
 
 
@@ -231,52 +249,12 @@ class Run:
     sender: SenderProgress
     replies: int
     reports: list[WorkerReport]
-
-
-class Sampler:
-    """Takes a ``Sample`` at each window boundary; CPU is counted from the previous one."""
-
-    def __init__(self, url: str, pids: list[int]) -> None:
-        self.url = url
-        self.pids = pids
-        self.conn = psycopg.connect(url, autocommit=True)
-        self.server_cpu = BackendCpu(url)
-        self.server_cpu.start()
-        self.worker_cpu = self._worker_cpu()
-
-    def _worker_cpu(self) -> float:
-        return sum(cpu_of(pid) or 0.0 for pid in self.pids)
-
-    def take(self, completed: int, sender: SenderProgress) -> figures.Sample:
-        rss = tuple(rss_kib(pid) for pid in self.pids)
-        worker_cpu = self._worker_cpu()
-        self.server_cpu.stop()
-        server_cpu = self.server_cpu.seconds()
-        self.server_cpu = BackendCpu(self.url)
-        self.server_cpu.start()
-        dead, autovacuums = figures.table_stats(self.conn)
-        sample = figures.Sample(
-            completed=completed,
-            sent=sender.sent,
-            rss_kib=rss,
-            worker_cpu=worker_cpu - self.worker_cpu,
-            server_cpu=server_cpu,
-            sizes=figures.table_sizes(self.conn),
-            dead_tuples=dead,
-            autovacuums=autovacuums,
-            late_ticks=sender.late_ticks,
-        )
-        self.worker_cpu = worker_cpu
-        return sample
-
-    def close(self) -> None:
-        self.server_cpu.stop()
-        self.conn.close()
+    vacuums: VacuumProgress
 
 
 async def soak(url: str, args: argparse.Namespace, workers: Workers) -> Run:
     backend = await open_backend(url, max_size=4)
-    sampler = await asyncio.to_thread(Sampler, url, workers.pids)
+    sampler = await asyncio.to_thread(figures.Sampler, url, workers.pids)
     try:
         bus = CommandBus(backend)
         progress = SenderProgress()
@@ -290,13 +268,23 @@ async def soak(url: str, args: argparse.Namespace, workers: Workers) -> Run:
             send_steadily(bus, args.commands, args.rate, args.interval, progress, new_id)
         )
         drainer = asyncio.create_task(drain_replies(backend, args.commands, finished))
+        vacuums = VacuumProgress()
+        vacuumer = None
+        if args.vacuum_every:
+            vacuumer = asyncio.create_task(
+                vacuum_steadily(url, args.vacuum_every, vacuums, finished)
+            )
         samples: list[figures.Sample] = []
         deadline = time.monotonic() + args.commands / args.rate * 3 + 120
         boundary = min(args.window, args.commands)
         while boundary <= args.commands:
             completed = workers.completed
             if completed >= boundary:
-                samples.append(await asyncio.to_thread(sampler.take, completed, progress))
+                samples.append(
+                    await asyncio.to_thread(
+                        sampler.take, completed, progress.sent, progress.late_ticks
+                    )
+                )
                 console.print(
                     f"  {completed:,} completed, {progress.sent:,} sent, "
                     f"worker RSS {' / '.join(f'{k / 1024:.1f}' for k in samples[-1].rss_kib)} MiB"
@@ -317,7 +305,9 @@ async def soak(url: str, args: argparse.Namespace, workers: Workers) -> Run:
         await sender
         finished.set()
         replies = await asyncio.wait_for(drainer, timeout=120)
-        return Run(row[0], samples, progress, replies, [])
+        if vacuumer is not None:
+            await vacuumer
+        return Run(row[0], samples, progress, replies, [], vacuums)
     finally:
         await asyncio.to_thread(sampler.close)
         await backend.close()
@@ -334,6 +324,11 @@ def report(url: str, args: argparse.Namespace, run: Run, vacuuming: dict[str, st
         f"(more than {args.interval * 1000:.0f} ms late, merged into the next), worst lateness "
         f"{run.sender.worst_lateness * 1000:.0f} ms; reply consumer: {run.replies:,} replies"
     )
+    if args.vacuum_every:
+        console.print(
+            f"vacuum every {args.vacuum_every:g} s: {run.vacuums.runs} runs, "
+            f"{run.vacuums.seconds:.1f} s in all"
+        )
     problems = checked.problems(args.commands)
     result = None
     if problems:
@@ -354,6 +349,8 @@ def report(url: str, args: argparse.Namespace, run: Run, vacuuming: dict[str, st
                     "rate": args.rate,
                     "window": args.window,
                     "server": vacuuming,
+                    "vacuum_every": args.vacuum_every,
+                    "vacuums": asdict(run.vacuums),
                     "windows": [asdict(w) for w in found],
                     "samples": [asdict(s) for s in run.samples],
                     "check": asdict(checked),
@@ -392,6 +389,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="send random command ids (uuid4) instead of time-ordered ones (uuid7, what "
         "CommandBus.send generates)",
     )
+    parser.add_argument(
+        "--vacuum-every",
+        type=float,
+        metavar="SECONDS",
+        help="VACUUM the queue, command and audit tables every SECONDS (for a server whose "
+        "autovacuum is off; it stands in for autovacuum with that naptime)",
+    )
     parser.add_argument("--json", metavar="FILE", help="write the windows and verdict to FILE")
     parser.add_argument("--keep-db", action="store_true", help="do not drop the database")
     args = parser.parse_args(argv)
@@ -419,10 +423,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             conn.execute(REPLY_TABLE)
             vacuuming = figures.vacuum_settings(conn)
         facts = asyncio.run(server_facts(url))
-        if vacuuming.get("autovacuum") != "on":
+        if vacuuming.get("autovacuum") != "on" and not args.vacuum_every:
             console.print(
                 "[yellow]autovacuum is off on this server: the dead tuples of the queue and "
-                "command tables are never vacuumed during the run[/]"
+                "command tables are never vacuumed during the run (see --vacuum-every)[/]"
             )
         workers = start_workers(url, args.procs, args.concurrency, args.batch_size)
         try:

@@ -1,4 +1,4 @@
-"""The figures of ``python -m benchmarks.soak``: what is sampled live at each window
+"""The figures of ``python -m benchmarks.soak``: what is sampled live (``Sampler``) at each window
 boundary, what is read from the database at the end, the exactly-once check, the table
 and the verdict."""
 
@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 from rich.table import Table
 
+from benchmarks.peer_cpu import BackendCpu, cpu_of
 from benchmarks.throughput import console, mark
 
 TARGET_THROUGHPUT_RATIO = 0.90  # last window / first window, completions per second
@@ -30,7 +31,7 @@ FROM (VALUES ('queue_message', 'commandbus.queue_message'::regclass),
 """
 
 QUEUE_STATS = """
-SELECT relname, n_dead_tup, autovacuum_count
+SELECT relname, n_dead_tup, autovacuum_count + vacuum_count
 FROM pg_stat_user_tables
 WHERE schemaname = 'commandbus' AND relname IN ('queue_message', 'command')
 """
@@ -122,7 +123,7 @@ class Sample:
     server_cpu: float | None  # of this database's backends during the window (local only)
     sizes: dict[str, int]  # bytes, pg_total_relation_size
     dead_tuples: dict[str, int]  # pg_stat_user_tables.n_dead_tup
-    autovacuums: int  # of the queue table, so far
+    vacuums: int  # of the queue table so far, by autovacuum or not
     late_ticks: int  # sender ticks that started more than one interval late, so far
 
 
@@ -183,14 +184,64 @@ def table_sizes(conn: psycopg.Connection[Any]) -> dict[str, int]:
 
 
 def table_stats(conn: psycopg.Connection[Any]) -> tuple[dict[str, int], int]:
-    """Dead tuples of the queue and command tables, autovacuums of the queue table."""
+    """Dead tuples of the queue and command tables, vacuums of the queue table."""
     dead: dict[str, int] = {}
-    autovacuums = 0
-    for name, dead_tuples, vacuums in conn.execute(QUEUE_STATS).fetchall():
+    vacuums = 0
+    for name, dead_tuples, runs in conn.execute(QUEUE_STATS).fetchall():
         dead[str(name)] = int(dead_tuples)
         if name == "queue_message":
-            autovacuums = int(vacuums)
-    return dead, autovacuums
+            vacuums = int(runs)
+    return dead, vacuums
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size of ``pid`` (``VmRSS`` of /proc/<pid>/status), in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+class Sampler:
+    """Takes a ``Sample`` at each window boundary; CPU is counted from the previous one."""
+
+    def __init__(self, url: str, pids: list[int]) -> None:
+        self.url = url
+        self.pids = pids
+        self.conn = psycopg.connect(url, autocommit=True)
+        self.server_cpu = BackendCpu(url)
+        self.server_cpu.start()
+        self.worker_cpu = self._worker_cpu()
+
+    def _worker_cpu(self) -> float:
+        return sum(cpu_of(pid) or 0.0 for pid in self.pids)
+
+    def take(self, completed: int, sent: int, late_ticks: int) -> Sample:
+        rss = tuple(rss_kib(pid) for pid in self.pids)
+        worker_cpu = self._worker_cpu()
+        self.server_cpu.stop()
+        server_cpu = self.server_cpu.seconds()
+        self.server_cpu = BackendCpu(self.url)
+        self.server_cpu.start()
+        dead, vacuums = table_stats(self.conn)
+        sample = Sample(
+            completed=completed,
+            sent=sent,
+            rss_kib=rss,
+            worker_cpu=worker_cpu - self.worker_cpu,
+            server_cpu=server_cpu,
+            sizes=table_sizes(self.conn),
+            dead_tuples=dead,
+            vacuums=vacuums,
+            late_ticks=late_ticks,
+        )
+        self.worker_cpu = worker_cpu
+        return sample
+
+    def close(self) -> None:
+        self.server_cpu.stop()
+        self.conn.close()
 
 
 def windows(
@@ -325,7 +376,7 @@ def print_windows(found: list[Window], samples: list[Sample], window: int) -> No
         "audit MiB",
         "queue dead",
         "command dead",
-        "queue autovacuums",
+        "queue vacuums",
     ):
         resources.add_column(header, justify="right")
     for number, (w, s) in enumerate(zip(found, samples, strict=True), start=1):
@@ -339,15 +390,15 @@ def print_windows(found: list[Window], samples: list[Sample], window: int) -> No
             f"{s.sizes['audit'] / MIB:.0f}",
             f"{s.dead_tuples.get('queue_message', 0):,}",
             f"{s.dead_tuples.get('command', 0):,}",
-            str(s.autovacuums),
+            str(s.vacuums),
         )
     console.print(resources)
     console.print(
         "[dim]RSS (VmRSS of each worker process), table sizes (pg_total_relation_size, "
-        "indexes and TOAST included), dead tuples (pg_stat_user_tables) and autovacuums "
-        "of the queue table (so far): when the window's last completion was counted; "
-        "µs/cmd: CPU per command in the window (server: this database's backends, "
-        "autovacuum workers included).[/]"
+        "indexes and TOAST included), dead tuples (pg_stat_user_tables) and vacuums "
+        "of the queue table (so far, autovacuum's and others): when the window's last "
+        "completion was counted; µs/cmd: CPU per command in the window (server: this "
+        "database's backends, autovacuum workers included).[/]"
     )
 
 
