@@ -43,6 +43,7 @@ import datetime as dt
 import json
 import multiprocessing as mp
 import os
+import queue
 import sys
 import time
 import uuid
@@ -201,7 +202,11 @@ class Workers:
 
     def reports(self) -> list[WorkerReport]:
         self.stop.set()
-        reports = sorted((self.results.get(timeout=60) for _ in self.procs), key=lambda r: r.index)
+        try:
+            found = [self.results.get(timeout=60) for _ in self.procs]
+        except queue.Empty:
+            raise RuntimeError("a worker process did not report its figures") from None
+        reports = sorted(found, key=lambda r: r.index)
         for p in self.procs:
             p.join(timeout=30)
         return reports
