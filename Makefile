@@ -59,12 +59,15 @@ typecheck: install
 check: lint typecheck test
 
 ## make bench: the benchmarks (figures are printed); benchmarks.peers installs PgQueuer
-## into a virtualenv of its own under the temporary directory (not a project dependency)
+## into a virtualenv of its own under the temporary directory (not a project dependency);
+## benchmarks.soak sends 1,000,000 commands at 4,000/s (about 5 minutes; extra options in
+## SOAK_ARGS, e.g. make bench SOAK_ARGS="--vacuum-every 10" on a server without autovacuum)
 bench: install
 	$(PY) -m benchmarks.throughput
 	$(PY) -m benchmarks.peers
 	$(PY) -m benchmarks.processes
 	$(PY) -m benchmarks.observability
+	$(PY) -m benchmarks.soak $(SOAK_ARGS)
 
 ## make chaos: fault injection at full size on a throw-away PostgreSQL (kills, PG restarts);
 ## extra options in CHAOS_ARGS, e.g. make chaos CHAOS_ARGS="--seed 7 --json chaos.json"

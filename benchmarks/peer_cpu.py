@@ -27,7 +27,8 @@ def own_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _cpu_of(pid: int) -> float | None:
+def cpu_of(pid: int) -> float | None:
+    """CPU seconds (user + system) of process ``pid`` so far; None if it is gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             stat = f.read()
@@ -57,7 +58,7 @@ class BackendCpu:
 
     def _sample(self, first: bool) -> None:
         for pid in self._pids():
-            cpu = _cpu_of(pid)
+            cpu = cpu_of(pid)
             if cpu is None:
                 if first:
                     self.available = False  # not a local server
