@@ -122,7 +122,11 @@ def test_a_router_runs_on_the_cluster_of_its_managers_domain(
         text=True,
     )
     assert router.stderr is not None
-    banner = router.stderr.readline()
+    banner = ""
+    while "commandbus router" not in banner:  # after any warning about the server
+        line = router.stderr.readline()
+        assert line, "the router ended before its banner"
+        banner = line
     # Running once it listens for its reply queue on reporting's database.
     deadline = time.monotonic() + 60
     with psycopg.connect(reporting, autocommit=True) as conn:

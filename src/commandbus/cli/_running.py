@@ -66,7 +66,9 @@ async def run_until_signalled(
 
 
 async def refuse_stale_schema(backend: Any) -> None:
-    """Stop with a clear message when the database schema is missing or not current."""
+    """Stop with a clear message when the database schema is missing or not current; warn
+    about server settings that slow the queues down over time (autovacuum off)."""
+    from commandbus.postgres.schema import server_warnings
     from commandbus.postgres.schema import verify_schema as problems_of
 
     problems = await problems_of(backend.pool)
@@ -76,6 +78,8 @@ async def refuse_stale_schema(backend: Any) -> None:
             + "; ".join(problems)
             + ". Run `commandbus schema apply` (or pass --no-verify-schema)"
         )
+    for warning in await server_warnings(backend.pool):
+        err_console().print(f"[yellow]warning:[/] {warning}", highlight=False)
 
 
 def consumer_options(func: F) -> F:

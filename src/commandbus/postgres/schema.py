@@ -225,3 +225,27 @@ async def _verify(conn: psycopg.AsyncConnection[Any]) -> list[str]:
         live = await live_catalog(conn)
         problems.extend(catalog_differences(live, expected_catalog()))
     return problems
+
+
+#: The server settings without which the queue tables bloat: a claim walks the dead rows
+#: at the head of the claim index, and the server's CPU per command grows with them
+#: (measured: 3.7x after 1,000,000 commands with autovacuum off, docs/performance.md).
+_VACUUM_SETTINGS_SQL = (
+    "SELECT current_setting('autovacuum') = 'on', current_setting('track_counts') = 'on'"
+)
+
+
+async def server_warnings(pool: AsyncConnectionPool[Any]) -> list[str]:
+    """What in the server's settings will slow the queues down over time (empty when
+    nothing): autovacuum off, or the statistics it needs not collected."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(_VACUUM_SETTINGS_SQL)
+        row = await cur.fetchone()
+    if row is None or (row[0] and row[1]):
+        return []
+    what = "autovacuum is off" if not row[0] else "track_counts is off (autovacuum needs it)"
+    return [
+        f"{what} on this server: nothing vacuums the queue tables, and claims slow down "
+        "as their dead rows pile up; turn it on, or VACUUM commandbus.queue_message "
+        "every few seconds (docs/operations.md)"
+    ]
