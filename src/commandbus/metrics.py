@@ -152,6 +152,12 @@ class PrometheusMetrics(Telemetry):
             ("cluster",),
             registry=r,
         )
+        self.outbox_parked = gauge(
+            "commandbus_outbox_parked",
+            "Outbox rows of a cluster parked because their cluster refused them.",
+            ("cluster",),
+            registry=r,
+        )
         self.outbox_oldest_age = gauge(
             "commandbus_outbox_oldest_age_seconds",
             "How long the oldest outbox row of a cluster has waited: the relay's lag.",
@@ -232,6 +238,7 @@ class PrometheusMetrics(Telemetry):
         never its DSN, which may hold a password) from its ``outbox``."""
         lag = await outbox.lag()
         self.outbox_pending.labels(cluster).set(lag.pending)
+        self.outbox_parked.labels(cluster).set(lag.parked)
         self.outbox_oldest_age.labels(cluster).set(lag.oldest_seconds)
 
     def exposition(self) -> bytes:

@@ -75,6 +75,7 @@ async def test_upgrade_keeps_the_history_and_writes_new_rows_to_this_week(
             "012_relay_ledgers.sql",
             "013_event_reads.sql",
             "014_process_audit_unchecked.sql",
+            "015_outbox_parking.sql",
         ]
         assert await verify_schema(empty_dsn) == []
 

@@ -36,6 +36,7 @@ async def test_the_outbox_lag_is_a_prometheus_gauge_per_cluster() -> None:
     sample = metrics.registry.get_sample_value
     assert sample("commandbus_outbox_pending", {"cluster": "reporting"}) == 2
     assert sample("commandbus_outbox_oldest_age_seconds", {"cluster": "reporting"}) == 30
+    assert sample("commandbus_outbox_parked", {"cluster": "reporting"}) == 0
     await clusters.relay("memory://a").relay_once()
     await metrics.sample(home, ["reporting"])
     assert sample("commandbus_outbox_pending", {"cluster": "reporting"}) == 0

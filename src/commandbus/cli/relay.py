@@ -3,7 +3,7 @@
 ``relay run`` relays the outbox (and the outgoing replies) of one cluster — ``--cluster``
 names it by one of its domains — or of every cluster of the topology, until SIGINT or
 SIGTERM; as many copies as you like may run (they share the work). ``relay lag`` prints
-each cluster's waiting outbox rows and the age of the oldest.
+each cluster's waiting outbox rows, the age of the oldest, and the parked ones.
 """
 
 from __future__ import annotations
@@ -186,7 +186,8 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 @json_option()
 @click.pass_context
 def relay_lag_cmd(ctx: click.Context, as_json: bool) -> None:
-    """Each cluster's outbox: rows waiting for a relay, and the oldest one's age."""
+    """Each cluster's outbox: rows waiting for a relay, the oldest one's age, and rows
+    parked because their cluster refused them."""
     topology = _topology(ctx)
 
     async def fetch() -> dict[str, Any]:
@@ -201,6 +202,7 @@ def relay_lag_cmd(ctx: click.Context, as_json: bool) -> None:
             "cluster": _cluster_name(topology, dsn),
             "pending": lag.pending,
             "oldest_seconds": round(lag.oldest_seconds, 3),
+            "parked": lag.parked,
         }
         for dsn, lag in lags.items()
     ]
@@ -208,8 +210,13 @@ def relay_lag_cmd(ctx: click.Context, as_json: bool) -> None:
         print_json(rows)
         return
     table = new_table("Outbox lag per cluster")
-    for header in ("cluster (domains)", "pending", "oldest (s)"):
+    for header in ("cluster (domains)", "pending", "oldest (s)", "parked"):
         table.add_column(header, justify="left" if header.startswith("cluster") else "right")
     for row in rows:
-        table.add_row(row["cluster"], str(row["pending"]), f"{row['oldest_seconds']:.1f}")
+        table.add_row(
+            row["cluster"],
+            str(row["pending"]),
+            f"{row['oldest_seconds']:.1f}",
+            str(row["parked"]),
+        )
     console().print(table)

@@ -106,10 +106,12 @@ class Outgoing:
 
 @dataclass(frozen=True)
 class RelayLag:
-    """How far behind a cluster's outbox is: rows waiting, and the oldest one's age."""
+    """How far behind a cluster's outbox is: rows waiting, the oldest one's age, and the
+    rows parked because their cluster refused them (not counted in ``pending``)."""
 
     pending: int
     oldest_seconds: float
+    parked: int = 0
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,11 @@ class OutboxStore(Protocol):
         started (PENDING or in the troubleshooting queue) with a WITHDRAWN audit event and
         a CANCELED reply to its ``reply_to``, and does nothing otherwise; a message is
         enqueued unless its ``relay_key`` was received before."""
+        ...
+
+    async def park(self, entry_id: int, error: str) -> bool:
+        """Park the outbox row ``entry_id`` (its target refused it) with ``error``, in a
+        transaction of its own: relays no longer take it. False if it is gone."""
         ...
 
     async def lag(self) -> RelayLag:

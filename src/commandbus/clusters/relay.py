@@ -29,8 +29,18 @@ from datetime import timedelta
 from commandbus.clusters.ports import ClusterBackend, Outgoing, RelayLag
 from commandbus.clusters.topology import Topology
 from commandbus.errors import DatabaseUnavailableError, ValidationError
+from commandbus.sanitise import describe_exception, storable_text
 
 __all__ = ["DEFAULT_REPLY_SUFFIXES", "OutboxRelay"]
+
+
+class _Refused(Exception):
+    """A target's transaction failed on what it was given (not an outage)."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
 
 logger = logging.getLogger("commandbus.relay")
 
@@ -70,6 +80,10 @@ class OutboxRelay:
         self.retention = retention
         self.prune_every = prune_every
         self.relayed = 0
+        #: Outbox rows parked because their target refused them (``relay_once``).
+        self.parked = 0
+        #: Passes left that take one outbox row at a time, after a refused batch.
+        self._narrowing = 0
         self._pruned_at: float | None = None
         self._stop = asyncio.Event()
 
@@ -78,23 +92,65 @@ class OutboxRelay:
         return self.backends[self.dsn]
 
     async def relay_once(self) -> int:
-        """Relay one batch; returns how many rows and messages were relayed."""
+        """Relay one batch; returns how many rows and messages were relayed (or parked).
+
+        When a target refuses a batch, the rows of the next passes are relayed one at a
+        time until the refused one is alone, and it is parked with the error: one bad row
+        never holds back the outbox (``OutboxStore.park``)."""
         source = self.source
-        async with source.transaction() as src:
-            # Only rows for domains of the topology: one for a domain it does not name (a
-            # relay started with an older topology file) stays, counted in the lag, until
-            # a relay that knows the domain takes it.
-            outgoing = await source.outbox.take(
-                self.outgoing_queues, self.batch_size, conn=src, domains=self.known_domains
-            )
-            if not outgoing:
-                return 0
-            await self._deliver(outgoing)
-            # Only once every target committed: a crash before this line relays the
-            # same rows again, which the targets absorb (see the module doc).
-            await source.outbox.drop(outgoing, conn=src)
+        narrowing = self._narrowing > 0
+        try:
+            async with source.transaction() as src:
+                # Only rows for domains of the topology: one for a domain it does not name
+                # (a relay started with an older topology file) stays, counted in the lag,
+                # until a relay that knows the domain takes it.
+                outgoing = await source.outbox.take(
+                    [] if narrowing else self.outgoing_queues,
+                    1 if narrowing else self.batch_size,
+                    conn=src,
+                    domains=self.known_domains,
+                )
+                if not outgoing:
+                    self._narrowing = 0
+                    return 0
+                await self._deliver(outgoing)
+                # Only once every target committed: a crash before this line relays the
+                # same rows again, which the targets absorb (see the module doc).
+                await source.outbox.drop(outgoing, conn=src)
+        except _Refused as refused:
+            return await self._refused(outgoing, refused.cause)
+        self._narrowing = max(0, self._narrowing - 1)
         self.relayed += len(outgoing)
         return len(outgoing)
+
+    async def _refused(self, outgoing: Outgoing, cause: BaseException) -> int:
+        """A target refused ``outgoing`` (its transaction rolled back, and the source's):
+        park it if it is one outbox row, else relay its rows one at a time from now on."""
+        error = storable_text(describe_exception(cause))
+        if len(outgoing.entries) == 1 and not outgoing.messages:
+            [entry] = outgoing.entries
+            await self.source.outbox.park(entry.id, error)
+            self._narrowing = max(0, self._narrowing - 1)
+            self.parked += 1
+            logger.warning(
+                "relay from %s parked outbox row %d (%s %s for %s): %s",
+                self._name,
+                entry.id,
+                entry.kind.value,
+                entry.command_id,
+                entry.target_domain,
+                error,
+            )
+            return 1
+        self._narrowing = max(self._narrowing, len(outgoing))
+        logger.warning(
+            "relay from %s: a target refused a batch of %d (%s); relaying one at a time "
+            "to find the row",
+            self._name,
+            len(outgoing),
+            error,
+        )
+        return 0
 
     async def _deliver(self, outgoing: Outgoing) -> None:
         """Commit each target's part of ``outgoing`` on that target."""
@@ -103,8 +159,13 @@ class OutboxRelay:
             by_cluster.setdefault(self.topology.dsn_of(domain), set()).add(domain)
         for dsn in sorted(by_cluster):
             target = self.backends[dsn]
-            async with target.transaction() as dst:
-                await target.outbox.receive(outgoing.for_domains(by_cluster[dsn]), conn=dst)
+            try:
+                async with target.transaction() as dst:
+                    await target.outbox.receive(outgoing.for_domains(by_cluster[dsn]), conn=dst)
+            except DatabaseUnavailableError:
+                raise
+            except Exception as exc:
+                raise _Refused(exc) from exc
 
     async def lag(self) -> RelayLag:
         return await self.source.outbox.lag()
@@ -132,7 +193,7 @@ class OutboxRelay:
                 # counted in the lag): the next pass tries again after the pause.
                 logger.exception("relay pass from %s failed; retrying", self._name)
                 moved = 0
-            if moved == 0:
+            if moved == 0 and not self._narrowing:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), poll_interval)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from uuid import UUID
 
@@ -43,6 +43,8 @@ __all__ = ["InMemoryOutboxStore", "RoutingInMemoryCommandStore"]
 class _Row:
     entry: OutboxEntry
     created_at: datetime
+    #: Set when its target refused it (``park``): relays no longer take it.
+    error: str | None = None
 
 
 class InMemoryOutboxStore:
@@ -116,9 +118,9 @@ class InMemoryOutboxStore:
                 if cell.held_by_other(tx):
                     continue  # another relay (or a withdrawal) holds it
                 seen = cell.seen_by(tx)
-                if seen is None or (
-                    domains is not None and seen.entry.target_domain not in domains
-                ):
+                if seen is None or seen.error is not None:
+                    continue  # gone, or parked: its target refused it
+                if domains is not None and seen.entry.target_domain not in domains:
                     continue
                 row = await cell.lock(tx)
                 if row is not None:
@@ -168,14 +170,25 @@ class InMemoryOutboxStore:
             )
         return received
 
+    async def park(self, entry_id: int, error: str) -> bool:
+        async with self._backend.transaction() as tx:
+            cell = self._rows.cell(entry_id)
+            row = None if cell is None else await cell.lock(tx)
+            if cell is None or row is None:
+                return False
+            cell.write(tx, replace(row, error=error))
+            return True
+
     async def lag(self) -> RelayLag:
         async with self._backend.transaction() as tx:
             rows = self._rows.seen_by(tx)
-        if not rows:
-            return RelayLag(0, 0.0)
-        oldest = min(r.created_at for r in rows)
+        waiting = [r for r in rows if r.error is None]
+        parked = len(rows) - len(waiting)
+        if not waiting:
+            return RelayLag(0, 0.0, parked)
+        oldest = min(r.created_at for r in waiting)
         age = (self._backend.clock.now() - oldest).total_seconds()
-        return RelayLag(len(rows), max(age, 0.0))
+        return RelayLag(len(waiting), max(age, 0.0), parked)
 
     async def prune(self, before: datetime) -> int:
         pruned = 0

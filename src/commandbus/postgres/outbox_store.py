@@ -134,9 +134,14 @@ class PostgresOutboxStore:
             cur = await conn.execute(Q.outbox_lag)
             row = await cur.fetchone()
         assert row is not None
-        pending, oldest, now = row
+        pending, oldest, now, parked = row
         age = (now - oldest).total_seconds() if isinstance(oldest, datetime) else 0.0
-        return RelayLag(int(pending), max(age, 0.0))
+        return RelayLag(int(pending), max(age, 0.0), int(parked))
+
+    async def park(self, entry_id: int, error: str) -> bool:
+        async with statement_conn(self._pool, None) as conn:
+            cur = await conn.execute(Q.park_outbox_row, {"id": entry_id, "error": error})
+            return bool(cur.rowcount > 0)
 
     async def prune(self, before: datetime) -> int:
         async with statement_conn(self._pool, None) as conn:

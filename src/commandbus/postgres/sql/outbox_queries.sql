@@ -33,11 +33,12 @@ SELECT (SELECT array_agg(id ORDER BY id) FROM added) AS ids,
 
 -- name: take_outbox
 -- The oldest rows no other relay holds (for the domains the relay knows, when it names
--- them); locked until the relay's source transaction ends (it deletes them once their
+-- them; never a parked one); locked until the relay's source transaction ends (it deletes them once their
 -- target committed).
 SELECT id, kind, target_domain, command_id, payload
 FROM commandbus.outbox
-WHERE %(domains)s::text[] IS NULL OR target_domain = ANY (%(domains)s::text[])
+WHERE parked_at IS NULL
+  AND (%(domains)s::text[] IS NULL OR target_domain = ANY (%(domains)s::text[]))
 ORDER BY id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;
@@ -65,8 +66,16 @@ SELECT (SELECT count(*) FROM gone_rows) AS rows, (SELECT count(*) FROM gone_mess
 
 
 -- name: outbox_lag
-SELECT count(*) AS pending, min(created_at) AS oldest, statement_timestamp() AS now
+SELECT count(*) FILTER (WHERE parked_at IS NULL) AS pending,
+       min(created_at) FILTER (WHERE parked_at IS NULL) AS oldest,
+       statement_timestamp() AS now,
+       count(*) FILTER (WHERE parked_at IS NOT NULL) AS parked
 FROM commandbus.outbox;
+
+
+-- name: park_outbox_row
+-- A row its target refused: relays no longer take it (015).
+UPDATE commandbus.outbox SET parked_at = now(), error = %(error)s WHERE id = %(id)s;
 
 
 -- name: lock_forwarded

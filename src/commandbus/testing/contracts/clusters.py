@@ -140,6 +140,33 @@ class ClusterContract:
         assert await self.relay(clusters, HOME).relay_once() == 1
         assert await self.statuses(clusters, [sent]) == [CommandStatus.PENDING]
 
+    async def test_a_row_its_cluster_refuses_is_parked_and_the_rows_behind_it_go_on(
+        self, clusters: ClusterBackends
+    ) -> None:
+        sent = await self.send_remote(clusters, 5)
+        poison = sent[2]
+        outbox = self.remote(clusters).outbox
+        receive = outbox.receive
+
+        async def refusing(outgoing: Outgoing, *, conn: Any) -> int:
+            if any(e.command_id == poison for e in outgoing.entries):
+                raise ValidationError("billing refuses this command")
+            return await receive(outgoing, conn=conn)
+
+        outbox.receive = refusing  # type: ignore[method-assign]
+        relay = self.relay(clusters, HOME)
+        home = self.home(clusters)
+        for _ in range(20):  # the refused batch, then one row at a time
+            await relay.relay_once()
+            if (await home.outbox.lag()).pending == 0:
+                break
+        lag = await home.outbox.lag()
+        assert (lag.pending, lag.parked, relay.parked) == (0, 1, 1)
+        statuses = await self.statuses(clusters, sent)
+        assert statuses[2] is None
+        assert [s for i, s in enumerate(statuses) if i != 2] == [CommandStatus.PENDING] * 4
+        assert await relay.relay_once() == 0  # parked: no relay takes it again
+
     async def test_a_command_id_forwarded_twice_is_a_duplicate(
         self, clusters: ClusterBackends
     ) -> None:
