@@ -30,6 +30,7 @@ from commandbus.clusters.ports import ClusterBackend, Outgoing, RelayLag
 from commandbus.clusters.topology import Topology
 from commandbus.errors import DatabaseUnavailableError, ValidationError
 from commandbus.sanitise import describe_exception, storable_text
+from commandbus.validation import validate_count
 
 __all__ = ["DEFAULT_REPLY_SUFFIXES", "OutboxRelay"]
 
@@ -62,6 +63,7 @@ class OutboxRelay:
         reply_suffixes: Sequence[str] = DEFAULT_REPLY_SUFFIXES,
         retention: timedelta = timedelta(days=30),
         prune_every: float = 3600.0,
+        park_after: int = 3,
     ) -> None:
         missing = [c for c in topology.clusters if c not in backends]
         if dsn not in topology.clusters:
@@ -84,6 +86,9 @@ class OutboxRelay:
         self.parked = 0
         #: Passes left that take one outbox row at a time, after a refused batch.
         self._narrowing = 0
+        #: Refusals of one outbox row (relayed alone) before it is parked.
+        self.park_after = validate_count(park_after, "park_after", 1000)
+        self._refusals: dict[int, int] = {}
         self._pruned_at: float | None = None
         self._stop = asyncio.Event()
 
@@ -95,8 +100,9 @@ class OutboxRelay:
         """Relay one batch; returns how many rows and messages were relayed (or parked).
 
         When a target refuses a batch, the rows of the next passes are relayed one at a
-        time until the refused one is alone, and it is parked with the error: one bad row
-        never holds back the outbox (``OutboxStore.park``)."""
+        time until the refused one is alone; refused alone ``park_after`` times, it is
+        parked with the error: one bad row never holds back the outbox
+        (``OutboxStore.park``)."""
         source = self.source
         narrowing = self._narrowing > 0
         try:
@@ -120,6 +126,8 @@ class OutboxRelay:
         except _Refused as refused:
             return await self._refused(outgoing, refused.cause)
         self._narrowing = max(0, self._narrowing - 1)
+        for entry in outgoing.entries:
+            self._refusals.pop(entry.id, None)
         self.relayed += len(outgoing)
         return len(outgoing)
 
@@ -129,6 +137,18 @@ class OutboxRelay:
         error = storable_text(describe_exception(cause))
         if len(outgoing.entries) == 1 and not outgoing.messages:
             [entry] = outgoing.entries
+            refusals = self._refusals[entry.id] = self._refusals.get(entry.id, 0) + 1
+            if refusals < self.park_after:  # it may have been a passing failure
+                logger.warning(
+                    "relay from %s: outbox row %d refused (%d of %d before parking): %s",
+                    self._name,
+                    entry.id,
+                    refusals,
+                    self.park_after,
+                    error,
+                )
+                return 0
+            del self._refusals[entry.id]
             await self.source.outbox.park(entry.id, error)
             self._narrowing = max(0, self._narrowing - 1)
             self.parked += 1

@@ -167,6 +167,30 @@ class ClusterContract:
         assert [s for i, s in enumerate(statuses) if i != 2] == [CommandStatus.PENDING] * 4
         assert await relay.relay_once() == 0  # parked: no relay takes it again
 
+    async def test_a_row_refused_for_a_moment_is_relayed_not_parked(
+        self, clusters: ClusterBackends
+    ) -> None:
+        sent = await self.send_remote(clusters, 3)
+        outbox = self.remote(clusters).outbox
+        receive = outbox.receive
+        refusals = [2]  # the target refuses the middle command twice, then takes it
+
+        async def refusing_twice(outgoing: Outgoing, *, conn: Any) -> int:
+            if refusals[0] and any(e.command_id == sent[1] for e in outgoing.entries):
+                refusals[0] -= 1
+                raise ValidationError("billing is not ready for it yet")
+            return await receive(outgoing, conn=conn)
+
+        outbox.receive = refusing_twice  # type: ignore[method-assign]
+        relay = self.relay(clusters, HOME, park_after=3)
+        home = self.home(clusters)
+        for _ in range(20):
+            await relay.relay_once()
+            if (await home.outbox.lag()).pending == 0:
+                break
+        assert ((await home.outbox.lag()).parked, relay.parked) == (0, 0)
+        assert await self.statuses(clusters, sent) == [CommandStatus.PENDING] * 3
+
     async def test_a_command_id_forwarded_twice_is_a_duplicate(
         self, clusters: ClusterBackends
     ) -> None:
