@@ -5,6 +5,7 @@ throw-away cluster of its own, whose autovacuum the test turns off and on again.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import psycopg
@@ -29,29 +30,40 @@ async def server() -> AsyncIterator[PgCluster]:
         cluster.teardown()
 
 
-def set_autovacuum(url: str, on: bool) -> None:
+async def set_autovacuum(url: str, backend: PostgresBackend, on: bool) -> None:
+    """Turn autovacuum on or off, and wait until the backend's connection sees it: a
+    reload reaches the server's processes asynchronously."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
             "ALTER SYSTEM SET autovacuum = on" if on else "ALTER SYSTEM SET autovacuum = off"
         )
         conn.execute("SELECT pg_reload_conf()")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while True:
+        async with backend.pool.connection() as conn:
+            cur = await conn.execute("SELECT current_setting('autovacuum')")
+            row = await cur.fetchone()
+        if row is not None and row[0] == ("on" if on else "off"):
+            return
+        assert loop.time() < deadline, "the server's processes did not reload"
+        await asyncio.sleep(0.02)  # the reload is the server's: real time
 
 
 async def test_autovacuum_off_is_named_when_a_consumer_starts(
     server: PgCluster, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    set_autovacuum(server.url, True)
-    backend = await PostgresBackend.connect(server.url, min_size=1, max_size=2)
+    # One connection: the one whose view of the setting the test waits for.
+    backend = await PostgresBackend.connect(server.url, min_size=1, max_size=1)
     try:
+        await set_autovacuum(server.url, backend, True)
         assert await server_warnings(backend.pool) == []
-        set_autovacuum(server.url, False)
-        await backend.pool.check()  # connections that see the reloaded setting
+        await set_autovacuum(server.url, backend, False)
         [warning] = await server_warnings(backend.pool)
         assert "autovacuum is off" in warning and "queue" in warning
         await refuse_stale_schema(backend)  # the schema is current: it only warns
         assert "warning: autovacuum is off" in capsys.readouterr().err
-        set_autovacuum(server.url, True)
-        await backend.pool.check()
+        await set_autovacuum(server.url, backend, True)
         assert await server_warnings(backend.pool) == []
     finally:
         await backend.close()
