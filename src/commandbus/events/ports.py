@@ -104,6 +104,19 @@ class Taken:
     events: list[RecordedEvent]
     passed: Checkpoint | None = None
 
+    @classmethod
+    def of_window(
+        cls,
+        checkpoint: Checkpoint,
+        events: list[RecordedEvent],
+        window_end: Checkpoint | None,
+        limit: int,
+    ) -> Taken:
+        """What a storage took: the wanted ``events`` (at most ``limit``) among those up
+        to ``window_end``, the last event it looked at (None: it looked at none). Only
+        when fewer than a batch were wanted is every other event up to it passed."""
+        return cls(checkpoint, events, window_end if len(events) < limit else None)
+
     def checkpoint_after(self) -> Checkpoint:
         """Where the checkpoint goes once ``events`` are handled."""
         last = self.events[-1].checkpoint if self.events else self.checkpoint

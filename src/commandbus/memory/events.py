@@ -325,8 +325,8 @@ class InMemorySubscriptionStorage:
             if row is None:
                 return None
             rows, window_end = self._events.window_after(tx, row.checkpoint, limit, where)
-            passed = window_end if len(rows) < limit else None
-            return Taken(row.checkpoint, [r.recorded() for r in rows], passed)
+            events = [r.recorded() for r in rows]
+            return Taken.of_window(row.checkpoint, events, window_end, limit)
 
     async def advance(
         self,

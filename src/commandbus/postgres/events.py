@@ -274,8 +274,7 @@ class PostgresSubscriptionStorage:
         checkpoint = Checkpoint(int(first[0]), int(first[1]))
         events = [_event(r, 4) for r in rows if r[4] is not None]
         window_end = None if first[2] is None else Checkpoint(int(first[2]), int(first[3]))
-        passed = window_end if len(events) < limit else None
-        return Taken(checkpoint, events, passed)
+        return Taken.of_window(checkpoint, events, window_end, limit)
 
     async def advance(
         self,
