@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -155,10 +155,10 @@ class CommandBus:
         has written nothing. Results are in request order. A request with a ``batch_id``
         joins that open batch (``BatchNotFoundError``, or ``InvalidOperationError`` for a
         closed one, and nothing is sent)."""
-        checked = [self._checked(r) for r in requests]
-        if not checked:
+        if not requests:
             return []
-        if any(r.batch_id is not None for r in checked):
+        if any(r.batch_id is not None for r in requests):
+            checked = [self._checked(r) for r in requests]
             for r in checked:
                 if r.batch_id is not None:
                     self._refuse_remote_batch(r.domain, r.batch_id)
@@ -166,7 +166,9 @@ class CommandBus:
             async with self._backend.transaction(conn) as tx:
                 await self._add_members(store, checked, tx)
                 return await self._insert(checked, tx)
-        return await self._insert(checked, conn)
+        # Validated by the store as it writes: a large call's later requests are checked
+        # while the server writes the earlier ones (anything refused writes nothing).
+        return await self._insert(requests, conn, self._checked)
 
     async def _add_members(self, store: BatchStore, checked: list[SendRequest], tx: Conn) -> None:
         """Grow the open batches the requests join (their rows stay locked until ``tx``
@@ -177,48 +179,61 @@ class CommandBus:
                 batch = await store.get(domain, batch_id, conn=tx)
                 raise not_added_error(domain, batch_id, kind, batch)
 
-    async def _insert(self, checked: list[SendRequest], conn: Conn | None) -> list[SendResult]:
+    async def _insert(
+        self,
+        requests: Sequence[SendRequest],
+        conn: Conn | None,
+        prepare: Callable[[SendRequest], SendRequest] | None = None,
+    ) -> list[SendResult]:
+        """Write ``requests`` (checked already, or by ``prepare`` on the way)."""
         telemetry = self.telemetry
         if telemetry.enabled:
-            results = await self._send_observed(checked, conn)
+            results = await self._send_observed(requests, conn, prepare)
         else:
             results = await self._backend.commands.insert(
-                checked, self.retry_policy.max_attempts, conn=conn
+                requests, self.retry_policy.max_attempts, conn=conn, prepare=prepare
             )
         if logger.isEnabledFor(logging.DEBUG):
-            for request in checked:
+            for request, result in zip(requests, results, strict=True):
                 state_change(
                     logger,
                     "command %s (%s) sent%s",
-                    request.command_id,
+                    result.command_id,
                     request.command_type,
                     " in the caller's transaction" if conn is not None else "",
                     domain=request.domain,
-                    command_id=str(request.command_id),
+                    command_id=str(result.command_id),
                     command_type=request.command_type,
                     status="PENDING",
                 )
         return results
 
     async def _send_observed(
-        self, checked: list[SendRequest], conn: Conn | None
+        self,
+        requests: Sequence[SendRequest],
+        conn: Conn | None,
+        prepare: Callable[[SendRequest], SendRequest] | None,
     ) -> list[SendResult]:
         """``insert`` in a send span, each command carrying the trace context."""
         telemetry = self.telemetry
-        first = checked[0]
+        first = requests[0]
         attributes = {
             "commandbus.domain": first.domain,
             "commandbus.command_type": first.command_type,
-            "commandbus.batch_size": len(checked),
+            "commandbus.batch_size": len(requests),
         }
         with telemetry.span("commandbus.send", attributes):
             headers = telemetry.outgoing_headers()
+            traced = prepare
             if headers:
-                checked = [with_headers(r, headers) for r in checked]
+
+                def traced(request: SendRequest) -> SendRequest:
+                    return with_headers(request if prepare is None else prepare(request), headers)
+
             results = await self._backend.commands.insert(
-                checked, self.retry_policy.max_attempts, conn=conn
+                requests, self.retry_policy.max_attempts, conn=conn, prepare=traced
             )
-        count_sent(telemetry, checked)
+        count_sent(telemetry, requests)
         return results
 
     def _checked(self, request: SendRequest) -> SendRequest:

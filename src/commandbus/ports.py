@@ -145,15 +145,19 @@ class CommandSending(Protocol):
         default_max_attempts: int,
         *,
         conn: Conn | None = None,
+        prepare: Callable[[SendRequest], SendRequest] | None = None,
     ) -> list[SendResult]:
         """Send commands: for each, a message on ``{domain}__commands`` (visible after its
         ``delay``), a PENDING metadata row and a SENT audit event, all or nothing.
 
-        Requests are already validated. ``correlation_id`` is already filled in, and
-        ``encoded_data`` (when not None) is the JSON of ``data``, to be used as it is.
-        Raises ``DuplicateCommandError`` (naming the ids) when a ``(domain, command_id)``
-        exists or repeats within ``requests``, also when a concurrent sender races: then
-        nothing of the call is written.
+        Requests are validated, or ``prepare`` validates each one (and returns what to
+        write): a store may prepare a large call part by part while it writes the parts
+        before (the bus's validation then overlaps the server's work), and whatever
+        ``prepare`` raises leaves nothing of the call written. ``correlation_id`` is
+        filled in, and ``encoded_data`` (when not None) is the JSON of ``data``, to be
+        used as it is. Raises ``DuplicateCommandError`` (naming the ids) when a
+        ``(domain, command_id)`` exists or repeats within ``requests``, also when a
+        concurrent sender races: then nothing of the call is written.
         """
         ...
 

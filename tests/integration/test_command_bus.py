@@ -444,6 +444,7 @@ async def test_send_batch_of_several_statements_keeps_request_order_and_is_atomi
     results come back in request order, and a duplicate anywhere writes nothing at all."""
     import commandbus.postgres.commands as commands_module
 
+    monkeypatch.setattr(commands_module, "FIRST_INSERT_CHUNK", 3)
     monkeypatch.setattr(commands_module, "INSERT_CHUNK", 3)
     requests = [SendRequest(DOMAIN, "Debit", uuid4(), {"n": n}) for n in range(10)]
     results = await bus.send_batch(requests)
@@ -465,6 +466,7 @@ async def test_a_failed_send_batch_inside_the_callers_transaction_leaves_it_usab
 ):
     import commandbus.postgres.commands as commands_module
 
+    monkeypatch.setattr(commands_module, "FIRST_INSERT_CHUNK", 2)
     monkeypatch.setattr(commands_module, "INSERT_CHUNK", 2)
     taken = uuid4()
     await bus.send(DOMAIN, "Debit", taken, {})
@@ -477,6 +479,39 @@ async def test_a_failed_send_batch_inside_the_callers_transaction_leaves_it_usab
     assert await bus.get_command(DOMAIN, kept) is not None
     for request in batch:
         assert await bus.get_command(DOMAIN, request.command_id) is None
+
+
+async def test_send_batch_validates_its_later_parts_while_writing_and_a_bad_one_writes_nothing(
+    bus, pg_pool, monkeypatch
+):
+    """The parts after the first are validated while the server writes the ones before
+    (the statements of one transaction); a request refused in the last part leaves none
+    of the call written, also inside the caller's transaction, which stays usable."""
+    import commandbus.postgres.commands as commands_module
+
+    monkeypatch.setattr(commands_module, "FIRST_INSERT_CHUNK", 2)
+    monkeypatch.setattr(commands_module, "INSERT_CHUNK", 3)
+    good = [SendRequest(DOMAIN, "Debit", uuid4(), {"n": n}) for n in range(8)]
+    bad = [
+        SendRequest("Bad-Domain", "Debit", uuid4(), {}),
+        SendRequest(DOMAIN, "Debit", uuid4(), {"blob": "x" * 300_000}),
+        SendRequest(DOMAIN, "Debit", uuid4(), {"nan": float("nan")}),
+        SendRequest(DOMAIN, "Debit", "not-a-uuid", {}),
+    ]
+    for refused in bad:
+        with pytest.raises(ValidationError):
+            await bus.send_batch([*good, refused])
+    assert await bus.query_commands(domain=DOMAIN) == []
+
+    kept = uuid4()
+    async with pg_pool.connection() as conn, conn.transaction():
+        await bus.send(DOMAIN, "Debit", kept, {}, conn=conn)
+        with pytest.raises(ValidationError):
+            await bus.send_batch([*good, bad[0]], conn=conn)
+        await bus.send(DOMAIN, "Debit", uuid4(), {}, conn=conn)
+    assert len(await bus.query_commands(domain=DOMAIN)) == 2
+    results = await bus.send_batch(good)
+    assert [r.command_id for r in results] == [r.command_id for r in good]
 
 
 async def test_concurrent_duplicate_sends_yield_exactly_one_command(bus):

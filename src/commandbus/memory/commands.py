@@ -92,7 +92,10 @@ class InMemoryCommandStore:
         default_max_attempts: int,
         *,
         conn: Conn | None = None,
+        prepare: Callable[[SendRequest], SendRequest] | None = None,
     ) -> list[SendResult]:
+        if prepare is not None:  # nothing to overlap here: every request first
+            requests = [prepare(r) for r in requests]
         async with self._backend.transaction(conn) as tx:
             await self._tables.check_duplicates(tx, requests)
             return self._write_sends(tx, requests, default_max_attempts)

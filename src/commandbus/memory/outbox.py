@@ -11,7 +11,7 @@ what a target receives is applied idempotently.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from uuid import UUID
@@ -270,7 +270,10 @@ class RoutingInMemoryCommandStore(InMemoryCommandStore):
         default_max_attempts: int,
         *,
         conn: Conn | None = None,
+        prepare: Callable[[SendRequest], SendRequest] | None = None,
     ) -> list[SendResult]:
+        if prepare is not None:  # routed (or delayed) by what the requests really are
+            requests = [prepare(r) for r in requests]
         routed = route_sends(self.topology, self.dsn, requests)
         if not routed.remote:
             return await super().insert(requests, default_max_attempts, conn=conn)

@@ -6,7 +6,7 @@ batch; see ``sql/queries.sql`` for what each statement does and why.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -43,8 +43,12 @@ from commandbus.validation import command_queue
 Q = Queries()
 
 #: The most commands one INSERT statement writes; a larger ``insert`` is several
-#: statements in one transaction.
-INSERT_CHUNK = 5_000
+#: statements in one transaction, pipelined, the first of them FIRST_INSERT_CHUNK long
+#: (measured, 20,000 commands: 1,000 a statement after a first of 250 overlaps the
+#: validation and encoding with the server's work best, 1.6x the sends per second of
+#: validating everything first and then writing 5,000 a statement).
+INSERT_CHUNK = 1_000
+FIRST_INSERT_CHUNK = 250
 
 
 def _metadata(row: dict[str, Any]) -> CommandMetadata:
@@ -97,31 +101,80 @@ class PostgresCommandStore(HistoryPruning):
         default_max_attempts: int,
         *,
         conn: Any | None = None,
+        prepare: Callable[[SendRequest], SendRequest] | None = None,
     ) -> list[SendResult]:
         if not requests:
             return []
-        repeated = _repeated_ids(requests)
-        if repeated is not None:
-            raise DuplicateCommandError(*repeated)
-        if len(requests) == 1:  # one-at-a-time sends: scalar parameters, no arrays
-            chunks = [_insert_one_params(requests[0], default_max_attempts)]
-            statement = Q.insert_command
+        if len(requests) <= FIRST_INSERT_CHUNK:  # one statement
+            prepared = list(requests) if prepare is None else [prepare(r) for r in requests]
+            repeated = _repeated_ids(prepared)
+            if repeated is not None:
+                raise DuplicateCommandError(*repeated)
+            if len(prepared) == 1:  # one-at-a-time sends: scalar parameters, no arrays
+                params = _insert_one_params(prepared[0], default_max_attempts)
+                rows = await self._write([params], Q.insert_command, prepared, conn, single=True)
+            else:
+                params = self._insert_params(prepared, default_max_attempts)
+                rows = await self._write([params], Q.insert_commands, prepared, conn, single=True)
         else:
-            chunks = [
-                self._insert_params(requests[i : i + INSERT_CHUNK], default_max_attempts)
-                for i in range(0, len(requests), INSERT_CHUNK)
-            ]
-            statement = Q.insert_commands
-        # Atomic: one statement alone runs in autocommit mode (one round trip); several
-        # statements, or a call inside the caller's transaction, run in a transaction or a
-        # savepoint, so that a duplicate undoes this call only and leaves the caller's
-        # transaction usable. The statements are pipelined: the next chunk's parameters
-        # are encoded while the server writes the previous chunk.
+            prepared = []
+            chunks = self._prepared_chunks(requests, default_max_attempts, prepare, prepared)
+            rows = await self._write(chunks, Q.insert_commands, prepared, conn)
+        msg_ids = [msg_id for row in rows for msg_id in row[0]]
+        return [
+            SendResult(command_id=r.command_id, msg_id=msg_id)
+            for r, msg_id in zip(prepared, msg_ids, strict=True)
+        ]
+
+    def _prepared_chunks(
+        self,
+        requests: Sequence[SendRequest],
+        default_max_attempts: int,
+        prepare: Callable[[SendRequest], SendRequest] | None,
+        prepared: list[SendRequest],
+    ) -> Iterator[dict[str, Any]]:
+        """The parameters of each statement of a large insert, prepared part by part (a
+        small part first, so that the server starts early): the next part is prepared and
+        encoded while the server writes the ones before. ``prepared`` collects what was
+        written; a repeated id raises ``DuplicateCommandError`` once every request is
+        prepared (the error names them all)."""
+        seen: set[tuple[str, UUID]] = set()
+        start, size = 0, FIRST_INSERT_CHUNK
+        while start < len(requests):
+            part = requests[start : start + size]
+            if prepare is not None:
+                part = [prepare(r) for r in part]
+            prepared.extend(part)
+            for r in part:
+                key = (r.domain, r.command_id)
+                if key in seen:
+                    rest = requests[start + size :]
+                    prepared.extend(rest if prepare is None else [prepare(r) for r in rest])
+                    raise DuplicateCommandError(*(_repeated_ids(prepared) or (r.domain, [])))
+                seen.add(key)
+            yield self._insert_params(part, default_max_attempts)
+            start, size = start + size, INSERT_CHUNK
+
+    async def _write(
+        self,
+        chunks: Iterable[dict[str, Any]],
+        statement: Any,
+        requests: Sequence[SendRequest],
+        conn: Any | None,
+        *,
+        single: bool = False,
+    ) -> list[Any]:
+        """Run ``statement`` once per parameter set, atomically: one statement (``single``)
+        runs in autocommit mode (one round trip); several, or a call inside the caller's
+        transaction, run in a transaction or a savepoint, so that a duplicate (or an
+        error preparing a later part) undoes this call only and leaves the caller's
+        transaction usable. The statements are pipelined: the next one's parameters are
+        made while the server runs the previous ones."""
         rows: list[Any] = []
         try:
-            if conn is None and len(chunks) == 1:
+            if conn is None and single:
                 async with statement_conn(self._pool, None) as c:
-                    cur = await c.execute(statement, chunks[0])
+                    cur = await c.execute(statement, next(iter(chunks)))
                     rows.append(await cur.fetchone())
             else:
                 async with transaction_conn(self._pool, conn) as c, c.pipeline():
@@ -136,11 +189,7 @@ class PostgresCommandStore(HistoryPruning):
             ):
                 raise
             raise await self._duplicate_error(requests, conn) from None
-        msg_ids = [msg_id for row in rows for msg_id in row[0]]
-        return [
-            SendResult(command_id=r.command_id, msg_id=msg_id)
-            for r, msg_id in zip(requests, msg_ids, strict=True)
-        ]
+        return rows
 
     @staticmethod
     def _insert_params(

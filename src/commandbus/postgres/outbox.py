@@ -14,7 +14,7 @@ and run several times over.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
@@ -60,7 +60,10 @@ class RoutingCommandStore(PostgresCommandStore):
         default_max_attempts: int,
         *,
         conn: Any | None = None,
+        prepare: Callable[[SendRequest], SendRequest] | None = None,
     ) -> list[SendResult]:
+        if prepare is not None:  # routed (or delayed) by what the requests really are
+            requests = [prepare(r) for r in requests]
         routed = route_sends(self.topology, self.dsn, requests)
         if not routed.remote:
             return await super().insert(requests, default_max_attempts, conn=conn)

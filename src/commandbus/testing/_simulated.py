@@ -106,7 +106,10 @@ class _ObservedCommands:
         default_max_attempts: int,
         *,
         conn: Any = None,
+        prepare: Callable[[SendRequest], SendRequest] | None = None,
     ) -> list[SendResult]:
+        if prepare is not None:  # routed (or delayed) by what the requests really are
+            requests = [prepare(r) for r in requests]
         sim = self._sim
         delayed = []
         for request in requests:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from commandbus.errors import DuplicateCommandError
-from commandbus.models import CommandStatus
+from commandbus.errors import DuplicateCommandError, ValidationError
+from commandbus.models import CommandStatus, SendRequest
 from commandbus.ports import Backend
 from commandbus.testing.contracts._base import (
     COMMANDS,
@@ -17,6 +19,11 @@ from commandbus.testing.contracts._base import (
     ContractBase,
     request,
 )
+
+
+#: Requests in a call large enough to be written in several parts (PostgreSQL: several
+#: statements, the later parts prepared while the first ones are written).
+LARGE_CALL = 2_600
 
 
 class CommandSendContract(ContractBase):
@@ -233,6 +240,65 @@ class CommandSendContract(ContractBase):
         assert await backend.queue.depth(COMMANDS) == 2
         [msg] = await backend.queue.read(REPLIES, 5, 30)
         assert msg.msg_id == extra
+
+    # -- prepared on the way ------------------------------------------------------------
+
+    async def test_insert_writes_what_prepare_returns(self, backend: Backend) -> None:
+        raw = [request(data={"n": n}) for n in range(LARGE_CALL)]
+
+        def prepare(req: SendRequest) -> SendRequest:
+            return replace(req, data={**req.data, "prepared": True}, encoded_data=None)
+
+        results = await backend.commands.insert(raw, DEFAULT_MAX_ATTEMPTS, prepare=prepare)
+        assert [r.command_id for r in results] == [r.command_id for r in raw]
+        assert await backend.queue.depth(COMMANDS) == LARGE_CALL
+        claimed = await backend.commands.claim(DOMAIN, LARGE_CALL, 30)
+        assert sorted(c.command.data["n"] for c in claimed) == list(range(LARGE_CALL))
+        assert all(c.command.data["prepared"] is True for c in claimed)
+
+    async def test_a_late_request_that_prepare_refuses_writes_nothing(
+        self, backend: Backend
+    ) -> None:
+        raw = [request(data={"n": n}) for n in range(LARGE_CALL)]
+        refused = raw[-1].command_id
+
+        def prepare(req: SendRequest) -> SendRequest:
+            if req.command_id == refused:
+                raise ValidationError("refused by prepare")
+            return req
+
+        with pytest.raises(ValidationError, match="refused by prepare"):
+            await backend.commands.insert(raw, DEFAULT_MAX_ATTEMPTS, prepare=prepare)
+        assert await backend.queue.depth(COMMANDS) == 0
+        for req in (raw[0], raw[LARGE_CALL // 2]):
+            assert await backend.commands.get(DOMAIN, req.command_id) is None
+            assert await backend.commands.audit_trail(req.command_id) == []
+
+        # Inside a caller's transaction: undone alone, the transaction goes on.
+        kept = request()
+        async with backend.transaction() as conn:
+            await self.send(backend, kept, conn=conn)
+            with pytest.raises(ValidationError):
+                await backend.commands.insert(
+                    raw, DEFAULT_MAX_ATTEMPTS, conn=conn, prepare=prepare
+                )
+            [extra] = await backend.queue.enqueue(REPLIES, [{"after": "refusal"}], conn=conn)
+        assert await backend.queue.depth(COMMANDS) == 1
+        assert await backend.commands.get(DOMAIN, kept.command_id) is not None
+        [msg] = await backend.queue.read(REPLIES, 5, 30)
+        assert msg.msg_id == extra
+
+    async def test_an_id_repeated_far_apart_in_a_large_call_writes_nothing(
+        self, backend: Backend
+    ) -> None:
+        raw = [request() for _ in range(LARGE_CALL)]
+        repeated = raw[1].command_id
+        raw.append(request(command_id=repeated))
+        with pytest.raises(DuplicateCommandError) as raised:
+            await backend.commands.insert(raw, DEFAULT_MAX_ATTEMPTS, prepare=lambda r: r)
+        assert raised.value.command_ids == [repeated]
+        assert await backend.queue.depth(COMMANDS) == 0
+        assert await backend.commands.get(DOMAIN, raw[0].command_id) is None
 
     async def test_same_command_id_in_another_domain_is_not_a_duplicate(
         self, backend: Backend
