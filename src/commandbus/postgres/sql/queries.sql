@@ -311,34 +311,18 @@ ORDER BY visible_since, msg_id;
 -- As in the claim, rows are reached through "= ANY(...)" of their keys; ARRAY(SELECT ...)
 -- hides the values from the planner, so the primary key is probed whatever the
 -- statistics say (a parameter array of 50 keys on a table of a few thousand rows would
--- be planned as a sequential scan).
-WITH s AS MATERIALIZED (
+-- be planned as a sequential scan). The command rows are updated by settle_command_rows,
+-- whose plan is pinned (see 016_settle_rows.sql: the planner's own choice, a nested loop
+-- over the settlement list, cost a comparison per settlement and row).
+WITH current AS MATERIALIZED (
+    -- settle_command_rows (016_settle_rows.sql) pins the update's plan
     SELECT *
-    FROM unnest(
+    FROM commandbus.settle_command_rows(
         %(domains)b::text[], %(command_ids)b::uuid[], %(msg_ids)b::bigint[],
         %(actions)b::text[], %(statuses)b::text[], %(attempts)b::integer[],
         %(delays)b::float8[], %(error_types)b::text[], %(error_codes)b::text[],
-        %(error_messages)b::text[]
-    ) WITH ORDINALITY AS s(domain, command_id, msg_id, action, status, attempts, delay,
-                           error_type, error_code, error_message, ord)
-), current AS (
-    UPDATE commandbus.command c
-    SET status = s.status,
-        attempts = s.attempts,
-        last_error_type = CASE WHEN s.error_type IS NULL THEN c.last_error_type
-                               ELSE s.error_type END,
-        last_error_code = CASE WHEN s.error_type IS NULL THEN c.last_error_code
-                               ELSE s.error_code END,
-        last_error_msg = CASE WHEN s.error_type IS NULL THEN c.last_error_msg
-                              ELSE s.error_message END,
-        updated_at = now()
-    FROM s
-    WHERE c.command_id = ANY (ARRAY(SELECT command_id FROM s))
-      AND c.domain = ANY (%(domain_set)b::text[])
-      AND c.command_id = s.command_id AND c.domain = s.domain
-      AND c.status = 'IN_PROGRESS' AND c.attempts = s.attempts
-    RETURNING s.ord, s.domain, s.command_id, s.msg_id, s.action, s.delay, s.status,
-              c.batch_id
+        %(error_messages)b::text[], %(domain_set)b::text[]
+    )
 ), counted AS (
     -- Commands of batches move from IN_PROGRESS (the only status a settlement applies
     -- to) to their new status's counter, in this statement; see count_batch_changes in

@@ -20,7 +20,6 @@ from commandbus.testing.contracts._base import (
     request,
 )
 
-
 #: Requests in a call large enough to be written in several parts (PostgreSQL: several
 #: statements, the later parts prepared while the first ones are written).
 LARGE_CALL = 2_600
@@ -279,9 +278,7 @@ class CommandSendContract(ContractBase):
         async with backend.transaction() as conn:
             await self.send(backend, kept, conn=conn)
             with pytest.raises(ValidationError):
-                await backend.commands.insert(
-                    raw, DEFAULT_MAX_ATTEMPTS, conn=conn, prepare=prepare
-                )
+                await backend.commands.insert(raw, DEFAULT_MAX_ATTEMPTS, conn=conn, prepare=prepare)
             [extra] = await backend.queue.enqueue(REPLIES, [{"after": "refusal"}], conn=conn)
         assert await backend.queue.depth(COMMANDS) == 1
         assert await backend.commands.get(DOMAIN, kept.command_id) is not None
