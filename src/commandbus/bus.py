@@ -155,6 +155,7 @@ class CommandBus:
         has written nothing. Results are in request order. A request with a ``batch_id``
         joins that open batch (``BatchNotFoundError``, or ``InvalidOperationError`` for a
         closed one, and nothing is sent)."""
+        requests = list(requests)  # read once: a generator of requests works too
         if not requests:
             return []
         if any(r.batch_id is not None for r in requests):

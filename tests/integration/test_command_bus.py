@@ -514,6 +514,13 @@ async def test_send_batch_validates_its_later_parts_while_writing_and_a_bad_one_
     assert [r.command_id for r in results] == [r.command_id for r in good]
 
 
+async def test_send_batch_takes_any_iterable_of_requests(bus):
+    requests = [SendRequest(DOMAIN, "Debit", uuid4(), {"n": n}) for n in range(600)]
+    results = await bus.send_batch(request for request in requests)  # a generator, once
+    assert [r.command_id for r in results] == [r.command_id for r in requests]
+    assert len(await bus.query_commands(domain=DOMAIN, limit=1000)) == 600
+
+
 async def test_concurrent_duplicate_sends_yield_exactly_one_command(bus):
     command_id = uuid4()
     results = await asyncio.gather(
