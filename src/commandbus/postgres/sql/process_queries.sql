@@ -40,8 +40,10 @@ RETURNING process_id, updated_at;
 -- with the table, instead of 0.8 ms).
 --
 -- A process of a batch moves between its batch's counters in this statement
--- (count_batch_changes, 009_batches.sql): the row as it was ("old") names the status it
--- leaves. Writers hold the row's lock (the engine locks before it decides) or their
+-- (count_batch_changes, 009_batches.sql): the row as it was ("was") names the status it
+-- leaves. (It used to be joined in as a second copy of the table, "old": the planner,
+-- believing a young table small, then probed the status index for each row and read
+-- every process of the domain each time.) Writers hold the row's lock (the engine locks before it decides) or their
 -- version test fails, so no one changed it since this statement's snapshot.
 WITH changed AS (
     UPDATE commandbus.process p
@@ -67,12 +69,16 @@ WITH changed AS (
         (SELECT %(compensation)b::text[])
     ) AS u(domain, process_id, version, status, current_step, state, error_code,
            error_message, completed_at, awaiting_command_id, command_seq, deadline_at,
-           compensation),
-         commandbus.process old
+           compensation)
     WHERE p.domain = u.domain AND p.process_id = u.process_id AND p.version = u.version
-      AND old.domain = p.domain AND old.process_id = p.process_id
     RETURNING p.domain, p.process_id, p.version, p.updated_at, p.batch_id,
-              old.status AS was, p.status
+              -- The status the row had, for a process of a batch only: a subquery of
+              -- RETURNING reads the statement's snapshot, from before this update.
+              CASE WHEN p.batch_id IS NOT NULL THEN (
+                  SELECT o.status FROM commandbus.process o
+                  WHERE o.domain = p.domain AND o.process_id = p.process_id
+              ) END AS was,
+              p.status
 ), counted AS (
     SELECT CASE WHEN EXISTS (SELECT 1 FROM changed WHERE batch_id IS NOT NULL)
         THEN commandbus.count_batch_changes(
