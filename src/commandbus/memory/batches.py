@@ -126,9 +126,11 @@ class BatchTables:
         self, tx: MemoryTransaction, domain: str, batch_id: UUID, kind: BatchKind, count: int
     ) -> bool:
         table = self._rows.get(domain)
-        cell = table.cell(batch_id) if table is not None else None
-        row = await cell.lock(tx) if cell is not None else None
-        if cell is None or row is None or not row.counts.is_open or row.kind is not kind:
+        found = await table.locked(tx, batch_id) if table is not None else None
+        if found is None:
+            return False
+        cell, row = found
+        if not row.counts.is_open or row.kind is not kind:
             return False
         counts = replace(row.counts, total=row.counts.total + count)
         cell.write(tx, replace(row, counts=counts, updated_at=self._backend.clock.now()))
@@ -136,10 +138,10 @@ class BatchTables:
 
     async def close(self, tx: MemoryTransaction, domain: str, batch_id: UUID) -> BatchRow | None:
         table = self._rows.get(domain)
-        cell = table.cell(batch_id) if table is not None else None
-        row = await cell.lock(tx) if cell is not None else None
-        if cell is None or row is None:
+        found = await table.locked(tx, batch_id) if table is not None else None
+        if found is None:
             return None
+        cell, row = found
         if row.counts.is_open:
             closed = replace(row.counts, is_open=False)
             cell.write(tx, replace(row, counts=closed, updated_at=self._backend.clock.now()))
@@ -156,10 +158,10 @@ class BatchTables:
         finished = 0
         for batch_id, domain in sorted(moves):
             table = self._rows.get(domain)
-            cell = table.cell(batch_id) if table is not None else None
-            row = await cell.lock(tx) if cell is not None else None
-            if cell is None or row is None:
+            found = await table.locked(tx, batch_id) if table is not None else None
+            if found is None:
                 continue
+            cell, row = found
             counts = recount(row.counts, moves[(batch_id, domain)])
             now = self._backend.clock.now()
             finishing = counts.status.is_finished and not row.counts.status.is_finished

@@ -338,9 +338,9 @@ class InMemorySubscriptionStorage:
         to: Checkpoint | None = None,
     ) -> None:
         async with self._backend.transaction(conn) as tx:
-            cell = self._rows.cell(name)
-            row = None if cell is None else await cell.lock(tx)
-            if cell is not None and row is not None:
+            found = await self._rows.locked(tx, name)
+            if found is not None:
+                cell, row = found
                 cleared = row.failing_position in {e.position for e in handled}
                 cell.write(
                     tx,
@@ -360,9 +360,11 @@ class InMemorySubscriptionStorage:
         self, name: str, event: RecordedEvent, error: str, park_after: int | None
     ) -> bool:
         async with self._backend.transaction() as tx:
-            cell = self._rows.cell(name)
-            row = None if cell is None else await cell.lock(tx)
-            if cell is None or row is None or row.checkpoint >= event.checkpoint:
+            found = await self._rows.locked(tx, name)
+            if found is None:
+                return False
+            cell, row = found
+            if row.checkpoint >= event.checkpoint:
                 return False
             failures = row.failures + 1 if row.failing_position == event.position else 1
             now = self._backend.clock.now()
@@ -429,10 +431,10 @@ class InMemorySubscriptionStorage:
 
     async def reset(self, name: str, to: Checkpoint) -> bool:
         async with self._backend.transaction() as tx:
-            cell = self._rows.cell(name)
-            row = None if cell is None else await cell.lock(tx)
-            if cell is None or row is None:
+            found = await self._rows.locked(tx, name)
+            if found is None:
                 return False
+            cell, row = found
             cell.write(
                 tx,
                 replace(

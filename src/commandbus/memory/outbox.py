@@ -172,10 +172,10 @@ class InMemoryOutboxStore:
 
     async def park(self, entry_id: int, error: str) -> bool:
         async with self._backend.transaction() as tx:
-            cell = self._rows.cell(entry_id)
-            row = None if cell is None else await cell.lock(tx)
-            if cell is None or row is None:
+            found = await self._rows.locked(tx, entry_id)
+            if found is None:
                 return False
+            cell, row = found
             cell.write(tx, replace(row, error=error))
             return True
 

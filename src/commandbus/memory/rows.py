@@ -169,6 +169,13 @@ class TxTable(Generic[K, V]):
     def cell(self, key: K) -> TxCell[V] | None:
         return self._cells.get(key)
 
+    async def locked(self, tx: MemoryTransaction, key: K) -> tuple[TxCell[V], V] | None:
+        """The cell of ``key`` and its row, held for ``tx`` (``TxCell.lock``); None if the
+        row does not exist for ``tx``."""
+        cell = self._cells.get(key)
+        row = None if cell is None else await cell.lock(tx)
+        return None if cell is None or row is None else (cell, row)
+
     def get(self, tx: MemoryTransaction, key: K) -> V | None:
         """The row under ``key`` as ``tx`` reads it."""
         cell = self._cells.get(key)
