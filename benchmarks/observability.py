@@ -4,6 +4,8 @@ Run from the repository root::
 
     python -m benchmarks.observability                    # 3 rounds of 2,000 processes
     python -m benchmarks.observability --rounds 5 --processes 3000
+    python -m benchmarks.observability --only none        # A/A: how far noise moves a ratio
+    python -m benchmarks.observability --only tracing --provider noop   # the library, no SDK
 
 Each round runs the process benchmark's workload twice — StatementReport processes
 started with ``start_many`` while ``--procs`` OS processes each run a ``Worker`` and a
@@ -36,14 +38,29 @@ from benchmarks.processes import INPUT, drop_database, fresh_database, server_ur
 TARGET_RATIO = 0.85
 
 
-#: What "on" turns on: both (the figure that counts), or one of them to see its share.
-PARTS = {"both": ("metrics", "tracing"), "metrics": ("metrics",), "tracing": ("tracing",)}
+#: What "on" turns on: both (the figure that counts), one of them to see its share, or
+#: nothing: an A/A run whose ratio should be 1 and whose spread is the machine's noise.
+PARTS = {
+    "both": ("metrics", "tracing"),
+    "metrics": ("metrics",),
+    "tracing": ("tracing",),
+    "none": (),
+}
+
+#: The tracer provider behind the library's tracing: the real SDK (the figure that
+#: counts) or the API's no-op provider (every hook, header and attribute function of the
+#: library runs, the SDK does nothing: the library's own share).
+PROVIDERS = ("sdk", "noop")
 
 
-def _telemetry(on: bool, sample_ratio: float = 1.0, parts: str = "both") -> Any:
+def _telemetry(
+    on: bool, sample_ratio: float = 1.0, parts: str = "both", provider_kind: str = "sdk"
+) -> Any:
     """The telemetry of a runner: none, or metrics and traces through the real SDK (every
-    trace recorded, or ``sample_ratio`` of them: the SDK's parent-based ratio sampler)."""
-    if not on:
+    trace recorded, or ``sample_ratio`` of them: the SDK's parent-based ratio sampler), or
+    through the API's no-op provider."""
+    chosen = PARTS[parts]
+    if not on or not chosen:
         return None
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import (
@@ -52,6 +69,7 @@ def _telemetry(on: bool, sample_ratio: float = 1.0, parts: str = "both") -> Any:
         SpanExportResult,
     )
     from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+    from opentelemetry.trace import NoOpTracerProvider
 
     from commandbus.metrics import PrometheusMetrics
     from commandbus.telemetry import combine
@@ -61,9 +79,10 @@ def _telemetry(on: bool, sample_ratio: float = 1.0, parts: str = "both") -> Any:
         def export(self, spans: Sequence[Any]) -> SpanExportResult:
             return SpanExportResult.SUCCESS
 
-    provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(sample_ratio)))
-    provider.add_span_processor(BatchSpanProcessor(Dropping()))
-    chosen = PARTS[parts]
+    provider: Any = NoOpTracerProvider()
+    if provider_kind == "sdk":
+        provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(sample_ratio)))
+        provider.add_span_processor(BatchSpanProcessor(Dropping()))
     return combine(
         PrometheusMetrics() if "metrics" in chosen else None,
         OpenTelemetryTracing(provider) if "tracing" in chosen else None,
@@ -86,7 +105,7 @@ async def _run(
     from commandbus.postgres import PostgresBackend
     from commandbus.process import ProcessReplyRouter
 
-    telemetry = _telemetry(on, args.sample_ratio, args.only)
+    telemetry = _telemetry(on, args.sample_ratio, args.only, args.provider)
     backend = await PostgresBackend.connect(dsn, min_size=2, max_size=12)
     registry = HandlerRegistry()
     register_statement_handlers(registry)
@@ -118,7 +137,7 @@ async def _drive(dsn: str, on: bool, args: argparse.Namespace) -> float:
 
     backend = await PostgresBackend.connect(dsn, min_size=1, max_size=4)
     manager = StatementReportProcess(
-        CommandBus(backend, telemetry=_telemetry(on, args.sample_ratio, args.only))
+        CommandBus(backend, telemetry=_telemetry(on, args.sample_ratio, args.only, args.provider))
     )
     processes, timeout = args.processes, args.timeout
     started = time.perf_counter()
@@ -187,6 +206,12 @@ def main(argv: list[str] | None = None) -> int:
         help="fraction of traces the SDK records (1: every one, the default)",
     )
     parser.add_argument("--only", choices=sorted(PARTS), default="both", help="what 'on' turns on")
+    parser.add_argument(
+        "--provider",
+        choices=PROVIDERS,
+        default="sdk",
+        help="tracer provider: the OpenTelemetry SDK (default) or the API's no-op one",
+    )
     args = parser.parse_args(argv)
     sys.path.insert(0, os.getcwd())
     url = server_url(args.database_url)
@@ -208,8 +233,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.processes:,} StatementReport processes per run (3 commands and 3 replies "
         f"each), 2 worker+router processes, {os.cpu_count()} CPUs"
     )
-    print(f"traces recorded: {args.sample_ratio:.0%} (the SDK's parent-based ratio sampler)")
-    what = " and ".join(PARTS[args.only])
+    tracing = "tracing" in PARTS[args.only]
+    if tracing and args.provider == "noop":
+        print("tracer provider: the API's NoOpTracerProvider (no SDK)")
+    elif tracing:
+        print(f"traces recorded: {args.sample_ratio:.0%} (the SDK's parent-based ratio sampler)")
+    what = " and ".join(PARTS[args.only]) or "nothing (A/A)"
     print(
         f"CPU of the worker and router processes, off / on: "
         f"{statistics.median(cpu_ratios):.3f} (median; what throughput would be if CPU "
