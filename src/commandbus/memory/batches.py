@@ -28,7 +28,7 @@ from commandbus.batches.ports import MemberChange
 from commandbus.errors import DuplicateBatchError
 from commandbus.memory.command_tables import encode
 from commandbus.memory.queue import InMemoryMessageQueue
-from commandbus.memory.rows import TxTable
+from commandbus.memory.rows import TxCell, TxTable
 from commandbus.memory.transaction import MemoryHost, MemoryTransaction
 from commandbus.ports import Conn
 
@@ -118,6 +118,13 @@ class BatchTables:
         table = self._rows.get(domain)
         return table.get(tx, batch_id) if table is not None else None
 
+    async def _locked(
+        self, tx: MemoryTransaction, domain: str, batch_id: UUID
+    ) -> tuple[TxCell[BatchRow], BatchRow] | None:
+        """The batch's cell and row, held for ``tx``; None if it does not exist."""
+        table = self._rows.get(domain)
+        return await table.locked(tx, batch_id) if table is not None else None
+
     def rows_seen_by(self, tx: MemoryTransaction, domain: str | None) -> list[BatchRow]:
         tables = [self._rows.get(domain)] if domain is not None else list(self._rows.values())
         return [row for table in tables if table is not None for row in table.seen_by(tx)]
@@ -125,8 +132,7 @@ class BatchTables:
     async def add(
         self, tx: MemoryTransaction, domain: str, batch_id: UUID, kind: BatchKind, count: int
     ) -> bool:
-        table = self._rows.get(domain)
-        found = await table.locked(tx, batch_id) if table is not None else None
+        found = await self._locked(tx, domain, batch_id)
         if found is None:
             return False
         cell, row = found
@@ -137,8 +143,7 @@ class BatchTables:
         return True
 
     async def close(self, tx: MemoryTransaction, domain: str, batch_id: UUID) -> BatchRow | None:
-        table = self._rows.get(domain)
-        found = await table.locked(tx, batch_id) if table is not None else None
+        found = await self._locked(tx, domain, batch_id)
         if found is None:
             return None
         cell, row = found
@@ -157,8 +162,7 @@ class BatchTables:
             moves.setdefault((batch_id, domain), []).append((before, after))
         finished = 0
         for batch_id, domain in sorted(moves):
-            table = self._rows.get(domain)
-            found = await table.locked(tx, batch_id) if table is not None else None
+            found = await self._locked(tx, domain, batch_id)
             if found is None:
                 continue
             cell, row = found

@@ -41,10 +41,11 @@ RETURNING process_id, updated_at;
 --
 -- A process of a batch moves between its batch's counters in this statement
 -- (count_batch_changes, 009_batches.sql): the row as it was ("was") names the status it
--- leaves. (It used to be joined in as a second copy of the table, "old": the planner,
--- believing a young table small, then probed the status index for each row and read
--- every process of the domain each time.) Writers hold the row's lock (the engine locks before it decides) or their
--- version test fails, so no one changed it since this statement's snapshot.
+-- leaves. It is read by a subquery of RETURNING, not joined in as a second copy of the
+-- table: the planner, believing a young table small, probed that copy through the status
+-- index and read every process of the domain for each row. Writers hold the row's lock
+-- (the engine locks before it decides) or their version test fails, so no one changed it
+-- since this statement's snapshot.
 WITH changed AS (
     UPDATE commandbus.process p
     SET status = u.status,

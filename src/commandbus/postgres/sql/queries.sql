@@ -315,7 +315,6 @@ ORDER BY visible_since, msg_id;
 -- whose plan is pinned (see 016_settle_rows.sql: the planner's own choice, a nested loop
 -- over the settlement list, cost a comparison per settlement and row).
 WITH current AS MATERIALIZED (
-    -- settle_command_rows (016_settle_rows.sql) pins the update's plan
     SELECT *
     FROM commandbus.settle_command_rows(
         %(domains)b::text[], %(command_ids)b::uuid[], %(msg_ids)b::bigint[],
