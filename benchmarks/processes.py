@@ -15,6 +15,15 @@ last completion, and a check that every process has exactly three answered audit
 
 ``--preload-audit N`` first inserts N/4 completed processes with 4 audit entries each
 (plain SQL) and analyses the tables: the per-process audit lookups must not slow down.
+
+Also reported: the CPU time per process of the worker+router processes and of the
+database's backends (a server on this machine; see ``benchmarks.peer_cpu``), which is
+where the time of a process goes. ``--statements`` adds PostgreSQL's own account, per
+statement (``pg_stat_statements``: the server must have it in
+``shared_preload_libraries``; the extension is created in the scratch database): calls,
+rows and execution time per process, the costliest first. Execution time is wall time in
+the executor, so on a machine whose CPUs are all busy it includes time a backend waited
+for a CPU.
 """
 
 from __future__ import annotations
@@ -33,6 +42,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from benchmarks.peer_cpu import BackendCpu, own_cpu
 
 TARGET_PROCESSES = 500.0
 TARGET_STEPS = 1_500.0
@@ -91,11 +102,11 @@ def drop_database(url: str, name: str) -> None:
 # -- the runner processes -----------------------------------------------------------------
 
 
-def _runner(dsn: str, stop: MpEvent, ready: Any, args: argparse.Namespace) -> None:
-    asyncio.run(_run(dsn, stop, ready, args))
+def _runner(dsn: str, stop: MpEvent, ready: Any, cpu: Any, args: argparse.Namespace) -> None:
+    asyncio.run(_run(dsn, stop, ready, cpu, args))
 
 
-async def _run(dsn: str, stop: MpEvent, ready: Any, args: argparse.Namespace) -> None:
+async def _run(dsn: str, stop: MpEvent, ready: Any, cpu: Any, args: argparse.Namespace) -> None:
     from examples.statement_report import StatementReportProcess
     from examples.statement_report.handlers import register_statement_handlers
 
@@ -116,8 +127,11 @@ async def _run(dsn: str, stop: MpEvent, ready: Any, args: argparse.Namespace) ->
     ]
     with ready.get_lock():
         ready.value += 1
+    cpu_started = own_cpu()
     while not stop.is_set():  # noqa: ASYNC110 - a multiprocessing event, not an asyncio one
         await asyncio.sleep(0.05)
+    with cpu.get_lock():
+        cpu.value += own_cpu() - cpu_started
     await worker.stop(5)
     await router.stop(5)
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -177,6 +191,47 @@ async def _drive(dsn: str, args: argparse.Namespace) -> tuple[float, int]:
     return elapsed, answered
 
 
+#: The statements of this database, costliest first (top-level ones: a function's own
+#: statements are counted in the statement that called it).
+STATEMENTS_SQL = """
+SELECT calls, rows, total_exec_time, query
+FROM pg_stat_statements
+WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND toplevel
+ORDER BY total_exec_time DESC
+LIMIT %(limit)s
+"""
+
+
+def reset_statements(dsn: str) -> None:
+    """Create pg_stat_statements in the scratch database and forget what it counted
+    there so far; a clear error if the server does not load it."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        try:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            conn.execute(
+                "SELECT pg_stat_statements_reset(0, (SELECT oid FROM pg_database"
+                " WHERE datname = current_database()), 0)"
+            )
+        except psycopg.Error as exc:
+            raise SystemExit(
+                "--statements needs a server with pg_stat_statements in "
+                f"shared_preload_libraries: {exc}"
+            ) from None
+
+
+def print_statements(dsn: str, processes: int, limit: int = 12) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(STATEMENTS_SQL, {"limit": limit}).fetchall()
+    print("  PostgreSQL per statement (pg_stat_statements), per process:")
+    print(f"  {'us':>7} {'calls':>6} {'rows':>6}  statement")
+    for calls, count, total_ms, query in rows:
+        first = next((line.strip() for line in query.splitlines() if line.strip()), "")
+        print(
+            f"  {total_ms * 1e3 / processes:7.1f} {calls / processes:6.3f} "
+            f"{count / processes:6.2f}  {first[:90]}"
+        )
+
+
 async def _preload(dsn: str, rows: int) -> None:
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         t0 = time.perf_counter()
@@ -201,6 +256,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preload-audit", type=int, default=0, help="old audit rows first")
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--keep", action="store_true", help="keep the database")
+    parser.add_argument(
+        "--statements",
+        action="store_true",
+        help="PostgreSQL's time per statement (needs pg_stat_statements preloaded)",
+    )
     args = parser.parse_args(argv)
 
     sys.path.insert(0, os.getcwd())
@@ -212,19 +272,26 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(apply_schema(dsn))
         if args.preload_audit:
             asyncio.run(_preload(dsn, args.preload_audit))
+        if args.statements:
+            reset_statements(dsn)
         ctx = mp.get_context("spawn")
         stop = ctx.Event()
         ready = ctx.Value("i", 0)
+        cpu = ctx.Value("d", 0.0)
         procs = [
-            ctx.Process(target=_runner, args=(dsn, stop, ready, args)) for _ in range(args.procs)
+            ctx.Process(target=_runner, args=(dsn, stop, ready, cpu, args))
+            for _ in range(args.procs)
         ]
         for p in procs:
             p.start()
         while ready.value < args.procs:
             time.sleep(0.05)
+        server_cpu = BackendCpu(dsn)
+        server_cpu.start()
         try:
             elapsed, answered = asyncio.run(_drive(dsn, args))
         finally:
+            server_cpu.stop()
             stop.set()
             for p in procs:
                 p.join(30)
@@ -241,6 +308,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  processes/s    {pps:8.0f}   (target >= {TARGET_PROCESSES:.0f})")
         print(f"  steps/s        {sps:8.0f}   (target >= {TARGET_STEPS:.0f})")
         print(f"  audit check    {'ok' if ok else 'MISMATCH'}: {steps:,} answered steps")
+        per_process = 1e6 / args.processes
+        server = server_cpu.seconds()
+        print(
+            f"  CPU/process    worker+router processes {cpu.value * per_process:.0f} us, "
+            + (
+                f"PostgreSQL backends {server * per_process:.0f} us"
+                if server is not None
+                else "PostgreSQL backends not measured (not a server on this machine)"
+            )
+        )
+        if args.statements:
+            print_statements(dsn, args.processes)
         return 0 if ok else 1
     finally:
         if not args.keep:
