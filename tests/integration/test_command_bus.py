@@ -442,10 +442,10 @@ async def test_duplicate_command_ids_are_refused(bus):
 async def test_send_batch_of_several_statements_keeps_request_order_and_is_atomic(bus, monkeypatch):
     """A batch larger than one INSERT statement is several statements in one transaction:
     results come back in request order, and a duplicate anywhere writes nothing at all."""
-    import commandbus.postgres.commands as commands_module
+    import commandbus.postgres.sending as sending_module
 
-    monkeypatch.setattr(commands_module, "FIRST_INSERT_CHUNK", 3)
-    monkeypatch.setattr(commands_module, "INSERT_CHUNK", 3)
+    monkeypatch.setattr(sending_module, "FIRST_INSERT_CHUNK", 3)
+    monkeypatch.setattr(sending_module, "INSERT_CHUNK", 3)
     requests = [SendRequest(DOMAIN, "Debit", uuid4(), {"n": n}) for n in range(10)]
     results = await bus.send_batch(requests)
     assert [r.command_id for r in results] == [r.command_id for r in requests]
@@ -464,10 +464,10 @@ async def test_send_batch_of_several_statements_keeps_request_order_and_is_atomi
 async def test_a_failed_send_batch_inside_the_callers_transaction_leaves_it_usable(
     bus, pg_pool, monkeypatch
 ):
-    import commandbus.postgres.commands as commands_module
+    import commandbus.postgres.sending as sending_module
 
-    monkeypatch.setattr(commands_module, "FIRST_INSERT_CHUNK", 2)
-    monkeypatch.setattr(commands_module, "INSERT_CHUNK", 2)
+    monkeypatch.setattr(sending_module, "FIRST_INSERT_CHUNK", 2)
+    monkeypatch.setattr(sending_module, "INSERT_CHUNK", 2)
     taken = uuid4()
     await bus.send(DOMAIN, "Debit", taken, {})
     kept = uuid4()
@@ -487,10 +487,10 @@ async def test_send_batch_validates_its_later_parts_while_writing_and_a_bad_one_
     """The parts after the first are validated while the server writes the ones before
     (the statements of one transaction); a request refused in the last part leaves none
     of the call written, also inside the caller's transaction, which stays usable."""
-    import commandbus.postgres.commands as commands_module
+    import commandbus.postgres.sending as sending_module
 
-    monkeypatch.setattr(commands_module, "FIRST_INSERT_CHUNK", 2)
-    monkeypatch.setattr(commands_module, "INSERT_CHUNK", 3)
+    monkeypatch.setattr(sending_module, "FIRST_INSERT_CHUNK", 2)
+    monkeypatch.setattr(sending_module, "INSERT_CHUNK", 3)
     good = [SendRequest(DOMAIN, "Debit", uuid4(), {"n": n}) for n in range(8)]
     bad = [
         SendRequest("Bad-Domain", "Debit", uuid4(), {}),

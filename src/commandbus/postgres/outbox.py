@@ -27,10 +27,11 @@ from commandbus.clusters.topology import Topology
 from commandbus.errors import DuplicateCommandError
 from commandbus.models import SendRequest, SendResult
 from commandbus.postgres.backend import PostgresBackend
-from commandbus.postgres.commands import PostgresCommandStore, _repeated_ids
+from commandbus.postgres.commands import PostgresCommandStore
 from commandbus.postgres.connections import transaction_conn
 from commandbus.postgres.outbox_store import PostgresOutboxStore
 from commandbus.postgres.queue import PostgresMessageQueue, dumps
+from commandbus.postgres.sending import repeated_ids
 
 __all__ = ["OutboxRelay", "RelayLag", "RoutingCommandStore", "cluster_backend"]
 
@@ -67,7 +68,7 @@ class RoutingCommandStore(PostgresCommandStore):
         routed = route_sends(self.topology, self.dsn, requests)
         if not routed.remote:
             return await super().insert(requests, default_max_attempts, conn=conn)
-        repeated = _repeated_ids(requests)
+        repeated = repeated_ids(requests)
         if repeated is not None:
             raise DuplicateCommandError(*repeated)
         payloads = [dumps(outbox_payload(r, default_max_attempts)) for r in routed.remote]
