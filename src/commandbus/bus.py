@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -147,7 +147,7 @@ class CommandBus:
         return results[0]
 
     async def send_batch(
-        self, requests: Sequence[SendRequest], conn: Conn | None = None
+        self, requests: Iterable[SendRequest], conn: Conn | None = None
     ) -> list[SendResult]:
         """Send many commands, atomically: every request is validated first, then all of
         them are written in one transaction (the caller's, with ``conn``), so a call that

@@ -16,7 +16,7 @@ writes and is relayed exactly once.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 from uuid import UUID
@@ -154,13 +154,14 @@ class ClusterBus:
 
     async def send_batch(
         self,
-        requests: Sequence[SendRequest],
+        requests: Iterable[SendRequest],
         conn: Conn | None = None,
         *,
         home: str | None = None,
     ) -> list[SendResult]:
         """Send many commands atomically: in one transaction on the cluster of ``home``
         (default: the first request's domain), the others through its outbox."""
+        requests = list(requests)  # read once: a generator of requests works too
         if not requests:
             return []
         sender = self._sender(requests[0].domain, conn, home)

@@ -9,7 +9,7 @@ implementation, whose signature the sync one repeats (a test keeps the two alike
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -96,7 +96,7 @@ class SyncCommandBus:
             )
         )
 
-    def send_batch(self, requests: Sequence[SendRequest]) -> list[SendResult]:
+    def send_batch(self, requests: Iterable[SendRequest]) -> list[SendResult]:
         """``CommandBus.send_batch`` in the connection's transaction."""
         return run_sync(self.bus.send_batch(requests))
 

@@ -23,7 +23,7 @@ from commandbus.clusters.relay import OutboxRelay
 from commandbus.clusters.topology import Topology
 from commandbus.errors import DuplicateCommandError, ValidationError
 from commandbus.handler import HandlerRegistry
-from commandbus.models import AuditEventType, CommandStatus, ReplyOutcome
+from commandbus.models import AuditEventType, CommandStatus, ReplyOutcome, SendRequest
 from commandbus.worker import Worker
 
 __all__ = ["ClusterContract", "CrashingRelay", "RelayKilled", "topology_of"]
@@ -369,3 +369,14 @@ class ClusterContract:
                 await bus.send(REMOTE, "Charge", data={"n": 3}, conn=tx)
         with pytest.raises(ValidationError, match="on no cluster"):
             await bus.send("nowhere", "Charge", data={"n": 4})
+
+    async def test_the_cluster_bus_sends_a_generator_of_requests(
+        self, clusters: ClusterBackends
+    ) -> None:
+        bus = ClusterBus(clusters)
+        requests = [SendRequest(REMOTE, "Charge", uuid4(), {"n": n}) for n in range(3)]
+        results = await bus.send_batch(request for request in requests)  # read once
+        assert [r.command_id for r in results] == [r.command_id for r in requests]
+        for request in requests:
+            assert await bus.get_command(REMOTE, request.command_id) is not None
+        assert await bus.send_batch(iter([])) == []
