@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -23,7 +22,7 @@ from commandbus.batches.models import (
 )
 from commandbus.batches.ports import MemberChange
 from commandbus.errors import DuplicateBatchError, StorageError
-from commandbus.postgres.connections import statement_conn, transaction_conn
+from commandbus.postgres.connections import statement_conn, transaction_conn, violates_unique
 from commandbus.postgres.queries import Queries
 
 __all__ = ["PostgresBatchStore", "batch_metadata"]
@@ -74,11 +73,7 @@ class PostgresBatchStore:
             async with transaction_conn(self._pool, conn) as c:
                 await c.execute(Q.create_batch, params)
         except StorageError as exc:
-            cause = exc.__cause__
-            if (
-                isinstance(cause, pg_errors.UniqueViolation)
-                and cause.diag.constraint_name == "batch_pkey"
-            ):
+            if violates_unique(exc, "batch_pkey"):
                 raise DuplicateBatchError(batch.domain, batch.batch_id) from None
             raise
 

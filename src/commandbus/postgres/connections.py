@@ -82,6 +82,13 @@ def translate_errors() -> Iterator[None]:
         raise StorageError(f"a text parameter could not be encoded: {exc}") from exc
 
 
+def violates_unique(exc: StorageError, constraint: str) -> bool:
+    """Whether ``exc`` (from ``translate_errors``) is the server refusing a duplicate
+    key of ``constraint``: the one refusal the stores turn into their own error."""
+    cause = exc.__cause__
+    return isinstance(cause, pg_errors.UniqueViolation) and cause.diag.constraint_name == constraint
+
+
 async def probe_connection(dsn: str, timeout: float = 10.0) -> None:
     """Open and close one connection to ``dsn``: a clear error now instead of a pool
     retrying in the background until its timeout."""

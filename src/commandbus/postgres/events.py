@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from psycopg import errors as pg_errors
 from psycopg_pool import AsyncConnectionPool
 
 from commandbus.errors import DuplicateEventError, StorageError, WrongExpectedVersionError
@@ -34,7 +33,12 @@ from commandbus.events.ports import (
     look_ahead,
 )
 from commandbus.models import JsonObject
-from commandbus.postgres.connections import fast_cursor, statement_conn, transaction_conn
+from commandbus.postgres.connections import (
+    fast_cursor,
+    statement_conn,
+    transaction_conn,
+    violates_unique,
+)
 from commandbus.postgres.queries import Queries
 
 __all__ = ["PostgresEventStorage", "PostgresSubscriptionStorage"]
@@ -105,11 +109,7 @@ class PostgresEventStorage:
                     assert expected_version is not None
                     raise WrongExpectedVersionError(stream, expected_version, actual)
         except StorageError as exc:
-            cause = exc.__cause__
-            if not (
-                isinstance(cause, pg_errors.UniqueViolation)
-                and cause.diag.constraint_name == "event_event_id_key"
-            ):
+            if not violates_unique(exc, "event_event_id_key"):
                 raise
             raise DuplicateEventError(await self._stored_ids(event_ids, conn)) from None
         return AppendResult(stream=stream, version=int(row[0]), positions=list(row[2]))
@@ -226,10 +226,7 @@ class PostgresEventStorage:
                 cur = await c.execute(Q.append_many, params)
                 row = await cur.fetchone()
         except StorageError as exc:
-            cause = exc.__cause__
-            if isinstance(cause, pg_errors.UniqueViolation) and (
-                cause.diag.constraint_name == "event_event_id_key"
-            ):
+            if violates_unique(exc, "event_event_id_key"):
                 ids = [e.event_id for _, _, e in events]
                 # The caller's transaction is aborted: look with another connection.
                 stored = await self.stored_event_ids(ids)

@@ -8,12 +8,15 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 from uuid import UUID
 
-from psycopg import errors as pg_errors
 from psycopg_pool import AsyncConnectionPool
 
 from commandbus.errors import DuplicateCommandError, StorageError
 from commandbus.models import SendRequest, SendResult
-from commandbus.postgres.connections import statement_conn, transaction_conn
+from commandbus.postgres.connections import (
+    statement_conn,
+    transaction_conn,
+    violates_unique,
+)
 from commandbus.postgres.queries import Queries
 from commandbus.postgres.queue import dumps
 from commandbus.validation import command_queue
@@ -159,11 +162,7 @@ class CommandInserts:
                     for cur in cursors:
                         rows.append(await cur.fetchone())
         except StorageError as exc:
-            cause = exc.__cause__
-            if not (
-                isinstance(cause, pg_errors.UniqueViolation)
-                and cause.diag.constraint_name == "command_pkey"
-            ):
+            if not violates_unique(exc, "command_pkey"):
                 raise
             raise await self._duplicate_error(requests, conn) from None
         return rows
