@@ -20,25 +20,15 @@ from dataclasses import replace
 from commandbus.attempts import failure_outcome, log_failed_attempt
 from commandbus.backends import BackendSource, backend_from
 from commandbus.consuming import ConsumerLoop, Stopping
-from commandbus.errors import (
-    BusinessRuleException,
-    DatabaseUnavailableError,
-    HandlerNotFoundError,
-    PermanentCommandError,
-    TransientCommandError,
-    ValidationError,
-)
-from commandbus.handler import HandlerContext, HandlerRegistry, RegisteredHandler
+from commandbus.errors import DatabaseUnavailableError, HandlerNotFoundError
+from commandbus.handler import HandlerRegistry, RegisteredHandler
+from commandbus.handler_calls import call_handler
 from commandbus.leases import LeaseKeeper
 from commandbus.logs import OutageReporter, state_change
 from commandbus.models import AuditEventType, ClaimedCommand, Command, Settlement
 from commandbus.policies import RetryPolicy
 from commandbus.ports import Backend, Clock, CommandDelivery, Conn, Waiter
-from commandbus.sanitise import (
-    describe_exception,
-    safe_str,
-    storable_text,
-)
+from commandbus.sanitise import describe_exception
 from commandbus.settlement import (
     Outcome,
     OutcomeKind,
@@ -51,7 +41,6 @@ from commandbus.validation import (
     MAX_PAYLOAD_BYTES,
     MAX_VISIBILITY_SECONDS,
     command_queue,
-    encode_payload,
     validate_count,
     validate_name,
     validate_seconds,
@@ -464,45 +453,16 @@ class Worker(ConsumerLoop):
                 self.leases.extended(claimed.msg_id, claimed.attempt, seconds)
             return kept
 
-        context = HandlerContext(
-            command=command,
-            attempt=claimed.attempt,
-            max_attempts=claimed.max_attempts,
-            msg_id=claimed.msg_id,
-            conn=conn,
-            _extend=extend,
+        return await call_handler(
+            registered,
+            command,
+            claimed.attempt,
+            claimed.max_attempts,
+            claimed.msg_id,
+            conn,
+            extend,
+            self.max_result_bytes,
         )
-        try:
-            result = await registered.fn(command, context)
-        except TransientCommandError as exc:
-            return failure_outcome(
-                OutcomeKind.TRANSIENT, exc, exc.code, exc.error_message, exc.details
-            )
-        except PermanentCommandError as exc:
-            return failure_outcome(
-                OutcomeKind.PERMANENT, exc, exc.code, exc.error_message, exc.details
-            )
-        except BusinessRuleException as exc:
-            return failure_outcome(
-                OutcomeKind.BUSINESS_RULE, exc, exc.code, exc.error_message, exc.details
-            )
-        except Exception as exc:
-            # Logged with its traceback when the settlement is made (``log_failed_attempt``).
-            return failure_outcome(
-                OutcomeKind.TRANSIENT, exc, "UNEXPECTED_ERROR", safe_str(exc), None
-            )
-        if result is not None:
-            try:
-                encode_payload(result, "handler result", self.max_result_bytes)
-            except ValidationError as exc:
-                # Retrying cannot change what the code returns: park it for an operator.
-                return Outcome(
-                    OutcomeKind.PERMANENT,
-                    error_type="InvalidHandlerResult",
-                    error_code="INVALID_HANDLER_RESULT",
-                    error_message=storable_text(exc),
-                )
-        return Outcome(OutcomeKind.SUCCESS, result=result)
 
 
 class _RollBack(Exception):
