@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
+import psycopg._queries
 import pytest
 import pytest_asyncio
 
+import commandbus.postgres
 from commandbus.errors import SchemaError
 from commandbus.postgres import PostgresBackend, apply_schema, migrations, schema_sql, verify_schema
 from commandbus.postgres.catalog import expected_catalog, live_catalog
@@ -198,6 +201,27 @@ def test_parse_named_queries_rejects_duplicates() -> None:
     with pytest.raises(ValueError, match="defined twice"):
         parse_named_queries("-- name: a\nSELECT 1;\n-- name: a\nSELECT 2;\n")
     assert parse_named_queries("header\n-- name: a\nSELECT 1;\n") == {"a": b"SELECT 1;"}
+
+
+SQL_FILES = sorted(
+    p.name
+    for p in (Path(commandbus.postgres.__file__).parent / "sql").iterdir()
+    if p.name.endswith("queries.sql") or p.name == "ledger.sql"
+)
+
+
+@pytest.mark.parametrize("filename", SQL_FILES)
+def test_named_queries_fit_psycopgs_query_cache(filename: str) -> None:
+    # psycopg parses the placeholders of a query longer than this on every execute (it
+    # caches only shorter ones): the claim and the settle ran that parse per batch.
+    limit = getattr(psycopg._queries, "MAX_CACHED_STATEMENT_LENGTH", 4096)
+    for name, text in load_queries(filename).items():
+        assert len(text) <= limit, (name, len(text))
+
+
+def test_named_queries_drop_comment_lines_only() -> None:
+    text = "-- name: a\n-- why\nSELECT '--' AS x, -- kept: after code\n   -- indented\n  1;\n"
+    assert parse_named_queries(text) == {"a": b"SELECT '--' AS x, -- kept: after code\n  1;"}
 
 
 def test_migration_files_are_numbered_in_order() -> None:
