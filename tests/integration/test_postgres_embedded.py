@@ -3,6 +3,10 @@ as root, and the URL resolution around it."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,3 +69,36 @@ def test_missing_pgserver_gives_a_clear_error(
     monkeypatch.setattr(embedded, "_servers", {})
     with pytest.raises(EmbeddedPostgresError, match=r"commandbus\[embedded\]"):
         database_url(tmp_path / "pgdata")
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_the_console_stopped_by_a_signal_exits_cleanly_and_stops_its_embedded_server(
+    own_tmp_dir: Path, stop: signal.Signals
+) -> None:
+    # uvicorn re-raises the SIGTERM it shut down on; with the default action the process
+    # died there, skipping the exit hooks that stop the embedded server (a worker or a
+    # router exits normally on SIGTERM and stops it).
+    data_dir = own_tmp_dir / "pgdata"
+    env = {k: v for k, v in os.environ.items() if k not in embedded.URL_VARIABLES}
+    env["COMMANDBUS_CONSOLE_TOKEN"] = "a-token"
+    argv = [sys.executable, "-m", "commandbus", "--data-dir", str(data_dir), "console"]
+    with subprocess.Popen(
+        [*argv, "--port", "0", "--domain", "payments"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as console:
+        try:
+            assert console.stderr is not None
+            for line in console.stderr:  # the line printed once it serves
+                if "commandbus console on" in line:
+                    break
+            else:
+                pytest.fail(f"the console exited with {console.wait()} before serving")
+            assert (data_dir / "postmaster.pid").exists()
+            console.send_signal(stop)
+            assert console.wait(timeout=60) == 0
+        finally:
+            if console.poll() is None:
+                console.kill()
+    assert not (data_dir / "postmaster.pid").exists()  # the server stopped

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -110,13 +113,34 @@ def console_cmd(
             )
             config = uvicorn.Config(app, host=host, port=port, log_level="warning")
             server = uvicorn.Server(config)
-            err_console().print(
-                f"[bold]commandbus console[/] on http://{host}:{port}/ "
-                f"({redact(url)}). Ctrl-C to stop."
-            )
-            await server.serve()
+            with stopping_on_signals(server):
+                err_console().print(
+                    f"[bold]commandbus console[/] on http://{host}:{port}/ "
+                    f"({redact(url)}). Ctrl-C to stop."
+                )
+                await server.serve()
 
     run(serve())
+
+
+@contextlib.contextmanager
+def stopping_on_signals(server: Any) -> Iterator[None]:
+    """While the block runs, SIGINT and SIGTERM stop the uvicorn ``server``, and the
+    command then returns (exit status 0, as ``worker run``). uvicorn installs its own
+    handlers while it serves, shuts down gracefully, restores these and raises the
+    signal again: under SIGTERM's default action that killed the process on the spot,
+    skipping the exit hooks that stop an embedded server, and SIGINT ended in "Aborted!"
+    (status 1). A signal before uvicorn's handlers are in place stops it as well."""
+
+    def stop(signum: int, frame: Any) -> None:
+        server.should_exit = True
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _metrics() -> Any | None:
