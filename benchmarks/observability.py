@@ -54,7 +54,11 @@ PROVIDERS = ("sdk", "noop")
 
 
 def _telemetry(
-    on: bool, sample_ratio: float = 1.0, parts: str = "both", provider_kind: str = "sdk"
+    on: bool,
+    sample_ratio: float = 1.0,
+    parts: str = "both",
+    provider_kind: str = "sdk",
+    skip_spans: Sequence[str] = (),
 ) -> Any:
     """The telemetry of a runner: none, or metrics and traces through the real SDK (every
     trace recorded, or ``sample_ratio`` of them: the SDK's parent-based ratio sampler), or
@@ -85,8 +89,12 @@ def _telemetry(
         provider.add_span_processor(BatchSpanProcessor(Dropping()))
     return combine(
         PrometheusMetrics() if "metrics" in chosen else None,
-        OpenTelemetryTracing(provider) if "tracing" in chosen else None,
+        OpenTelemetryTracing(provider, skip_spans=skip_spans) if "tracing" in chosen else None,
     )
+
+
+def _telemetry_for(on: bool, args: argparse.Namespace) -> Any:
+    return _telemetry(on, args.sample_ratio, args.only, args.provider, args.skip_spans)
 
 
 def _runner(
@@ -105,7 +113,7 @@ async def _run(
     from commandbus.postgres import PostgresBackend
     from commandbus.process import ProcessReplyRouter
 
-    telemetry = _telemetry(on, args.sample_ratio, args.only, args.provider)
+    telemetry = _telemetry_for(on, args)
     backend = await PostgresBackend.connect(dsn, min_size=2, max_size=12)
     registry = HandlerRegistry()
     register_statement_handlers(registry)
@@ -136,10 +144,9 @@ async def _drive(dsn: str, on: bool, args: argparse.Namespace) -> float:
     from commandbus.postgres import PostgresBackend
 
     backend = await PostgresBackend.connect(dsn, min_size=1, max_size=4)
-    manager = StatementReportProcess(
-        CommandBus(backend, telemetry=_telemetry(on, args.sample_ratio, args.only, args.provider))
-    )
-    processes, timeout = args.processes, args.timeout
+    manager = StatementReportProcess(CommandBus(backend, telemetry=_telemetry_for(on, args)))
+    processes: int = args.processes
+    timeout: float = args.timeout
     started = time.perf_counter()
     remaining = processes
     while remaining > 0:
@@ -212,6 +219,13 @@ def main(argv: list[str] | None = None) -> int:
         default="sdk",
         help="tracer provider: the OpenTelemetry SDK (default) or the API's no-op one",
     )
+    parser.add_argument(
+        "--skip-spans",
+        type=lambda text: [name for name in text.split(",") if name],
+        default=[],
+        help="span names, comma-separated, that the tracing does not record "
+        "(OpenTelemetryTracing(skip_spans=...)), e.g. commandbus.process.decide",
+    )
     args = parser.parse_args(argv)
     sys.path.insert(0, os.getcwd())
     url = server_url(args.database_url)
@@ -238,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         print("tracer provider: the API's NoOpTracerProvider (no SDK)")
     elif tracing:
         print(f"traces recorded: {args.sample_ratio:.0%} (the SDK's parent-based ratio sampler)")
+        if args.skip_spans:
+            print(f"spans not recorded: {', '.join(args.skip_spans)}")
     what = " and ".join(PARTS[args.only]) or "nothing (A/A)"
     print(
         f"CPU of the worker and router processes, off / on: "

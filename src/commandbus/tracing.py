@@ -8,7 +8,16 @@ the SDK and exporters are your application's).
 - ``commandbus.claim``, ``commandbus.settle``: a worker's batch round trips;
 - ``commandbus.handle`` (consumer): one handler call, child of the span that sent it;
 - ``commandbus.route``: a router's batch; ``commandbus.process.decide`` (consumer): one
-  reply or timer decided, child of the handler span that replied.
+  reply or timer decided, child of the handler span that replied;
+- ``commandbus.process.start``: a ``start`` or ``start_many`` call;
+  ``commandbus.process_manager.apply``: an event-driven process manager's batch.
+
+``skip_spans`` names spans not to record (each recorded span costs the SDK tens of
+microseconds, see docs/observability.md). A skipped span's trace context passes through:
+the work it would have wrapped runs in the context of the message's sender, so the
+commands and replies it sends carry that context and the trace stays one trace. With
+``skip_spans={"commandbus.process.decide"}`` each handler span is the parent of the next
+command's handler span.
 
 The W3C trace context (``traceparent``, ``tracestate``) travels in each command's
 ``headers`` and in each reply's, so a process's commands, their replies and the commands
@@ -20,15 +29,29 @@ id of the command whose reply (or timer) made the process send it
 from __future__ import annotations
 
 import importlib.metadata
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager
 from typing import Any
 
-from commandbus.errors import MissingExtraError
+from commandbus.errors import MissingExtraError, ValidationError
 from commandbus.models import JsonObject
 from commandbus.telemetry import Attributes, Span, Telemetry
 
-__all__ = ["OpenTelemetryTracing"]
+__all__ = ["SPAN_NAMES", "OpenTelemetryTracing"]
+
+#: Every span the library opens.
+SPAN_NAMES = frozenset(
+    {
+        "commandbus.send",
+        "commandbus.claim",
+        "commandbus.handle",
+        "commandbus.settle",
+        "commandbus.route",
+        "commandbus.process.start",
+        "commandbus.process.decide",
+        "commandbus.process_manager.apply",
+    }
+)
 
 #: Span name -> its OpenTelemetry kind (by name; INTERNAL when absent).
 _KINDS = {
@@ -57,11 +80,25 @@ def _version() -> str | None:
 
 
 class OpenTelemetryTracing(Telemetry):
-    """Spans from ``tracer_provider`` (default: the global one your SDK set up)."""
+    """Spans from ``tracer_provider`` (default: the global one your SDK set up), except
+    those named in ``skip_spans`` (see ``SPAN_NAMES``), whose trace context passes
+    through unrecorded."""
 
     enabled = True
 
-    def __init__(self, tracer_provider: Any | None = None) -> None:
+    def __init__(
+        self, tracer_provider: Any | None = None, *, skip_spans: Iterable[str] = ()
+    ) -> None:
+        if isinstance(skip_spans, str):
+            raise ValidationError("skip_spans takes span names, e.g. {'commandbus.claim'}")
+        skipped = frozenset(skip_spans)
+        unknown = sorted(name for name in skipped if name not in SPAN_NAMES)
+        if unknown:
+            raise ValidationError(
+                f"skip_spans: no span is named {', '.join(map(repr, unknown))}; the spans "
+                f"are {', '.join(sorted(SPAN_NAMES))}"
+            )
+        self.skip_spans = skipped
         trace, propagator, context = _api()
         self._trace = trace
         self._propagator = propagator
@@ -122,7 +159,31 @@ class OpenTelemetryTracing(Telemetry):
         attributes: Attributes = None,
         headers: Mapping[str, Any] | None = None,
     ) -> AbstractContextManager[Span]:
+        if name in self.skip_spans:
+            return _PassedThrough(self, headers)
         return _ActiveSpan(self, name, attributes, headers)
+
+
+class _PassedThrough(AbstractContextManager[Span], Span):
+    """A skipped span: no span is made, and the block runs in the context of the
+    message's sender (when the message carries one), which is what it then sends on."""
+
+    __slots__ = ("_headers", "_token", "_tracing")
+
+    def __init__(self, tracing: OpenTelemetryTracing, headers: Mapping[str, Any] | None) -> None:
+        self._tracing = tracing
+        self._headers = headers
+        self._token: Any = None
+
+    def __enter__(self) -> Span:
+        parent = self._tracing.parent_context(self._headers) if self._headers else None
+        if parent is not None:
+            self._token = self._tracing._context.attach(parent)
+        return self
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        if self._token is not None:
+            self._tracing._context.detach(self._token)
 
 
 class _ActiveSpan(AbstractContextManager[Span], Span):

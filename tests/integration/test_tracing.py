@@ -4,6 +4,7 @@ decisions and the commands they send; causation ids on the commands a process se
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 from uuid import uuid4
 
@@ -162,3 +163,58 @@ async def test_send_span_is_the_parent_of_the_handler_span_and_a_failure_is_mark
     assert failed.status.status_code is StatusCode.ERROR
     assert "CARD_EXPIRED" in (failed.status.description or "")
     assert retried.status.status_code is not StatusCode.ERROR
+
+
+async def _run_one_process(backend: Any, tracing: OpenTelemetryTracing) -> None:
+    bus = CommandBus(backend, telemetry=tracing)
+    manager = StatementReportProcess(bus)
+    registry = HandlerRegistry()
+    register_statement_handlers(registry)
+    worker = Worker(backend, "reporting", registry, telemetry=tracing)
+    router = ProcessReplyRouter(backend, managers=[manager])
+    pid = await manager.start(
+        {"from_date": "2024-01-01", "to_date": "2024-01-31", "account_list": ["A"]}
+        | {"output_type": "pdf"}
+    )
+    for _ in range(20):
+        if await worker.process_once() == 0 and await router.process_once() == 0:
+            break
+    process = await manager.get(pid)
+    assert process is not None and process.status is ProcessStatus.COMPLETED
+
+
+async def test_skipped_decision_spans_leave_each_handler_span_the_parent_of_the_next(
+    backend: Any, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    tracing = OpenTelemetryTracing(provider, skip_spans={"commandbus.process.decide"})
+    await _run_one_process(backend, tracing)
+    spans = exporter.get_finished_spans()
+    assert named(spans, "commandbus.process.decide") == []
+    handles = sorted(named(spans, "commandbus.handle"), key=lambda s: s.start_time or 0)
+    [start] = named(spans, "commandbus.process.start")
+    assert len(handles) == 3
+    assert {h.context.trace_id for h in handles} == {start.context.trace_id}
+    assert parent_of(handles[0]) == start.context.span_id
+    for previous, following in itertools.pairwise(handles):
+        assert parent_of(following) == previous.context.span_id
+
+
+async def test_skipped_handler_spans_leave_each_decision_span_the_parent_of_the_next(
+    backend: Any, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    tracing = OpenTelemetryTracing(
+        provider, skip_spans=["commandbus.handle", "commandbus.claim", "commandbus.settle"]
+    )
+    await _run_one_process(backend, tracing)
+    spans = exporter.get_finished_spans()
+    assert {s.name for s in spans} == {
+        "commandbus.process.start",
+        "commandbus.process.decide",
+        "commandbus.route",
+    }
+    decides = sorted(named(spans, "commandbus.process.decide"), key=lambda s: s.start_time or 0)
+    [start] = named(spans, "commandbus.process.start")
+    assert len(decides) == 3
+    assert parent_of(decides[0]) == start.context.span_id
+    for previous, following in itertools.pairwise(decides):
+        assert parent_of(following) == previous.context.span_id

@@ -3,11 +3,19 @@ propagator of opentelemetry-api, both ways, tracestate included."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
+import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from commandbus.tracing import OpenTelemetryTracing
+import commandbus
+from commandbus.errors import ValidationError
+from commandbus.tracing import SPAN_NAMES, OpenTelemetryTracing
 
 W3C = TraceContextTextMapPropagator()
 
@@ -79,3 +87,41 @@ def test_attributes_given_as_a_function_are_made_only_for_a_span_that_records() 
         # Still current, so what it sends carries the (unsampled) trace on.
         assert (dropped.outgoing_headers() or {})["traceparent"].startswith("00-" + "a" * 32)
     assert made == ["made"]  # not made again for the span the sampler dropped
+
+
+def test_skip_spans_takes_only_the_names_of_the_librarys_spans() -> None:
+    with pytest.raises(ValidationError, match=re.escape("no span is named 'commandbus.decide'")):
+        OpenTelemetryTracing(TracerProvider(), skip_spans={"commandbus.decide"})
+    with pytest.raises(ValidationError, match="takes span names"):
+        OpenTelemetryTracing(TracerProvider(), skip_spans="commandbus.claim")
+    tracing = OpenTelemetryTracing(TracerProvider(), skip_spans=SPAN_NAMES)
+    assert tracing.skip_spans == SPAN_NAMES
+
+
+def test_span_names_are_every_span_the_library_opens() -> None:
+    # Read from the source: a span added without its name here could not be skipped.
+    source = Path(commandbus.__file__).parent
+    opened = {
+        match
+        for path in source.rglob("*.py")
+        for match in re.findall(r'\.span\(\s*"(commandbus\.[a-z_.]+)"', path.read_text())
+    }
+    assert opened == SPAN_NAMES
+
+
+def test_a_skipped_span_passes_the_senders_context_on_and_records_nothing() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing = OpenTelemetryTracing(provider, skip_spans={"commandbus.handle"})
+    with provider.get_tracer("test").start_as_current_span("sender") as sender:
+        headers = tracing.outgoing_headers()
+    assert headers is not None
+    with tracing.span("commandbus.handle", {"a": 1}, headers) as span:
+        span.set("b", 2)
+        span.error("ignored")
+        passed_on = tracing.outgoing_headers()
+    assert passed_on == headers
+    assert trace.get_current_span().get_span_context().is_valid is False
+    assert [s.name for s in exporter.get_finished_spans()] == ["sender"]
+    assert sender.get_span_context().span_id == int(headers["traceparent"][36:52], 16)
