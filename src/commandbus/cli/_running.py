@@ -159,17 +159,44 @@ def observability_options(func: F) -> F:
     return func
 
 
+def tracing_option(func: F) -> F:
+    """``--tracing``: OpenTelemetry spans (``worker run``, ``router run``, ``run``)."""
+    return option(
+        "--tracing/--no-tracing",
+        envvar="COMMANDBUS_TRACING",
+        default=False,
+        show_default=True,
+        help="Record OpenTelemetry spans through the global tracer provider (needs the "
+        "[otel] extra and an SDK): set it up in the --app module, or run the command "
+        "under opentelemetry-instrument. Off by default.",
+    )(func)
+
+
 @contextlib.asynccontextmanager
 async def observed(
-    metrics_port: int | None, metrics_host: str, backend: Any, domains: Iterable[str]
+    metrics_port: int | None,
+    metrics_host: str,
+    backend: Any,
+    domains: Iterable[str],
+    tracing: bool = False,
 ) -> AsyncIterator[Telemetry]:
-    """The telemetry a consumer run uses: none, or Prometheus metrics served on
-    ``metrics_port`` while the block runs (the gauges sampled from ``backend``)."""
-    if metrics_port is None:
-        yield NO_TELEMETRY
-        return
+    """The telemetry a consumer run uses: none; Prometheus metrics served on
+    ``metrics_port`` while the block runs (the gauges sampled from ``backend``); traces
+    through the global tracer provider (``tracing``); or both."""
     from commandbus.errors import MissingExtraError
+    from commandbus.telemetry import combine
 
+    traces: Telemetry | None = None
+    if tracing:
+        try:
+            from commandbus.tracing import OpenTelemetryTracing
+
+            traces = OpenTelemetryTracing()
+        except MissingExtraError as exc:
+            raise click.ClickException(str(exc)) from None
+    if metrics_port is None:
+        yield traces or NO_TELEMETRY
+        return
     try:
         from commandbus.metrics import PrometheusMetrics, serve_metrics
 
@@ -180,4 +207,4 @@ async def observed(
         metrics, metrics_port, backend=backend, domains=domains, host=metrics_host
     ) as port:
         err_console().print(f"metrics on http://{metrics_host}:{port}/metrics")
-        yield metrics
+        yield combine(metrics, traces) if traces is not None else metrics

@@ -34,6 +34,7 @@ from commandbus.cli._running import (
     observed,
     refuse_stale_schema,
     run_until_signalled,
+    tracing_option,
 )
 from commandbus.cli._topology import check_on_cluster
 from commandbus.cli.process import build_managers
@@ -104,6 +105,7 @@ def router_group() -> None:
 )
 @consumer_options
 @observability_options
+@tracing_option
 @click.pass_context
 def router_run_cmd(
     ctx: click.Context,
@@ -118,6 +120,7 @@ def router_run_cmd(
     stop_timeout: float,
     metrics_port: int | None = None,
     metrics_host: str = "127.0.0.1",
+    tracing: bool = False,
     domain: str | None = None,
 ) -> None:
     """Drive the processes of --app from their reply queues until SIGINT or SIGTERM."""
@@ -136,7 +139,7 @@ def router_run_cmd(
             managers = build_managers(target, CommandBus(backend), app)
             domains = {m.domain for m in managers}
             check_on_cluster(cli.topology(), cli.topology_file, sorted(domains), url)
-            async with observed(metrics_port, metrics_host, backend, domains) as telemetry:
+            async with observed(metrics_port, metrics_host, backend, domains, tracing) as telemetry:
                 routers = make_routers(
                     managers,
                     backend,
@@ -232,6 +235,7 @@ def print_router_stats(rows: list[tuple[str, ...]]) -> None:
 )
 @consumer_options
 @observability_options
+@tracing_option
 @click.pass_context
 def run_cmd(
     ctx: click.Context,
@@ -245,6 +249,7 @@ def run_cmd(
     stop_timeout: float,
     metrics_port: int | None = None,
     metrics_host: str = "127.0.0.1",
+    tracing: bool = False,
 ) -> None:
     """Run the workers and the routers of an application together, until SIGINT or
     SIGTERM: one worker per domain of --handlers, one router per reply queue of
@@ -274,7 +279,7 @@ def run_cmd(
                 max_size=len(domains) * (concurrency + 3) + 6,
                 topology=state(ctx).topology(),
             ) as backend,
-            observed(metrics_port, metrics_host, backend, domains) as telemetry,
+            observed(metrics_port, metrics_host, backend, domains, tracing) as telemetry,
         ):
             if verify_schema:
                 await refuse_stale_schema(backend)

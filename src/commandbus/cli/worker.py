@@ -27,6 +27,7 @@ from commandbus.cli._running import (
     observed,
     refuse_stale_schema,
     run_until_signalled,
+    tracing_option,
 )
 from commandbus.handler import HandlerRegistry
 
@@ -104,6 +105,7 @@ def _parse_backoff(
 )
 @consumer_options
 @observability_options
+@tracing_option
 @click.pass_context
 def worker_run_cmd(
     ctx: click.Context,
@@ -121,6 +123,7 @@ def worker_run_cmd(
     stop_timeout: float,
     metrics_port: int | None = None,
     metrics_host: str = "127.0.0.1",
+    tracing: bool = False,
 ) -> None:
     """Process the commands of a domain until SIGINT or SIGTERM (then stop gracefully).
 
@@ -158,6 +161,7 @@ def worker_run_cmd(
             progress=progress,
             metrics_port=metrics_port,
             metrics_host=metrics_host,
+            tracing=tracing,
             topology=state(ctx).topology(),
             announce=lambda: err.print(
                 f"[bold]commandbus worker[/] (pid {os.getpid()}) on {redact(url)}: "
@@ -250,6 +254,7 @@ async def _run_workers(
     progress: bool | None = None,
     metrics_port: int | None = None,
     metrics_host: str = "127.0.0.1",
+    tracing: bool = False,
     topology: Any = None,
 ) -> dict[str, tuple[str, ...]]:
     from commandbus.policies import RetryPolicy
@@ -260,7 +265,7 @@ async def _run_workers(
     pool_size = len(domains) * (concurrency + 3)
     async with (
         connect(url, max_size=pool_size, topology=topology) as backend,
-        observed(metrics_port, metrics_host, backend, domains) as telemetry,
+        observed(metrics_port, metrics_host, backend, domains, tracing) as telemetry,
     ):
         if verify_schema:
             await refuse_stale_schema(backend)
