@@ -48,6 +48,30 @@ def parent_of(span: ReadableSpan) -> int | None:
     return span.parent.span_id if span.parent is not None else None
 
 
+async def _run_one_process(
+    backend: Any, tracing: OpenTelemetryTracing, registry: HandlerRegistry | None = None
+) -> tuple[StatementReportProcess, Any]:
+    """Start one StatementReport process and drive it to completion with ``tracing`` on
+    the bus and the worker (the statement handlers, or ``registry``'s)."""
+    bus = CommandBus(backend, telemetry=tracing)
+    manager = StatementReportProcess(bus)
+    if registry is None:
+        registry = HandlerRegistry()
+        register_statement_handlers(registry)
+    worker = Worker(backend, "reporting", registry, telemetry=tracing)
+    router = ProcessReplyRouter(backend, managers=[manager])
+    pid = await manager.start(
+        {"from_date": "2024-01-01", "to_date": "2024-01-31", "account_list": ["A"]}
+        | {"output_type": "pdf"}
+    )
+    for _ in range(20):
+        if await worker.process_once() == 0 and await router.process_once() == 0:
+            break
+    process = await manager.get(pid)
+    assert process is not None and process.status is ProcessStatus.COMPLETED
+    return manager, pid
+
+
 async def test_a_process_its_commands_and_replies_form_one_trace(
     backend: Any, provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
@@ -101,9 +125,6 @@ async def test_a_process_its_commands_and_replies_form_one_trace(
 async def test_a_handler_receives_the_causation_id_and_the_trace_context(
     backend: Any, provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
-    tracing = OpenTelemetryTracing(provider)
-    bus = CommandBus(backend, telemetry=tracing)
-    manager = StatementReportProcess(bus)
     registry = HandlerRegistry()
     register_statement_handlers(registry)
     seen: list[tuple[str, str | None, bool]] = []
@@ -117,15 +138,7 @@ async def test_a_handler_receives_the_causation_id_and_the_trace_context(
             return await _fn(command, context)
 
         inner.handler("reporting", command_type)(spy)
-    worker = Worker(backend, "reporting", inner, telemetry=tracing)
-    router = ProcessReplyRouter(backend, managers=[manager])
-    pid = await manager.start(
-        {"from_date": "2024-01-01", "to_date": "2024-01-31", "account_list": ["A"]}
-        | {"output_type": "pdf"}
-    )
-    for _ in range(20):
-        if await worker.process_once() == 0 and await router.process_once() == 0:
-            break
+    manager, pid = await _run_one_process(backend, OpenTelemetryTracing(provider), inner)
     trail = await manager.get_audit_trail(pid)
     first, second, _ = (str(e.command_id) for e in trail)
     assert seen == [
@@ -163,24 +176,6 @@ async def test_send_span_is_the_parent_of_the_handler_span_and_a_failure_is_mark
     assert failed.status.status_code is StatusCode.ERROR
     assert "CARD_EXPIRED" in (failed.status.description or "")
     assert retried.status.status_code is not StatusCode.ERROR
-
-
-async def _run_one_process(backend: Any, tracing: OpenTelemetryTracing) -> None:
-    bus = CommandBus(backend, telemetry=tracing)
-    manager = StatementReportProcess(bus)
-    registry = HandlerRegistry()
-    register_statement_handlers(registry)
-    worker = Worker(backend, "reporting", registry, telemetry=tracing)
-    router = ProcessReplyRouter(backend, managers=[manager])
-    pid = await manager.start(
-        {"from_date": "2024-01-01", "to_date": "2024-01-31", "account_list": ["A"]}
-        | {"output_type": "pdf"}
-    )
-    for _ in range(20):
-        if await worker.process_once() == 0 and await router.process_once() == 0:
-            break
-    process = await manager.get(pid)
-    assert process is not None and process.status is ProcessStatus.COMPLETED
 
 
 async def test_skipped_decision_spans_leave_each_handler_span_the_parent_of_the_next(
