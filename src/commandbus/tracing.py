@@ -89,9 +89,14 @@ class OpenTelemetryTracing(Telemetry):
     def __init__(
         self, tracer_provider: Any | None = None, *, skip_spans: Iterable[str] = ()
     ) -> None:
-        if isinstance(skip_spans, str):
-            raise ValidationError("skip_spans takes span names, e.g. {'commandbus.claim'}")
-        skipped = frozenset(skip_spans)
+        try:
+            if isinstance(skip_spans, str):
+                raise TypeError
+            skipped = frozenset(skip_spans)
+        except TypeError:
+            raise ValidationError(
+                "skip_spans takes span names, e.g. {'commandbus.claim'}"
+            ) from None
         unknown = sorted(name for name in skipped if name not in SPAN_NAMES)
         if unknown:
             raise ValidationError(
