@@ -97,10 +97,10 @@ class OpenTelemetryTracing(Telemetry):
             raise ValidationError(
                 "skip_spans takes span names, e.g. {'commandbus.claim'}"
             ) from None
-        unknown = sorted(name for name in skipped if name not in SPAN_NAMES)
+        unknown = sorted(repr(name) for name in skipped if name not in SPAN_NAMES)
         if unknown:
             raise ValidationError(
-                f"skip_spans: no span is named {', '.join(map(repr, unknown))}; the spans "
+                f"skip_spans: no span is named {', '.join(unknown)}; the spans "
                 f"are {', '.join(sorted(SPAN_NAMES))}"
             )
         self.skip_spans = skipped

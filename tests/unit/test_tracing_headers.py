@@ -94,6 +94,8 @@ def test_skip_spans_takes_only_the_names_of_the_librarys_spans() -> None:
         OpenTelemetryTracing(TracerProvider(), skip_spans={"commandbus.decide"})
     with pytest.raises(ValidationError, match="takes span names"):
         OpenTelemetryTracing(TracerProvider(), skip_spans="commandbus.claim")
+    with pytest.raises(ValidationError, match="no span is named"):
+        OpenTelemetryTracing(TracerProvider(), skip_spans=[1, "x"])  # type: ignore[list-item]
     for not_names in (5, [["commandbus.claim"]]):
         with pytest.raises(ValidationError, match="takes span names"):
             OpenTelemetryTracing(TracerProvider(), skip_spans=not_names)  # type: ignore[arg-type]
