@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -130,3 +132,23 @@ def test_a_skipped_span_passes_the_senders_context_on_and_records_nothing() -> N
     assert trace.get_current_span().get_span_context().is_valid is False
     assert [s.name for s in exporter.get_finished_spans()] == ["sender"]
     assert sender.get_span_context().span_id == int(headers["traceparent"][36:52], 16)
+
+
+@given(
+    st.one_of(
+        st.text(),
+        st.integers(),
+        st.lists(st.one_of(st.text(), st.integers(), st.sampled_from(sorted(SPAN_NAMES)))),
+        st.lists(st.lists(st.text(), max_size=2), min_size=1, max_size=2),
+    )
+)
+def test_skip_spans_takes_the_librarys_names_or_raises_a_validation_error(value: object) -> None:
+    try:
+        tracing = OpenTelemetryTracing(TracerProvider(), skip_spans=value)  # type: ignore[arg-type]
+    except ValidationError:
+        names_only = isinstance(value, list) and all(
+            isinstance(n, str) and n in SPAN_NAMES for n in value
+        )
+        assert not names_only
+    else:
+        assert isinstance(value, list) and tracing.skip_spans == frozenset(value)
