@@ -8,7 +8,6 @@ inspected and changed with the CLI, and the effects are checked through the API 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from uuid import UUID, uuid4
 import psycopg
 import pytest
 import pytest_asyncio
+from tests.cli_support import cli_environment
 
 from commandbus import (
     BusinessRuleException,
@@ -50,11 +50,7 @@ def cli(
     timeout: float = 60,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m commandbus ARGS`` with DATABASE_URL=dsn; never inherit ours."""
-    environ = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("COMMANDBUS_") and k != "DATABASE_URL"
-    }
+    environ = cli_environment()
     environ["COLUMNS"] = "200"
     if dsn is not None:
         environ["DATABASE_URL"] = dsn
@@ -500,11 +496,7 @@ async def test_worker_run_processes_commands_and_stops_on_sigterm(
 
     (tmp_path / "shopapp.py").write_text(APP)
     ids = await _send(pg_dsn, ["ok"] * 5 + ["permanent"])
-    environ = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("COMMANDBUS_") and k != "DATABASE_URL"
-    }
+    environ = cli_environment()
     environ["DATABASE_URL"] = pg_dsn
     proc = await asyncio.create_subprocess_exec(
         sys.executable,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
 import sys
@@ -12,6 +11,8 @@ import time
 import urllib.request
 from pathlib import Path
 from uuid import uuid4
+
+from tests.cli_support import cli_environment
 
 from commandbus import CommandBus
 from commandbus.postgres import PostgresBackend
@@ -40,11 +41,7 @@ async def test_worker_run_serves_prometheus_metrics_on_the_given_port(
     pg_dsn: str, tmp_path: Path
 ) -> None:
     (tmp_path / "payapp.py").write_text(APP)
-    environ = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("COMMANDBUS_") and k != "DATABASE_URL"
-    }
+    environ = cli_environment()
     environ["DATABASE_URL"] = pg_dsn
     proc = await asyncio.create_subprocess_exec(
         sys.executable,

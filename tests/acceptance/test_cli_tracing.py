@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sys
 import textwrap
@@ -19,6 +18,7 @@ from click.testing import CliRunner
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from tests.cli_support import cli_environment
 
 from commandbus import CommandBus
 from commandbus.cli.main import cli
@@ -69,11 +69,7 @@ async def test_worker_run_with_tracing_continues_the_senders_trace(
     pg_dsn: str, tmp_path: Path
 ) -> None:
     (tmp_path / "tracedapp.py").write_text(APP)
-    environ = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("COMMANDBUS_", "OTEL_")) and k != "DATABASE_URL"
-    }
+    environ = cli_environment()
     environ["DATABASE_URL"] = pg_dsn
     exporter = InMemorySpanExporter()
     provider = TracerProvider()

@@ -21,6 +21,7 @@ from examples.statement_report import StatementReportProcess
 from examples.statement_report.handlers import register_statement_handlers
 from examples.statement_report.steps import StatementReportSteps
 from psycopg_pool import AsyncConnectionPool
+from tests.cli_support import cli_environment
 from tests.declared_examples import Approval
 
 from commandbus import CommandBus, HandlerRegistry, Worker
@@ -59,11 +60,7 @@ REQUEST = {
 
 
 def cli(*args: str, dsn: str | None = None) -> subprocess.CompletedProcess[str]:
-    environ = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("COMMANDBUS_") and k != "DATABASE_URL"
-    }
+    environ = cli_environment()
     if dsn is not None:
         environ["DATABASE_URL"] = dsn
     return subprocess.run(

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
 import sys
 import time
 
 import pytest
 from rich.console import Console
+from tests.cli_support import cli_environment
 
 from commandbus.demo import run_command_demo
 from commandbus.memory import InMemoryBackend
@@ -18,11 +18,7 @@ pytestmark = pytest.mark.acceptance
 
 
 async def test_demo_runs_to_the_end_on_a_fresh_database(pg_dsn: str) -> None:
-    environ = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("COMMANDBUS_") and k != "DATABASE_URL"
-    }
+    environ = cli_environment()
     environ.update(DATABASE_URL=pg_dsn, COLUMNS="100")
     started = time.monotonic()
     proc = await asyncio.create_subprocess_exec(

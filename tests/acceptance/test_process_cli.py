@@ -8,7 +8,6 @@ it is) and ``CHANGED`` (a manager whose render step writes another state field).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from examples.statement_report import StatementReportProcess, StatementReportSta
 from examples.statement_report import StatementReportStep as Step
 from examples.statement_report.handlers import register_statement_handlers
 from psycopg_pool import AsyncConnectionPool
+from tests.cli_support import cli_environment
 
 from commandbus import CommandBus, HandlerRegistry, Worker
 from commandbus.models import Reply, ReplyOutcome
@@ -48,11 +48,7 @@ def CHANGED(bus: CommandBus) -> dict[str, StatementReportProcess]:
 
 
 def cli(*args: str, dsn: str) -> subprocess.CompletedProcess[str]:
-    environ = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("COMMANDBUS_") and k != "DATABASE_URL"
-    }
+    environ = cli_environment()
     environ["COLUMNS"] = "200"
     environ["DATABASE_URL"] = dsn
     return subprocess.run(

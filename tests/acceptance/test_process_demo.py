@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
 import re
 import sys
 import time
@@ -19,6 +18,7 @@ from typing import Any
 import pytest
 from examples.statement_report.demo import TERMINAL, run_process_demo
 from rich.console import Console
+from tests.cli_support import cli_environment
 
 from commandbus.memory import InMemoryBackend
 from commandbus.postgres import PostgresBackend
@@ -35,11 +35,7 @@ EXPECTED = {"COMPLETED": 223, "FAILED": 14, "COMPENSATED": 3}
 
 
 async def _run_demo(dsn: str) -> tuple[str, float]:
-    environ = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("COMMANDBUS_") and k != "DATABASE_URL"
-    }
+    environ = cli_environment()
     environ.update(DATABASE_URL=dsn, COLUMNS="100")
     started = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
