@@ -17,7 +17,7 @@ from typing import Any, Protocol, TypeVar
 import click
 
 from commandbus.cli._common import err_console, option
-from commandbus.telemetry import NO_TELEMETRY, Telemetry
+from commandbus.telemetry import Telemetry, combine
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -184,7 +184,6 @@ async def observed(
     ``metrics_port`` while the block runs (the gauges sampled from ``backend``); traces
     through the global tracer provider (``tracing``); or both."""
     from commandbus.errors import MissingExtraError
-    from commandbus.telemetry import combine
 
     traces: Telemetry | None = None
     if tracing:
@@ -195,7 +194,7 @@ async def observed(
         except MissingExtraError as exc:
             raise click.ClickException(str(exc)) from None
     if metrics_port is None:
-        yield traces or NO_TELEMETRY
+        yield combine(traces)
         return
     try:
         from commandbus.metrics import PrometheusMetrics, serve_metrics
@@ -207,4 +206,4 @@ async def observed(
         metrics, metrics_port, backend=backend, domains=domains, host=metrics_host
     ) as port:
         err_console().print(f"metrics on http://{metrics_host}:{port}/metrics")
-        yield combine(metrics, traces) if traces is not None else metrics
+        yield combine(metrics, traces)
